@@ -1,0 +1,35 @@
+"""hookdock's plugin kit: the ``Event`` model, the ``Source`` and ``Sink`` protocols, errors.
+
+A plugin author needs only this package; it never imports ``receiver``.
+"""
+
+from handlers.errors import (
+    HandlerError,
+    NormalizeError,
+    PayloadRejected,
+    PermanentSinkError,
+    PluginConfigError,
+    RetryableSinkError,
+    SinkError,
+)
+from handlers.event import Event, FileRef, RawDelivery
+from handlers.redact import redact_text, redact_url
+from handlers.sink import Sink
+from handlers.source import Source
+
+__all__ = [
+    "Event",
+    "FileRef",
+    "HandlerError",
+    "NormalizeError",
+    "PayloadRejected",
+    "PermanentSinkError",
+    "PluginConfigError",
+    "RawDelivery",
+    "RetryableSinkError",
+    "Sink",
+    "SinkError",
+    "Source",
+    "redact_text",
+    "redact_url",
+]

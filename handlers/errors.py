@@ -1,0 +1,70 @@
+"""Errors raised by sources and sinks.
+
+The tree::
+
+    HandlerError                 anything a handler raises on purpose
+    ├── PayloadRejected          the body can never be valid for this source (4xx at the door)
+    ├── NormalizeError           a journaled delivery could not become events (dead-lettered)
+    ├── SinkError                a sink could not deliver an event
+    │   ├── RetryableSinkError   try again later (network, throttling, a full disk that may clear)
+    │   └── PermanentSinkError   retrying cannot help (bad path template, refused by policy)
+    └── PluginConfigError        a handler's own configuration is invalid
+
+Every message is written for the person who reads it: the vendor's reviewer for
+``PayloadRejected``, the operator for the rest.  Secrets never go into a message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HandlerError",
+    "NormalizeError",
+    "PayloadRejected",
+    "PermanentSinkError",
+    "PluginConfigError",
+    "RetryableSinkError",
+    "SinkError",
+]
+
+
+class HandlerError(Exception):
+    """A source or sink failed in a way it can explain."""
+
+
+class PayloadRejected(HandlerError):
+    """The request body is not acceptable for this route's source.
+
+    ``status`` is 400 when the body cannot be parsed at all and 422 when it parses but has the
+    wrong shape.  The message is shown to the sender, so keep it short and plain.
+    """
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class NormalizeError(HandlerError):
+    """A stored delivery could not be normalized; it is dead-lettered and can be retried later."""
+
+
+class SinkError(HandlerError):
+    """A sink could not deliver an event."""
+
+    retryable: bool = True
+
+
+class RetryableSinkError(SinkError):
+    """The sink may succeed if the same event is delivered again later."""
+
+    retryable = True
+
+
+class PermanentSinkError(SinkError):
+    """Delivering the same event again cannot succeed without a change of config or data."""
+
+    retryable = False
+
+
+class PluginConfigError(HandlerError):
+    """A source's or sink's configuration is invalid."""

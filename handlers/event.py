@@ -1,0 +1,95 @@
+"""The data that flows through hookdock: a raw delivery in, normalized events out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.redact import redact_url
+
+__all__ = ["Event", "FileRef", "RawDelivery"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class RawDelivery(_Frozen):
+    """One HTTP delivery as it was accepted and journaled: the unit of durability.
+
+    ``headers`` holds only the headers a source may need (lower-case names); credentials
+    are never stored here.
+    """
+
+    delivery_id: str
+    route: str
+    source: str
+    received_at: datetime
+    content_type: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: bytes = Field(repr=False)
+
+    def event_id(self, index: int = 0) -> str:
+        """A stable id for the ``index``-th event of this delivery, the same on every retry."""
+        return f"{self.delivery_id}-{index}"
+
+
+class FileRef(_Frozen):
+    """A file the vendor makes available behind a (often expiring, credentialed) URL."""
+
+    role: str
+    """What the file is to the vendor, such as ``exported`` or ``original``."""
+    url: str = Field(repr=False)
+    """The full URL.  Its query string can be a credential: log ``redacted_url`` instead."""
+    expires_at: datetime | None = None
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+    def __repr_args__(self) -> Any:
+        yield from super().__repr_args__()
+        yield "url", self.redacted_url
+
+
+class Event(_Frozen):
+    """One normalized event, whatever the vendor; sinks deliver it, idempotent on ``event_id``."""
+
+    event_id: str
+    delivery_id: str
+    vendor: str
+    kind: str
+    route: str
+    received_at: datetime
+    task_id: str | None = None
+    task_number: int | None = None
+    workspace_id: str | None = None
+    batch_id: str | None = None
+    external_id: str | None = None
+    display_name: str | None = None
+    files: tuple[FileRef, ...] = ()
+    payload: dict[str, Any] = Field(default_factory=dict, repr=False)
+    """The vendor's JSON body, unchanged, unknown fields included."""
+
+    def template_fields(self) -> dict[str, str]:
+        """Scalar fields as strings for path and key templates (a missing one is ``none``)."""
+        fields: dict[str, str] = {}
+        for name in (
+            "event_id",
+            "delivery_id",
+            "vendor",
+            "kind",
+            "route",
+            "task_id",
+            "task_number",
+            "workspace_id",
+            "batch_id",
+            "external_id",
+            "display_name",
+        ):
+            value = getattr(self, name)
+            fields[name] = "none" if value is None else str(value)
+        fields["received_date"] = self.received_at.strftime("%Y-%m-%d")
+        return fields

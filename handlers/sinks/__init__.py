@@ -1,0 +1,5 @@
+"""Built-in sinks."""
+
+from handlers.sinks.local import LocalSink, LocalSinkConfig
+
+__all__ = ["LocalSink", "LocalSinkConfig"]

@@ -1,0 +1,157 @@
+"""The local folder sink: one JSON file per event, written atomically under a root folder.
+
+A write is temp file, fsync, rename, fsync of the directory: a reader never sees half a file
+and a crash leaves either the old state or the whole new file.  The final name holds the event
+id, so delivering the same event again finds the file and does nothing (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import string
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from handlers.errors import PermanentSinkError, RetryableSinkError
+from handlers.event import Event
+
+__all__ = ["LocalSink", "LocalSinkConfig"]
+
+DEFAULT_TEMPLATE = "{vendor}/{workspace_id}/{task_id}/{kind}-{event_id}.json"
+
+_FIELDS = frozenset(
+    {
+        "event_id",
+        "delivery_id",
+        "vendor",
+        "kind",
+        "route",
+        "task_id",
+        "task_number",
+        "workspace_id",
+        "batch_id",
+        "external_id",
+        "display_name",
+        "received_date",
+    }
+)
+
+
+class LocalSinkConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = "local"
+    root: Path
+    """Folder the files go under; relative paths are taken from the config file's folder."""
+    path_template: str = DEFAULT_TEMPLATE
+    """Relative path of each file, with ``{field}`` placeholders over the event's fields."""
+    fsync: bool = True
+
+    @field_validator("root")
+    @classmethod
+    def _resolve_root(cls, root: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        if not root.is_absolute() and base is not None:
+            root = Path(base) / root
+        return root
+
+    @field_validator("path_template")
+    @classmethod
+    def _check_template(cls, template: str) -> str:
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+        except ValueError as exc:
+            raise ValueError(f"not a valid template: {exc}") from None
+        unknown = sorted(set(names) - _FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}"
+            )
+        if "event_id" not in names:
+            raise ValueError("must contain {event_id}, so that every event gets its own file")
+        if template.startswith("/") or ".." in Path(template).parts:
+            raise ValueError("must be a relative path inside the root folder")
+        return template
+
+
+def _safe_value(name: str, value: str) -> str:
+    """Refuse any value that could move the file out of its folder."""
+    if (
+        value in ("", ".", "..")
+        or "/" in value
+        or "\\" in value
+        or "\x00" in value
+        or any(ord(c) < 32 for c in value)
+    ):
+        raise PermanentSinkError(
+            f"local sink: event field {name} is not usable in a path: {value[:80]!r}"
+        )
+    return value
+
+
+class LocalSink:
+    """Writes each event as pretty JSON to ``root / path_template``."""
+
+    config_model: ClassVar[type[BaseModel]] = LocalSinkConfig
+
+    def __init__(self, config: LocalSinkConfig) -> None:
+        self.config = config
+        self.root = config.root.resolve()
+
+    def path_for(self, event: Event) -> Path:
+        fields = {k: _safe_value(k, v) for k, v in event.template_fields().items()}
+        relative = self.config.path_template.format_map(fields)
+        target = (self.root / relative).resolve()
+        if not target.is_relative_to(self.root) or target == self.root:
+            raise PermanentSinkError("local sink: the path template leaves the root folder")
+        return target
+
+    async def deliver(self, event: Event) -> None:
+        target = self.path_for(event)
+        data = event.model_dump_json(indent=2).encode()
+        try:
+            await asyncio.to_thread(self._write, target, data)
+        except OSError as exc:
+            raise RetryableSinkError(f"local sink: cannot write {target}: {exc}") from exc
+
+    async def check(self) -> list[str]:
+        try:
+            await asyncio.to_thread(self._probe)
+        except OSError as exc:
+            return [f"local sink: root {self.root} is not writable: {exc}"]
+        return []
+
+    def _probe(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".hookdock-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
+    def _write(self, target: Path, data: bytes) -> None:
+        if target.exists():
+            return  # already delivered: the name holds the event id
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.config.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+        if self.config.fsync:
+            _fsync_dir(target.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,213 @@
+"""SmartDocumentor export webhooks: one source per export kind.
+
+SmartDocumentor sends a JSON ``POST`` when a document is reviewed, with no signature and no
+delivery id.  Any non-2xx reply puts the document back to "To Review" and shows the reply body
+to the reviewer, so rejections are short plain sentences.  They never echo the body: its
+``exportedFileUrl`` and ``originalFileUrl`` are SAS URLs whose query string is a credential.
+
+The same ``taskId`` can be exported again after a re-review, so the dedupe key combines the
+task with a hash of the exact body: a resent body is a duplicate, a re-export is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from hashlib import sha256
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import ValidationError
+
+from handlers.errors import NormalizeError, PayloadRejected
+from handlers.event import Event, FileRef, RawDelivery
+from handlers.redact import sas_expiry
+
+__all__ = [
+    "SOURCES",
+    "AnonymizationFileSource",
+    "SmartDocumentorSource",
+    "TextDocumentSource",
+    "TranscriptFileSource",
+    "TranscriptSource",
+]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class SmartDocumentorSource:
+    """What the four export kinds share; a subclass only names its ``kind``.
+
+    ``has_exported_file`` marks the "URL to file" kinds, whose body must carry an
+    ``exportedFileUrl``; the other kinds never read that field.
+    """
+
+    vendor: ClassVar[str] = "smartdocumentor"
+    content_types: ClassVar[tuple[str, ...]] = ("application/json",)
+    kind: ClassVar[str]
+    has_exported_file: ClassVar[bool] = False
+
+    def admit(self, delivery: RawDelivery) -> str:
+        body = _parse(delivery.body)
+        task_id = self._check(body)
+        digest = sha256(delivery.body).hexdigest()
+        return f"{delivery.route}:{self.kind}:{task_id}:{digest}"
+
+    def normalize(self, delivery: RawDelivery) -> list[Event]:
+        try:
+            body = _parse(delivery.body)
+            task_id = self._check(body)
+        except PayloadRejected as exc:
+            # Reachable when a delivery was journaled before this source grew stricter; the
+            # message is ours and holds no body content, so it is safe for the operator's log.
+            raise NormalizeError(
+                f"SmartDocumentor {self.kind} delivery {delivery.delivery_id}: {exc.message}"
+            ) from exc
+
+        files: list[FileRef] = []
+        if self.has_exported_file:
+            files.append(_file_ref("exported", body["exportedFileUrl"]))
+        if body.get("originalFileUrl") is not None:
+            files.append(_file_ref("original", body["originalFileUrl"]))
+
+        try:
+            event = Event(
+                event_id=delivery.event_id(0),
+                delivery_id=delivery.delivery_id,
+                vendor=self.vendor,
+                kind=self.kind,
+                route=delivery.route,
+                received_at=delivery.received_at,
+                task_id=task_id,
+                task_number=_task_number(body.get("taskNumber")),
+                workspace_id=_opt_id(body.get("workspaceId")),
+                batch_id=_opt_id(body.get("batchId")),
+                external_id=_opt_id(body.get("externalId")),
+                display_name=_opt_str(body.get("displayName")),
+                files=tuple(files),
+                payload=body,
+            )
+        except ValidationError as exc:
+            # Every field is coerced above, so this is a bug here.  The pydantic error would
+            # quote the offending input (possibly a SAS URL), so only locations are kept.
+            where = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
+            raise NormalizeError(
+                f"SmartDocumentor {self.kind} delivery {delivery.delivery_id}: "
+                f"could not build the event (invalid: {where})"
+            ) from None
+        return [event]
+
+    def _check(self, body: Mapping[str, Any]) -> str:
+        """Validate the fields routing and dedupe depend on; return the task id as text."""
+        task_id = _task_id(body.get("taskId"))
+        if self.has_exported_file:
+            exported = body.get("exportedFileUrl")
+            if exported is None:
+                raise PayloadRejected("exportedFileUrl missing", status=422)
+            if not _is_http_url(exported):
+                raise PayloadRejected("exportedFileUrl is not an http(s) URL", status=422)
+        original = body.get("originalFileUrl")
+        if original is not None and not _is_http_url(original):
+            raise PayloadRejected("originalFileUrl is not an http(s) URL", status=422)
+        return task_id
+
+
+class TextDocumentSource(SmartDocumentorSource):
+    """Reviewed OCR data and metadata (Invoices, Receipts, Custom and Layout workspaces)."""
+
+    kind = "text_document"
+
+
+class TranscriptSource(SmartDocumentorSource):
+    """A reviewed transcript, full or "Simplified Export"."""
+
+    kind = "transcript"
+
+
+class TranscriptFileSource(SmartDocumentorSource):
+    """The "URL to file" export for transcripts: a generated ``.docx`` at ``exportedFileUrl``."""
+
+    kind = "transcript_file"
+    has_exported_file = True
+
+
+class AnonymizationFileSource(SmartDocumentorSource):
+    """The "URL to file" export for anonymization: the anonymized PDF, JPEG or PNG."""
+
+    kind = "anonymization_file"
+    has_exported_file = True
+
+
+SOURCES: dict[str, type[SmartDocumentorSource]] = {
+    f"smartdocumentor.{cls.kind}": cls
+    for cls in (TextDocumentSource, TranscriptSource, TranscriptFileSource, AnonymizationFileSource)
+}
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    # RFC 8259 lets a parser ignore a UTF-8 BOM, and .NET senders sometimes write one; orjson
+    # refuses it, and bouncing a reviewed document over it would help nobody.
+    raw = raw.removeprefix(_BOM)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadRejected("body is not JSON", status=400) from exc
+    if not isinstance(body, dict):
+        raise PayloadRejected("body is not a JSON object", status=422)
+    return body
+
+
+def _task_id(value: object) -> str:
+    if value is None:
+        raise PayloadRejected("taskId missing", status=422)
+    # bool is an int subclass, and a float id (orjson's fallback beyond 64 bits) cannot be
+    # turned back into the vendor's exact id.
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PayloadRejected("taskId is not a string or number", status=422)
+    text = str(value)
+    if not text.strip():
+        raise PayloadRejected("taskId missing", status=422)
+    return text
+
+
+def _is_http_url(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    # urlsplit silently drops tabs and newlines, which would let a mangled URL through.
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _file_ref(role: str, url: str) -> FileRef:
+    return FileRef(role=role, url=url, expires_at=sas_expiry(url))
+
+
+def _task_number(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    # isascii() keeps out digits int() would reject or misread, such as "²" or "٣".
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        try:
+            return int(value)
+        except ValueError:  # beyond Python's int-from-string digit limit
+            return None
+    return None
+
+
+def _opt_id(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return _opt_str(value)
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

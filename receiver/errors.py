@@ -1,0 +1,81 @@
+"""Errors of the host, and how each becomes an HTTP response.
+
+The tree::
+
+    ReceiverError                  anything the host raises on purpose
+    ├── ConfigError                the configuration is invalid; the message names the key
+    ├── JournalError               the journal cannot be read or written
+    │   └── JournalUnavailable     a write failed or the journal is closed (ingest answers 503)
+    └── IngestError                a request is refused; ``status`` and a one-line ``message``
+        ├── RouteNotFound          404
+        ├── PayloadTooLarge        413
+        ├── UnsupportedMediaType   415
+        ├── AuthFailed             401
+        └── BadPayload             400 / 422
+
+Every ingest error body is one short plain-text line, prefixed ``hookdock:``, because a
+SmartDocumentor reviewer reads it on the document.  It never holds a secret or a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthFailed",
+    "BadPayload",
+    "ConfigError",
+    "IngestError",
+    "JournalError",
+    "JournalUnavailable",
+    "PayloadTooLarge",
+    "ReceiverError",
+    "RouteNotFound",
+    "UnsupportedMediaType",
+]
+
+
+class ReceiverError(Exception):
+    """Something the host can explain went wrong."""
+
+
+class ConfigError(ReceiverError):
+    """The configuration is invalid; the message names the key and what is wrong with it."""
+
+
+class JournalError(ReceiverError):
+    """The journal could not be read or written: check ``journal.path`` and the disk."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal could not make a delivery durable; the sender must try again."""
+
+
+class IngestError(ReceiverError):
+    """A request was refused.  ``message`` is shown to the sender as is."""
+
+    status: int = 400
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class RouteNotFound(IngestError):
+    status = 404
+
+
+class PayloadTooLarge(IngestError):
+    status = 413
+
+
+class UnsupportedMediaType(IngestError):
+    status = 415
+
+
+class AuthFailed(IngestError):
+    status = 401
+
+
+class BadPayload(IngestError):
+    status = 422

@@ -1,0 +1,182 @@
+"""Group commit: one thread owns the SQLite connection and commits queued work together.
+
+Requests hand a small function over a queue and await a future.  The thread takes everything
+that queued while its previous commit ran, applies it in one transaction (a savepoint each, so
+one failing function cannot undo another's work) and commits once: concurrent requests share
+one fsync instead of paying one each.  There is no fixed wait: a lone request commits at once,
+and batches grow exactly as fast as load does.  fsync happens on this thread, never on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from receiver.errors import JournalUnavailable
+
+__all__ = ["GroupCommitter"]
+
+log = logging.getLogger("hookdock.journal")
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], Any]
+
+_MAX_BATCH = 2048
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Work, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop):
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.done():  # the caller gave up waiting (timeout or cancel)
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+
+class GroupCommitter:
+    """Runs ``submit``ted functions on one connection, committing each batch with one fsync."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str = "journal") -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"hookdock-{name}", daemon=True)
+        self.commits = 0
+        self.committed_jobs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closed
+
+    async def submit(self, fn: Work) -> Any:
+        if self._closed:
+            raise JournalUnavailable("the journal is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Job(fn, future, loop))
+        return await future
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # reported to start()'s caller
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                first = self._queue.get()
+                batch: list[_Job] = []
+                stop = first is None
+                if first is not None:
+                    batch.append(first)
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stop = True
+                    else:
+                        batch.append(job)
+                if batch:
+                    self._commit(conn, batch)
+                if stop:
+                    break
+            self._fail_queued()
+        finally:
+            conn.close()
+
+    def _fail_queued(self) -> None:
+        leftover: list[_Job] = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                leftover.append(job)
+        self._deliver([(j, None, JournalUnavailable("the journal is closed")) for j in leftover])
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(conn)
+                except Exception as exc:  # one job's failure is its own, not the batch's
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, None, _as_journal_error(exc)))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, value, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("journal commit failed: %s", exc)
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("journal rollback failed")
+            error = JournalUnavailable(f"the journal could not commit: {exc}")
+            error.__cause__ = exc
+            outcomes = [(job, None, error) for job in batch]
+        else:
+            self.commits += 1
+            self.committed_jobs += len(batch)
+        self._deliver(outcomes)
+
+    @staticmethod
+    def _deliver(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        # One wake-up per event loop per batch, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for job, value, error in outcomes:
+            by_loop.setdefault(job.loop, []).append((job.future, value, error))
+        for loop, results in by_loop.items():
+            # RuntimeError: that loop has closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, results)
+
+
+def _as_journal_error(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.Error):
+        error = JournalUnavailable(f"the journal could not write: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc

@@ -1,0 +1,112 @@
+"""Everything a running hookdock holds: config, journal, sources, sinks, dispatcher, state.
+
+``Runtime.build`` validates everything that can be checked without I/O (it is what
+``hookdock check`` runs); ``start`` opens the journal and starts the dispatcher; ``stop`` undoes
+both within a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from handlers.sink import Sink
+from handlers.source import Source
+from receiver.config import Config, RouteConfig
+from receiver.dispatcher import Dispatcher, RouteTarget
+from receiver.journal.base import Journal
+from receiver.journal.sqlite import SqliteJournal
+from receiver.plugins import build_sinks, build_sources
+
+__all__ = ["IngestRoute", "Runtime"]
+
+log = logging.getLogger("hookdock")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRoute:
+    config: RouteConfig
+    source: Source
+    source_name: str
+    media_types: frozenset[str]
+
+
+@dataclass
+class Runtime:
+    config: Config
+    base_dir: Path
+    journal: Journal
+    routes: dict[str, IngestRoute]
+    sinks: dict[str, Sink]
+    run_dispatcher: bool
+    dispatcher: Dispatcher | None = None
+    draining: bool = False
+    shutdown_deadline: float | None = None
+    _started: bool = field(default=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        base_dir: Path,
+        *,
+        journal: Journal | None = None,
+        run_dispatcher: bool | None = None,
+    ) -> Runtime:
+        sources = build_sources(config)
+        sinks = build_sinks(config, base_dir)
+        routes = {
+            r.name: IngestRoute(
+                r, sources[r.name], r.source, frozenset(sources[r.name].content_types)
+            )
+            for r in config.routes
+        }
+        return cls(
+            config=config,
+            base_dir=base_dir,
+            journal=journal
+            or SqliteJournal(config.journal.path, busy_timeout_ms=config.journal.busy_timeout_ms),
+            routes=routes,
+            sinks=sinks,
+            run_dispatcher=config.dispatcher.enabled if run_dispatcher is None else run_dispatcher,
+        )
+
+    def route_targets(self) -> dict[str, RouteTarget]:
+        return {
+            name: RouteTarget(route.source, [(s, self.sinks[s]) for s in route.config.sinks])
+            for name, route in self.routes.items()
+        }
+
+    async def start(self) -> None:
+        if isinstance(self.journal, SqliteJournal):
+            await asyncio.to_thread(self.journal.open)
+        self._started = True
+        if self.run_dispatcher:
+            self.dispatcher = Dispatcher(self.journal, self.route_targets(), self.config.dispatcher)
+            await self.dispatcher.start()
+
+    def begin_shutdown(self) -> None:
+        """Readiness goes false and the dispatcher claims nothing more; in-flight work goes on."""
+        if not self.draining:
+            self.draining = True
+            self.shutdown_deadline = time.monotonic() + self.config.server.grace_seconds
+            if self.dispatcher is not None:
+                self.dispatcher.stop_claiming()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        deadline = self.shutdown_deadline or time.monotonic()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop(max(0.5, deadline - time.monotonic()))
+        for name, sink in self.sinks.items():
+            aclose = getattr(sink, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("sink %s did not close cleanly", name)
+        if self._started:
+            await self.journal.close()

@@ -1,0 +1,76 @@
+"""Running the app under uvicorn, with a shutdown a load balancer can follow.
+
+On SIGTERM or SIGINT, readiness turns false and the dispatcher stops claiming at once; after
+``server.drain_seconds`` the listener closes, in-flight requests finish, and the dispatcher gets
+what is left of ``server.grace_seconds`` before it releases unfinished work.  A second signal
+exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import re
+from types import FrameType
+
+import uvicorn
+
+from receiver.app import create_app
+from receiver.runtime import Runtime
+
+__all__ = ["RedactPathFilter", "serve"]
+
+log = logging.getLogger("hookdock")
+
+_TOKEN_IN_PATH = re.compile(r"^(/hooks/[^/?]+/)[^/?]+")
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*")
+
+
+class RedactPathFilter(logging.Filter):
+    """Hides URL tokens in uvicorn's access log lines (when an operator turns the log on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path = _TOKEN_IN_QUERY.sub(r"\1REDACTED", _TOKEN_IN_PATH.sub(r"\1REDACTED", args[2]))
+            record.args = (*args[:2], path, *args[3:])
+        return True
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._exit_requested = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.runtime.config.server.drain_seconds
+        if self._exit_requested or drain <= 0:
+            self.runtime.begin_shutdown()
+            super().handle_exit(sig, frame)
+            return
+        self._exit_requested = True
+        self.runtime.begin_shutdown()
+        log.info("shutting down: not ready; closing the listener in %.1fs", drain)
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(loop.call_later, drain, super().handle_exit, sig, None)
+
+
+def serve(runtime: Runtime, *, host: str, port: int) -> None:
+    server_config = runtime.config.server
+    config = uvicorn.Config(
+        create_app(runtime, freeze_heap=True),
+        host=host,
+        port=port,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        access_log=server_config.access_log,
+        log_config=None,
+        timeout_graceful_shutdown=max(1, int(server_config.grace_seconds)),
+        server_header=False,
+        backlog=2048,
+    )
+    logging.getLogger("uvicorn.access").addFilter(RedactPathFilter())
+    _Server(config, runtime).run()
