@@ -1,0 +1,174 @@
+"""The SQLite journal on real files: dedupe, leases, outcomes, group commit, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from handlers.event import RawDelivery
+from receiver.errors import JournalUnavailable
+from receiver.ids import new_id
+from receiver.journal import DeliveryState, Outcome, SqliteJournal
+
+pytestmark = pytest.mark.anyio
+
+
+def raw(body: bytes = b"{}", route: str = "r") -> RawDelivery:
+    return RawDelivery(
+        delivery_id=new_id(),
+        route=route,
+        source="smartdocumentor.text_document",
+        received_at=datetime.now(UTC),
+        content_type="application/json",
+        headers={"user-agent": "test"},
+        body=body,
+    )
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    j = SqliteJournal(tmp_path / "j.db").open()
+    yield j
+    await j.close()
+
+
+async def test_append_is_deduplicated_by_key(journal: SqliteJournal) -> None:
+    first, again = raw(b"1"), raw(b"1")
+    a = await journal.append(first, "k1")
+    b = await journal.append(again, "k1")
+    assert (a.duplicate, b.duplicate) == (False, True)
+    assert b.delivery_id == first.delivery_id
+    assert (await journal.counts())[DeliveryState.PENDING] == 1
+    stored = await journal.get_raw(first.delivery_id)
+    assert stored == first
+
+
+async def test_concurrent_appends_share_commits(journal: SqliteJournal) -> None:
+    await asyncio.gather(*(journal.append(raw(str(i).encode()), f"k{i}") for i in range(300)))
+    commits, jobs = journal.stats
+    assert jobs == 300
+    assert commits < jobs, "group commit should batch concurrent appends"
+    assert (await journal.counts())[DeliveryState.PENDING] == 300
+
+
+async def test_claims_are_exclusive_until_the_lease_ends(journal: SqliteJournal) -> None:
+    for i in range(5):
+        await journal.append(raw(str(i).encode()), f"k{i}")
+    mine = await journal.claim("a", 3, lease_seconds=60)
+    theirs = await journal.claim("b", 10, lease_seconds=60)
+    assert len(mine) == 3
+    assert len(theirs) == 2
+    assert not {c.delivery.delivery_id for c in mine} & {c.delivery.delivery_id for c in theirs}
+    assert all(c.attempt == 1 for c in mine + theirs)
+    assert await journal.claim("c", 10, lease_seconds=60) == []
+
+
+async def test_expired_lease_can_be_claimed_again(journal: SqliteJournal) -> None:
+    await journal.append(raw(), "k")
+    [first] = await journal.claim("a", 1, lease_seconds=0.01)
+    deadline = asyncio.get_running_loop().time() + 5
+    again: list[object] = []
+    while not again and asyncio.get_running_loop().time() < deadline:
+        again = list(await journal.claim("b", 1, lease_seconds=60))
+    assert len(again) == 1
+    # The first owner's late outcome is ignored: it no longer holds the lease.
+    await journal.finish(first.delivery.delivery_id, "a", Outcome.delivered())
+    info = await journal.get(first.delivery.delivery_id)
+    assert info is not None and info.state is DeliveryState.PENDING and info.attempts == 2
+
+
+async def test_outcomes(journal: SqliteJournal) -> None:
+    ids = []
+    for i in range(3):
+        d = raw(str(i).encode())
+        ids.append(d.delivery_id)
+        await journal.append(d, f"k{i}")
+    await journal.claim("w", 3, lease_seconds=60)
+    await journal.finish(ids[0], "w", Outcome.delivered())
+    await journal.finish(ids[1], "w", Outcome.retry("sink x: boom", at=4e9))
+    await journal.finish(ids[2], "w", Outcome.dead("sink x: refused"))
+    infos = {i: await journal.get(i) for i in ids}
+    assert infos[ids[0]] is not None and infos[ids[0]].state is DeliveryState.DONE
+    retry = infos[ids[1]]
+    assert retry is not None and retry.state is DeliveryState.PENDING
+    assert retry.last_error == "sink x: boom" and retry.next_attempt_at is not None
+    assert retry.next_attempt_at.timestamp() == pytest.approx(4e9)
+    dead = infos[ids[2]]
+    assert dead is not None and dead.state is DeliveryState.DEAD
+    assert dead.last_error == "sink x: refused"
+    # Not due yet, so not claimable; the dead one neither.
+    assert await journal.claim("w", 10, lease_seconds=60) == []
+    assert [i.delivery_id for i in await journal.list(DeliveryState.DEAD)] == [ids[2]]
+    assert await journal.requeue([ids[2]]) == 1
+    [claim] = await journal.claim("w", 10, lease_seconds=60)
+    assert claim.delivery.delivery_id == ids[2] and claim.attempt == 1
+
+
+async def test_release_gives_the_attempt_back(journal: SqliteJournal) -> None:
+    d = raw()
+    await journal.append(d, "k")
+    await journal.claim("w", 1, lease_seconds=60)
+    await journal.release("w", [d.delivery_id])
+    [claim] = await journal.claim("v", 1, lease_seconds=60)
+    assert claim.attempt == 1
+
+
+async def test_release_stale_frees_leases_of_gone_owners(journal: SqliteJournal) -> None:
+    await journal.append(raw(b"1"), "k1")
+    await journal.append(raw(b"2"), "k2")
+    await journal.claim("gone", 1, lease_seconds=600)
+    await journal.claim("alive", 1, lease_seconds=600)
+    assert await journal.release_stale(lambda owner: owner == "gone") == 1
+    [claim] = await journal.claim("new", 5, lease_seconds=60)
+    assert claim.attempt == 2
+
+
+async def test_acknowledged_appends_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    j = SqliteJournal(path).open()
+    d = raw(b"payload")
+    await j.append(d, "k")
+    await j.close()
+    reopened = SqliteJournal(path).open()
+    try:
+        assert await reopened.get_raw(d.delivery_id) == d
+    finally:
+        await reopened.close()
+
+
+async def test_locked_database_is_unavailable_not_hung(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    j = SqliteJournal(path, busy_timeout_ms=50).open()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JournalUnavailable):
+            await j.append(raw(), "k")
+        with pytest.raises(JournalUnavailable):
+            await j.ping()
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    await j.append(raw(), "k")
+    assert (await j.counts())[DeliveryState.PENDING] == 1
+    await j.close()
+
+
+async def test_closed_journal_refuses_work(journal: SqliteJournal) -> None:
+    await journal.close()
+    with pytest.raises(JournalUnavailable):
+        await journal.append(raw(), "k")
+
+
+def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    from receiver.errors import JournalError
+
+    with pytest.raises(JournalError, match=r"journal\.path"):
+        SqliteJournal(blocker / "j.db").open()
