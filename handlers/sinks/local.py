@@ -8,6 +8,7 @@ id, so delivering the same event again finds the file and does nothing (idempote
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import string
 from pathlib import Path
@@ -147,6 +148,25 @@ class LocalSink:
         os.replace(temp, target)
         if self.config.fsync:
             _fsync_dir(target.parent)
+        _remove_orphans(target)
+
+
+def _remove_orphans(target: Path) -> None:
+    """Delete temp files of ``target`` left by writers killed before their rename."""
+    for temp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid_text = temp.name.removesuffix(".tmp").rsplit(".", 1)[-1]
+        if pid_text.isdigit() and not _running(int(pid_text)):
+            temp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:
