@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from receiver.errors import IngestError, JournalError
+from receiver.errors import IngestError, JournalError, PayloadTooLarge
 from receiver.ingest import ingest
 from receiver.runtime import Runtime
 
@@ -31,6 +31,10 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> R
 
 async def _ingest_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IngestError)
+    if isinstance(exc, PayloadTooLarge):
+        # Without "Connection: close" the server would drain the rest of the body to keep the
+        # connection alive; closing it is what makes the cap a cap.
+        return _text(exc.status, exc.message, {"Connection": "close"})
     return _text(exc.status, exc.message)
 
 

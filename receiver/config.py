@@ -134,6 +134,10 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         where = _loc(tuple(err["loc"]))
+        if where == "(top level)" and err["type"] == "value_error" and not prefix:
+            # Cross-checks (model validators) already name their key in the message.
+            lines.append(err["msg"].removeprefix("Value error, "))
+            continue
         if prefix:
             where = f"{prefix}.{where}" if where != "(top level)" else prefix
         message = err["msg"]

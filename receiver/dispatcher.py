@@ -131,8 +131,9 @@ class Dispatcher:
             if free > 0:
                 try:
                     claims = await self.journal.claim(self.owner, free, self.config.lease_seconds)
-                except Exception:
-                    log.exception("cannot claim deliveries; trying again")
+                except Exception as exc:
+                    # Expected while another process holds the journal: one line, not a trace.
+                    log.warning("cannot claim deliveries, trying again: %s", exc)
             for claim in claims:
                 task = asyncio.create_task(self._attempt(claim))
                 self._inflight[task] = claim.delivery.delivery_id

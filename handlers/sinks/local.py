@@ -101,9 +101,12 @@ class LocalSink:
     def __init__(self, config: LocalSinkConfig) -> None:
         self.config = config
         self.root = config.root.resolve()
+        self._used = {n for _, n, _, _ in string.Formatter().parse(config.path_template) if n}
 
     def path_for(self, event: Event) -> Path:
-        fields = {k: _safe_value(k, v) for k, v in event.template_fields().items()}
+        fields = {
+            k: _safe_value(k, v) for k, v in event.template_fields().items() if k in self._used
+        }
         relative = self.config.path_template.format_map(fields)
         target = (self.root / relative).resolve()
         if not target.is_relative_to(self.root) or target == self.root:
