@@ -1,0 +1,262 @@
+"""Shared pieces of the benchmarks: request bodies, a temporary hookdock config, servers.
+
+Everything here talks to 127.0.0.1 only, and every process it starts is stopped by ``Server``
+(SIGTERM, then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+if str(REPO_DIR) not in sys.path:
+    sys.path.insert(0, str(REPO_DIR))
+
+from tests.sd_payloads import load  # noqa: E402
+
+HOST = "127.0.0.1"
+ROUTE = "sd-text"
+SOURCE = "smartdocumentor.text_document"
+TASK_ID_MARK = "@@TASK_ID@@"
+
+
+# ---------------------------------------------------------------- bodies
+
+
+@dataclass(frozen=True)
+class BodyTemplate:
+    """A text-document body split around its ``taskId`` value: ``prefix + id + suffix``."""
+
+    prefix: bytes
+    suffix: bytes
+    workspace_id: str
+
+    def body(self, task_id: str) -> bytes:
+        return self.prefix + task_id.encode() + self.suffix
+
+    @property
+    def size(self) -> int:
+        """Length with a 36-character (UUID-shaped) task id."""
+        return len(self.prefix) + 36 + len(self.suffix)
+
+
+def body_template(target_bytes: int = 3072) -> BodyTemplate:
+    """The recorded ``text_document/baseline`` body, with entities dropped from the end until it
+    is at most ``target_bytes`` long (compact JSON, a UUID-shaped task id)."""
+    doc: dict[str, Any] = orjson.loads(load("text_document", "baseline"))
+    doc["taskId"] = TASK_ID_MARK
+
+    def size() -> int:
+        return len(orjson.dumps(doc)) - len(TASK_ID_MARK) + 36
+
+    while size() > target_bytes:
+        chunks = doc["chunks"]
+        if not chunks:
+            break
+        if chunks[-1]["entities"]:
+            chunks[-1]["entities"].pop()
+        else:
+            chunks.pop()
+    prefix, suffix = orjson.dumps(doc).split(TASK_ID_MARK.encode())
+    return BodyTemplate(prefix, suffix, str(doc["workspaceId"]))
+
+
+# ---------------------------------------------------------------- hookdock config
+
+
+@dataclass(frozen=True)
+class HookdockSetup:
+    config: Path
+    token: str
+    journal: Path
+    exports: Path
+
+    @property
+    def hook_path(self) -> str:
+        return f"/hooks/{ROUTE}/{self.token}"
+
+
+def write_config(directory: Path, *, dispatcher: bool = True) -> HookdockSetup:
+    """A config with one url-token route for SmartDocumentor text documents and a local sink,
+    journal and exports inside ``directory`` (paths relative to the config file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    text = f"""\
+# Written by bench/: one route, one local sink, everything under this folder.
+[server]
+host = "{HOST}"
+grace_seconds = 5.0
+
+[journal]
+path = "data/hookdock.db"
+
+[dispatcher]
+enabled = {"true" if dispatcher else "false"}
+
+[[routes]]
+name = "{ROUTE}"
+source = "{SOURCE}"
+sinks = ["exports"]
+auth = {{ type = "url-token", token = "{token}" }}
+
+[sinks.exports]
+type = "local"
+root = "exports"
+"""
+    path = directory / "hookdock.toml"
+    path.write_text(text, encoding="utf-8")
+    return HookdockSetup(path, token, directory / "data" / "hookdock.db", directory / "exports")
+
+
+# ---------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """One server subprocess, logs to files in ``log_dir``; use as a context manager."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        port: int,
+        ready_path: str,
+        log_dir: Path,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port = port
+        self.ready_path = ready_path
+        self.log_path = log_dir / f"{name}.log"
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, ready_timeout: float = 30.0) -> None:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=_child_env()
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} before it was ready;"
+                    f" see {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                url = self.base_url + self.ready_path  # always http://127.0.0.1:...
+                with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} was not ready within {ready_timeout:.0f}s")
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The children import ``receiver``/``bench`` from this checkout whatever the working folder.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_DIR), env.get("PYTHONPATH", "")) if p)
+    env.pop("HOOKDOCK_CONFIG", None)
+    return env
+
+
+def hookdock_server(
+    setup: HookdockSetup, port: int, log_dir: Path, *, journal_stats: bool = False
+) -> Server:
+    """``python -m receiver serve --config ... --port ...`` (the stats wrapper runs the same
+    CLI and only adds a SIGUSR1 handler that prints the journal's commit counters)."""
+    if journal_stats:
+        argv = [sys.executable, str(BENCH_DIR / "serve_stats.py")]
+    else:
+        argv = [sys.executable, "-m", "receiver"]
+    argv += ["serve", "--config", str(setup.config), "--port", str(port)]
+    return Server(
+        "hookdock", argv, port=port, ready_path="/readyz", log_dir=log_dir, cwd=setup.config.parent
+    )
+
+
+def bare_server(port: int, log_dir: Path) -> Server:
+    argv = [sys.executable, str(BENCH_DIR / "bare_app.py"), "--port", str(port)]
+    return Server("bare", argv, port=port, ready_path="/healthz", log_dir=log_dir)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (``nan`` when empty)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), math.ceil(p / 100 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table, columns padded so it also reads well in a terminal."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
