@@ -152,7 +152,7 @@ class Dispatcher:
         outcome = await self._outcome(claim)
         delivery = claim.delivery
         try:
-            await self.journal.finish(delivery.delivery_id, self.owner, outcome)
+            await self.journal.finish(claim, self.owner, outcome)
         except Exception:
             # The lease runs out and another attempt follows: at-least-once, never lost.
             log.exception("cannot record the outcome of delivery %s", delivery.delivery_id)
@@ -196,7 +196,7 @@ class Dispatcher:
                     if delay is None:
                         return Outcome.dead(f"gave up after {claim.attempt} attempts: {reason}")
                     return Outcome.retry(reason, self.clock() + delay)
-                log.info(
+                log.debug(
                     "delivered event %s (%s %s, task %s) to sink %s",
                     event.event_id,
                     event.vendor,

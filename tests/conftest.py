@@ -76,7 +76,7 @@ ROUTE_HMAC = "superoffice-hmac"
 ROUTE_NONE = "none"
 
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
-_ACCEPTED = re.compile(r"^hookdock: (?:already )?accepted as ([0-9A-Z]{26})\n?$")
+_ACCEPTED = re.compile(r"^hookdock: (?:already )?accepted as ([0-9a-f]{26})\n?$")
 
 
 def _url_safe(n: int) -> str:
@@ -374,7 +374,8 @@ class HookdockProcess:
         return f"http://{HOST}:{self.port}"
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "receiver", self.command]
+        # Debug logging: the leak checks then cover the most talkative logs there are.
+        argv = [sys.executable, "-m", "receiver", "--log-level", "debug", self.command]
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
         if self.port is not None:

@@ -8,7 +8,6 @@ id, so delivering the same event again finds the file and does nothing (idempote
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import string
 from pathlib import Path
@@ -107,9 +106,11 @@ class LocalSink:
         fields = {
             k: _safe_value(k, v) for k, v in event.template_fields().items() if k in self._used
         }
-        relative = self.config.path_template.format_map(fields)
-        target = (self.root / relative).resolve()
-        if not target.is_relative_to(self.root) or target == self.root:
+        # No resolve(): it asks the disk about every path component.  The template is relative
+        # without "..", and every value is free of separators, "." and "..", so the joined path
+        # stays under the root by construction; the check below is a cheap second guard.
+        target = self.root / self.config.path_template.format_map(fields)
+        if ".." in target.parts or not target.is_relative_to(self.root) or target == self.root:
             raise PermanentSinkError("local sink: the path template leaves the root folder")
         return target
 
@@ -138,8 +139,17 @@ class LocalSink:
         if target.exists():
             return  # already delivered: the name holds the event id
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # One temp name per target: a writer killed before its rename leaves a temp file that
+        # the retry (one always follows) takes over, so crashes leave no orphans behind.
+        temp = target.with_name(f".{target.name}.tmp")
+        try:
+            fd = os.open(temp, _CREATE, 0o644)
+        except FileExistsError:
+            # A killed writer's, or another worker's writing the same event right now: the
+            # content is the same either way.  Should that writer's rename then fail, its
+            # attempt is retried and finds the file in place.
+            temp.unlink(missing_ok=True)
+            fd = os.open(temp, _CREATE, 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -151,25 +161,9 @@ class LocalSink:
         os.replace(temp, target)
         if self.config.fsync:
             _fsync_dir(target.parent)
-        _remove_orphans(target)
 
 
-def _remove_orphans(target: Path) -> None:
-    """Delete temp files of ``target`` left by writers killed before their rename."""
-    for temp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        pid_text = temp.name.removesuffix(".tmp").rsplit(".", 1)[-1]
-        if pid_text.isdigit() and not _running(int(pid_text)):
-            temp.unlink(missing_ok=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,6 +11,7 @@ task with a hash of the exact body: a resent body is a duplicate, a re-export is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from hashlib import sha256
 from typing import Any, ClassVar
@@ -170,11 +171,14 @@ def _task_id(value: object) -> str:
     return text
 
 
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _is_http_url(value: object) -> bool:
     if not isinstance(value, str):
         return False
     # urlsplit silently drops tabs and newlines, which would let a mangled URL through.
-    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in value):
+    if _CONTROL_OR_SPACE.search(value):
         return False
     try:
         parts = urlsplit(value)

@@ -48,6 +48,7 @@ class Claim:
     delivery: RawDelivery
     attempt: int
     """1 for the first attempt; counted at claim so a delivery that crashes its worker runs out."""
+    claimed_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,8 @@ class Journal(Protocol):
         """Lease up to ``limit`` pending deliveries that are due, oldest first."""
         ...
 
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> None:
-        """Record the outcome of ``owner``'s attempt and end its lease."""
+    async def finish(self, claim: Claim, owner: str, outcome: Outcome) -> None:
+        """Record the outcome of ``owner``'s attempt and end its lease (if still held)."""
         ...
 
     async def release(self, owner: str, delivery_ids: Sequence[str]) -> None:

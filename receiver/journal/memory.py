@@ -74,10 +74,11 @@ class MemoryJournal:
         for row in due:
             row.lease_owner, row.lease_until = owner, now + lease_seconds
             row.attempts += 1
-        return [Claim(r.delivery, r.attempts) for r in due]
+        return [Claim(r.delivery, r.attempts, now) for r in due]
 
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> None:
+    async def finish(self, claim: Claim, owner: str, outcome: Outcome) -> None:
         self._check()
+        delivery_id = claim.delivery.delivery_id
         row = self.rows[delivery_id]
         if row.lease_owner != owner:
             return

@@ -9,6 +9,7 @@ takes turns through SQLite's own locking.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -100,13 +101,100 @@ def _raw(row: Any) -> RawDelivery:
     )
 
 
+# SQLite allows 32766 bound variables per statement; ten a row leaves room for 3000 rows.
+_ROWS_PER_INSERT = 3000
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO deliveries (id, route, source, received_at, content_type, headers, body,"
+        f" dedupe_key, next_attempt_at, updated_at) VALUES {values} ON CONFLICT DO NOTHING"
+    )
+
+
+def _append_many(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[AppendResult]:
+    """Insert a batch's deliveries in one statement per 3000; duplicates keep the first id."""
+    now = time.time()
+    results: list[AppendResult] = []
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        params = [value for row in chunk for value in (*row, now, now)]
+        inserted = conn.execute(_insert_sql(len(chunk)), params).rowcount
+        if inserted == len(chunk):
+            results.extend(AppendResult(row[0], duplicate=False) for row in chunk)
+            continue
+        # Rare: some dedupe keys were known (or repeated within this very batch).
+        ids = [row[0] for row in chunk]
+        marks = ",".join("?" * len(ids))
+        new = {r[0] for r in conn.execute(f"SELECT id FROM deliveries WHERE id IN ({marks})", ids)}
+        for row in chunk:
+            if row[0] in new:
+                results.append(AppendResult(row[0], duplicate=False))
+            else:
+                first = conn.execute(
+                    "SELECT id FROM deliveries WHERE dedupe_key = ?", (row[7],)
+                ).fetchone()
+                results.append(AppendResult(first[0], duplicate=True))
+    return results
+
+
+def _record_attempts(
+    conn: sqlite3.Connection,
+    attempts: list[tuple[Claim, str, str, str | None]],
+    now: float,
+) -> None:
+    values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(attempts))
+    conn.execute(
+        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, owner, started_at, finished_at,"
+        f" outcome, error) VALUES {values}",
+        [
+            v
+            for claim, owner, kind, error in attempts
+            for v in (
+                claim.delivery.delivery_id,
+                claim.attempt,
+                owner,
+                claim.claimed_at,
+                now,
+                kind,
+                error,
+            )
+        ],
+    )
+
+
+def _delivered_many(conn: sqlite3.Connection, items: list[tuple[str, str, Claim]]) -> list[None]:
+    """Mark a batch's delivered deliveries done: one UPDATE per owner, one attempts INSERT."""
+    now = time.time()
+    by_owner: dict[str, list[str]] = {}
+    for delivery_id, owner, _ in items:
+        by_owner.setdefault(owner, []).append(delivery_id)
+    for owner, ids in by_owner.items():
+        for start in range(0, len(ids), _ROWS_PER_INSERT):
+            chunk = ids[start : start + _ROWS_PER_INSERT]
+            conn.execute(
+                "UPDATE deliveries SET state = 'done', lease_owner = NULL, lease_until = NULL,"
+                f" last_error = NULL, updated_at = ? WHERE lease_owner = ? AND id IN"
+                f" ({','.join('?' * len(chunk))})",
+                [now, owner, *chunk],
+            )
+    for start in range(0, len(items), 1000):
+        chunk_items = items[start : start + 1000]
+        _record_attempts(conn, [(c, o, "delivered", None) for _, o, c in chunk_items], now)
+    return [None] * len(items)
+
+
 class SqliteJournal:
     """A ``Journal`` on one SQLite file.  Call ``open()`` before use and ``close()`` after."""
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
-        self._committer = GroupCommitter(self._connect)
+        self._committer = GroupCommitter(
+            self._connect, bulk={"append": _append_many, "delivered": _delivered_many}
+        )
 
     def open(self) -> SqliteJournal:
         try:
@@ -146,23 +234,7 @@ class SqliteJournal:
             delivery.body,
             dedupe_key,
         )
-
-        def work(conn: sqlite3.Connection) -> AppendResult:
-            now = time.time()
-            cur = conn.execute(
-                "INSERT INTO deliveries (id, route, source, received_at, content_type, headers,"
-                " body, dedupe_key, next_attempt_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
-                (*row, now, now),
-            )
-            if cur.rowcount == 1:
-                return AppendResult(delivery.delivery_id, duplicate=False)
-            existing = conn.execute(
-                "SELECT id FROM deliveries WHERE dedupe_key = ?", (dedupe_key,)
-            ).fetchone()
-            return AppendResult(existing[0], duplicate=True)
-
-        result: AppendResult = await self._committer.submit(work)
+        result: AppendResult = await self._committer.submit_bulk("append", row)
         return result
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
@@ -176,38 +248,31 @@ class SqliteJournal:
                 " RETURNING id, route, source, received_at, content_type, headers, body, attempts",
                 (owner, now + lease_seconds, now, now, now, limit),
             ).fetchall()
-            conn.executemany(
-                "INSERT OR REPLACE INTO attempts (delivery_id, attempt, owner, started_at)"
-                " VALUES (?, ?, ?, ?)",
-                [(r[0], r[7], owner, now) for r in rows],
-            )
-            return [Claim(_raw(r), r[7]) for r in rows]
+            return [Claim(_raw(r), r[7], now) for r in rows]
 
         claims: list[Claim] = await self._committer.submit(work)
         claims.sort(key=lambda c: c.delivery.delivery_id)
         return claims
 
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> None:
+    async def finish(self, claim: Claim, owner: str, outcome: Outcome) -> None:
+        delivery_id = claim.delivery.delivery_id
+        if outcome.kind == "delivered":
+            await self._committer.submit_bulk("delivered", (delivery_id, owner, claim))
+            return
+
         def work(conn: sqlite3.Connection) -> None:
             now = time.time()
-            if outcome.kind == "delivered":
-                state, next_at = DeliveryState.DONE, now
-            elif outcome.kind == "retry":
+            if outcome.kind == "retry":
                 state, next_at = DeliveryState.PENDING, outcome.retry_at or now
             else:
                 state, next_at = DeliveryState.DEAD, now
-            cur = conn.execute(
+            conn.execute(
                 "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
                 " lease_until = NULL, last_error = ?, updated_at = ?"
-                " WHERE id = ? AND lease_owner = ? RETURNING attempts",
+                " WHERE id = ? AND lease_owner = ?",
                 (state.value, next_at, outcome.error, now, delivery_id, owner),
-            ).fetchone()
-            if cur is not None:
-                conn.execute(
-                    "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
-                    " WHERE delivery_id = ? AND attempt = ?",
-                    (now, outcome.kind, outcome.error, delivery_id, cur[0]),
-                )
+            )
+            _record_attempts(conn, [(claim, owner, outcome.kind, outcome.error)], now)
 
         await self._committer.submit(work)
 
@@ -215,18 +280,11 @@ class SqliteJournal:
         ids = list(delivery_ids)
 
         def work(conn: sqlite3.Connection) -> None:
-            for delivery_id in ids:
-                row = conn.execute(
-                    "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL,"
-                    " attempts = attempts - 1 WHERE id = ? AND lease_owner = ?"
-                    " RETURNING attempts",
-                    (delivery_id, owner),
-                ).fetchone()
-                if row is not None:
-                    conn.execute(
-                        "DELETE FROM attempts WHERE delivery_id = ? AND attempt = ?",
-                        (delivery_id, row[0] + 1),
-                    )
+            conn.executemany(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL,"
+                " attempts = attempts - 1 WHERE id = ? AND lease_owner = ?",
+                [(i, owner) for i in ids],
+            )
 
         await self._committer.submit(work)
 
@@ -243,9 +301,10 @@ class SqliteJournal:
                 if is_dead_owner(owner):
                     now = time.time()
                     conn.execute(
-                        "UPDATE attempts SET finished_at = ?, outcome = 'lost',"
-                        " error = 'the worker stopped during the attempt'"
-                        " WHERE owner = ? AND finished_at IS NULL",
+                        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, owner, started_at,"
+                        " finished_at, outcome, error) SELECT id, attempts, lease_owner,"
+                        " updated_at, ?, 'lost', 'the worker stopped during the attempt'"
+                        " FROM deliveries WHERE lease_owner = ?",
                         (now, owner),
                     )
                     released += conn.execute(

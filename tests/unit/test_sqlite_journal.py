@@ -48,6 +48,33 @@ async def test_append_is_deduplicated_by_key(journal: SqliteJournal) -> None:
     assert stored == first
 
 
+async def test_duplicates_within_one_batch_keep_the_first_id(journal: SqliteJournal) -> None:
+    batch = [raw(b"same") for _ in range(5)] + [raw(b"other")]
+    keys = ["dup"] * 5 + ["other"]
+    results = await asyncio.gather(
+        *(journal.append(d, k) for d, k in zip(batch, keys, strict=True))
+    )
+    assert sum(not r.duplicate for r in results) == 2
+    ids = {r.delivery_id for r in results[:5]}
+    assert len(ids) == 1
+    assert (await journal.counts())[DeliveryState.PENDING] == 2
+
+
+async def test_attempts_are_recorded(tmp_path: Path) -> None:
+    j = SqliteJournal(tmp_path / "j.db").open()
+    d = raw()
+    await j.append(d, "k")
+    [c1] = await j.claim("w", 1, 60)
+    await j.finish(c1, "w", Outcome.retry("boom", at=0))
+    [c2] = await j.claim("w", 1, 60)
+    await j.finish(c2, "w", Outcome.delivered())
+    await j.close()
+    rows = sqlite3.connect(tmp_path / "j.db").execute(
+        "SELECT attempt, owner, outcome, error FROM attempts ORDER BY attempt"
+    )
+    assert list(rows) == [(1, "w", "retry", "boom"), (2, "w", "delivered", None)]
+
+
 async def test_concurrent_appends_share_commits(journal: SqliteJournal) -> None:
     await asyncio.gather(*(journal.append(raw(str(i).encode()), f"k{i}") for i in range(300)))
     commits, jobs = journal.stats
@@ -77,7 +104,7 @@ async def test_expired_lease_can_be_claimed_again(journal: SqliteJournal) -> Non
         again = list(await journal.claim("b", 1, lease_seconds=60))
     assert len(again) == 1
     # The first owner's late outcome is ignored: it no longer holds the lease.
-    await journal.finish(first.delivery.delivery_id, "a", Outcome.delivered())
+    await journal.finish(first, "a", Outcome.delivered())
     info = await journal.get(first.delivery.delivery_id)
     assert info is not None and info.state is DeliveryState.PENDING and info.attempts == 2
 
@@ -88,10 +115,10 @@ async def test_outcomes(journal: SqliteJournal) -> None:
         d = raw(str(i).encode())
         ids.append(d.delivery_id)
         await journal.append(d, f"k{i}")
-    await journal.claim("w", 3, lease_seconds=60)
-    await journal.finish(ids[0], "w", Outcome.delivered())
-    await journal.finish(ids[1], "w", Outcome.retry("sink x: boom", at=4e9))
-    await journal.finish(ids[2], "w", Outcome.dead("sink x: refused"))
+    claims = {c.delivery.delivery_id: c for c in await journal.claim("w", 3, lease_seconds=60)}
+    await journal.finish(claims[ids[0]], "w", Outcome.delivered())
+    await journal.finish(claims[ids[1]], "w", Outcome.retry("sink x: boom", at=4e9))
+    await journal.finish(claims[ids[2]], "w", Outcome.dead("sink x: refused"))
     infos = {i: await journal.get(i) for i in ids}
     assert infos[ids[0]] is not None and infos[ids[0]].state is DeliveryState.DONE
     retry = infos[ids[1]]
