@@ -72,6 +72,9 @@ class DispatcherConfig(_Model):
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
+    """Ingest first: with this many requests in flight, deliveries run one at a time, so a
+    burst is journaled (and answered) at full speed and exported right after.  0: never."""
     retry: RetryConfig = RetryConfig()
 
 

@@ -76,12 +76,14 @@ class Dispatcher:
         *,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        ingest_load: Callable[[], int] = lambda: 0,
     ) -> None:
         self.journal = journal
         self.routes = routes
         self.config = config
         self.policy = policy or RetryPolicy.from_config(config.retry)
         self.clock = clock
+        self.ingest_load = ingest_load
         self.owner = _new_owner()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -126,7 +128,13 @@ class Dispatcher:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self.config.concurrency - len(self._inflight)
+            limit = self.config.concurrency
+            busy = self.config.busy_requests
+            if busy and self.ingest_load() >= busy:
+                # Exports share the event loop and the GIL with ingest: while senders wait,
+                # let them go first.  One delivery at a time still keeps exports moving.
+                limit = 1
+            free = limit - len(self._inflight)
             claims: list[Claim] = []
             if free > 0:
                 try:

@@ -78,6 +78,14 @@ def _media_type(request: Request, route: IngestRoute) -> str:
 
 async def ingest(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
+    runtime.ingest_inflight += 1
+    try:
+        return await _ingest(request, runtime)
+    finally:
+        runtime.ingest_inflight -= 1
+
+
+async def _ingest(request: Request, runtime: Runtime) -> Response:
     route = runtime.routes.get(request.path_params["route"])
     path_token: str | None = request.path_params.get("token")
     if route is None or (path_token is not None and not uses_path_token(route.config.auth)):
@@ -88,7 +96,7 @@ async def ingest(request: Request) -> Response:
     verify(
         route.config.auth,
         path_token=path_token,
-        query=request.query_params,
+        query=request.query_params if path_token is None else {},
         headers=request.headers,
         body=body,
         now=now,

@@ -44,6 +44,8 @@ class Runtime:
     run_dispatcher: bool
     dispatcher: Dispatcher | None = None
     draining: bool = False
+    ingest_inflight: int = 0
+    """Requests between arrival and answer; the dispatcher yields to them."""
     shutdown_deadline: float | None = None
     _started: bool = field(default=False, repr=False)
 
@@ -85,7 +87,12 @@ class Runtime:
             await asyncio.to_thread(self.journal.open)
         self._started = True
         if self.run_dispatcher:
-            self.dispatcher = Dispatcher(self.journal, self.route_targets(), self.config.dispatcher)
+            self.dispatcher = Dispatcher(
+                self.journal,
+                self.route_targets(),
+                self.config.dispatcher,
+                ingest_load=lambda: self.ingest_inflight,
+            )
             await self.dispatcher.start()
 
     def begin_shutdown(self) -> None:
