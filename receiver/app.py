@@ -94,8 +94,10 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/hooks/{route}", ingest, methods=["POST"]),
+            # The token form first: it is what SmartDocumentor routes use, and routes are tried
+            # in order.
             Route("/hooks/{route}/{token}", ingest, methods=["POST"]),
+            Route("/hooks/{route}", ingest, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
         ],

@@ -8,6 +8,7 @@ both within a grace period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from receiver.plugins import build_sinks, build_sources
 __all__ = ["IngestRoute", "Runtime"]
 
 log = logging.getLogger("hookdock")
+
+# A write that has not committed within this long is answered 503: the sender retries later.
+JOURNAL_STALL_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class Runtime:
     """Requests between arrival and answer; the dispatcher yields to them."""
     shutdown_deadline: float | None = None
     _started: bool = field(default=False, repr=False)
+    _watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -85,6 +90,9 @@ class Runtime:
     async def start(self) -> None:
         if isinstance(self.journal, SqliteJournal):
             await asyncio.to_thread(self.journal.open)
+            self._watchdog = asyncio.create_task(
+                self.journal.watchdog(JOURNAL_STALL_SECONDS), name="hookdock-journal-watchdog"
+            )
         self._started = True
         if self.run_dispatcher:
             self.dispatcher = Dispatcher(
@@ -115,5 +123,9 @@ class Runtime:
                     await aclose()
                 except Exception:
                     log.exception("sink %s did not close cleanly", name)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         if self._started:
             await self.journal.close()

@@ -16,6 +16,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -80,6 +81,26 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name=f"hookdock-{name}", daemon=True)
         self.commits = 0
         self.committed_jobs = 0
+        # Futures not yet settled, and when the current batch began (monotonic), so that a
+        # stalled disk can be noticed from the event loop without a timer per request.
+        self._waiting: set[asyncio.Future[Any]] = set()
+        self._batch_started: float | None = None
+
+    def fail_if_stalled(self, limit_seconds: float) -> int:
+        """Fail every waiting job if the current batch has run over ``limit_seconds``.
+
+        Called from the event loop.  The senders get a 503 and retry; should the batch land
+        after all, their retries are recognized as duplicates.
+        """
+        started = self._batch_started
+        if started is None or time.monotonic() - started <= limit_seconds:
+            return 0
+        error = JournalUnavailable(f"the journal has not committed for over {limit_seconds:.0f}s")
+        failed = [f for f in self._waiting if not f.done()]
+        for future in failed:
+            future.set_exception(error)
+        self._waiting.clear()
+        return len(failed)
 
     def start(self) -> None:
         self._thread.start()
@@ -97,8 +118,12 @@ class GroupCommitter:
             raise JournalUnavailable("the journal is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.add(future)
         self._queue.put(_Job(fn, future, loop))
-        return await future
+        try:
+            return await future
+        finally:
+            self._waiting.discard(future)
 
     async def submit_bulk(self, kind: str, item: Any) -> Any:
         """Hand ``item`` to the ``kind`` bulk handler, called once for all such items in a batch.
@@ -111,8 +136,12 @@ class GroupCommitter:
             raise JournalUnavailable("the journal is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.add(future)
         self._queue.put(_Job(None, future, loop, kind, item))
-        return await future
+        try:
+            return await future
+        finally:
+            self._waiting.discard(future)
 
     def close(self) -> None:
         if self._closed:
@@ -165,6 +194,7 @@ class GroupCommitter:
         self._deliver([(j, None, JournalUnavailable("the journal is closed")) for j in leftover])
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        self._batch_started = time.monotonic()
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -204,6 +234,7 @@ class GroupCommitter:
         else:
             self.commits += 1
             self.committed_jobs += len(batch)
+        self._batch_started = None
         self._deliver(outcomes)
 
     def _run_bulk(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from receiver.journal.base import (
 from receiver.journal.committer import GroupCommitter
 
 __all__ = ["SqliteJournal"]
+
+log = logging.getLogger("hookdock.journal")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -391,6 +394,14 @@ class SqliteJournal:
             )
 
         await self._committer.submit(work)
+
+    async def watchdog(self, limit_seconds: float, every: float = 1.0) -> None:
+        """Until cancelled: fail waiting writes once a commit has hung for ``limit_seconds``."""
+        while True:
+            await asyncio.sleep(every)
+            failed = self._committer.fail_if_stalled(limit_seconds)
+            if failed:
+                log.error("journal stalled: failed %d waiting writes (answered 503)", failed)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._committer.close)

@@ -199,3 +199,27 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(JournalError, match=r"journal\.path"):
         SqliteJournal(blocker / "j.db").open()
+
+
+async def test_a_stalled_commit_fails_waiting_writes_then_lands(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    j = SqliteJournal(path, busy_timeout_ms=30_000).open()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    d = raw(b"stalled")
+    waiting = asyncio.create_task(j.append(d, "k"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    failed = 0
+    while not failed and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+        failed = j._committer.fail_if_stalled(0.05)
+    assert failed == 1
+    with pytest.raises(JournalUnavailable, match="has not committed"):
+        await waiting
+    locker.execute("COMMIT")
+    locker.close()
+    # The stalled batch commits once the lock is gone: the sender's retry is a duplicate.
+    again = await j.append(raw(b"stalled"), "k")
+    assert again.duplicate and again.delivery_id == d.delivery_id
+    await j.close()
