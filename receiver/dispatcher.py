@@ -86,6 +86,7 @@ class Dispatcher:
         self.ingest_load = ingest_load
         self.owner = _new_owner()
         self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[asyncio.Task[None], str] = {}
@@ -108,6 +109,7 @@ class Dispatcher:
     def stop_claiming(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._slot_free.set()
 
     async def stop(self, grace_seconds: float) -> None:
         """Claim nothing more; let in-flight work finish within the grace, release the rest."""
@@ -127,7 +129,6 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
-            self._wake.clear()
             limit = self.config.concurrency
             busy = self.config.busy_requests
             if busy and self.ingest_load() >= busy:
@@ -135,26 +136,30 @@ class Dispatcher:
                 # let them go first.  One delivery at a time still keeps exports moving.
                 limit = 1
             free = limit - len(self._inflight)
+            if free <= 0:
+                # Full: new deliveries (which set _wake) can wait for a slot to come free.
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._wake.clear()
             claims: list[Claim] = []
-            if free > 0:
-                try:
-                    claims = await self.journal.claim(self.owner, free, self.config.lease_seconds)
-                except Exception as exc:
-                    # Expected while another process holds the journal: one line, not a trace.
-                    log.warning("cannot claim deliveries, trying again: %s", exc)
+            try:
+                claims = await self.journal.claim(self.owner, free, self.config.lease_seconds)
+            except Exception as exc:
+                # Expected while another process holds the journal: one line, not a trace.
+                log.warning("cannot claim deliveries, trying again: %s", exc)
             for claim in claims:
                 task = asyncio.create_task(self._attempt(claim))
                 self._inflight[task] = claim.delivery.delivery_id
                 task.add_done_callback(self._forget)
-            if len(claims) == free and free > 0:
+            if len(claims) == free:
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
-        if not self._stopping:
-            self._wake.set()  # a slot is free
+        self._slot_free.set()
 
     async def _attempt(self, claim: Claim) -> None:
         outcome = await self._outcome(claim)
