@@ -70,10 +70,15 @@ class GroupCommitter:
         self,
         connect: Callable[[], sqlite3.Connection],
         bulk: dict[str, Bulk] | None = None,
+        *,
+        single_statement: frozenset[str] = frozenset(),
         name: str = "journal",
     ) -> None:
+        """``single_statement`` names bulk kinds whose handler writes with exactly one statement
+        (reads aside), so that a batch of only those can skip BEGIN and COMMIT."""
         self._connect = connect
         self._bulk = bulk or {}
+        self._single_statement = single_statement
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -196,15 +201,23 @@ class GroupCommitter:
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         self._batch_started = time.monotonic()
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        groups: dict[str, list[_Job]] = {}
+        for job in batch:
+            if job.bulk is not None:
+                groups.setdefault(job.bulk, []).append(job)
+        alone = len(groups) == 1 and sum(map(len, groups.values())) == len(batch)
         try:
+            if alone and (kind := next(iter(groups))) in self._single_statement:
+                # One statement in autocommit mode is its own transaction: it commits, fsync
+                # included, within that one call.  The thread then takes the GIL back from
+                # the event loop once per batch rather than once per statement.
+                outcomes = self._run_bulk(conn, kind, groups[kind], isolate=False)
+                self._count(batch)
+                self._deliver(outcomes)
+                return
             conn.execute("BEGIN IMMEDIATE")
-            groups: dict[str, list[_Job]] = {}
-            for job in batch:
-                if job.bulk is not None:
-                    groups.setdefault(job.bulk, []).append(job)
             # A batch of one kind of bulk job needs no savepoint: if its statement fails, the
             # rollback below fails exactly those jobs.  Two statements fewer per commit.
-            alone = len(groups) == 1 and sum(map(len, groups.values())) == len(batch)
             for kind, jobs in groups.items():
                 outcomes.extend(self._run_bulk(conn, kind, jobs, isolate=not alone))
             for job in batch:
@@ -232,10 +245,12 @@ class GroupCommitter:
             error.__cause__ = exc
             outcomes = [(job, None, error) for job in batch]
         else:
-            self.commits += 1
-            self.committed_jobs += len(batch)
-        self._batch_started = None
+            self._count(batch)
         self._deliver(outcomes)
+
+    def _count(self, batch: list[_Job]) -> None:
+        self.commits += 1
+        self.committed_jobs += len(batch)
 
     def _run_bulk(
         self, conn: sqlite3.Connection, kind: str, jobs: list[_Job], *, isolate: bool
@@ -254,8 +269,8 @@ class GroupCommitter:
         conn.execute("RELEASE bulk")
         return list(zip(jobs, values, [None] * len(jobs), strict=True))
 
-    @staticmethod
-    def _deliver(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    def _deliver(self, outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        self._batch_started = None
         # One wake-up per event loop per batch, not one per job.
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for job, value, error in outcomes:

@@ -104,7 +104,8 @@ def _raw(row: Any) -> RawDelivery:
     )
 
 
-# SQLite allows 32766 bound variables per statement; ten a row leaves room for 3000 rows.
+# SQLite allows 32766 bound variables per statement; ten a row leaves room for 3000 rows, more
+# than a batch holds, so a batch of appends is one statement (and in autocommit, one commit).
 _ROWS_PER_INSERT = 3000
 
 
@@ -196,7 +197,9 @@ class SqliteJournal:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._committer = GroupCommitter(
-            self._connect, bulk={"append": _append_many, "delivered": _delivered_many}
+            self._connect,
+            bulk={"append": _append_many, "delivered": _delivered_many},
+            single_statement=frozenset({"append"}),
         )
 
     def open(self) -> SqliteJournal:
