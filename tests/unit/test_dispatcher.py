@@ -230,3 +230,78 @@ def test_backoff_grows_to_the_cap_with_bounded_jitter() -> None:
     for n, delay in enumerate(delays, start=1):
         full = min(10.0, 2.0 * 2 ** (n - 1))
         assert delay is not None and full * 0.5 <= delay <= full
+
+
+class GatedSink:
+    """Holds every delivery until released, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.done = 0
+        self.gate = asyncio.Event()
+
+    async def deliver(self, event: Event) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await self.gate.wait()
+        self.running -= 1
+        self.done += 1
+
+
+async def test_busy_ingest_gets_one_delivery_at_a_time() -> None:
+    sink = GatedSink()
+    load = {"requests": 50}
+    journal = MemoryJournal()
+    dispatcher = Dispatcher(
+        journal,
+        {"r": RouteTarget(TextDocumentSource(), [("gated", sink)])},
+        DispatcherConfig(concurrency=8, poll_seconds=0.01, busy_requests=8),
+        ingest_load=lambda: load["requests"],
+    )
+    for i in range(6):
+        d = delivery(f"t{i}")
+        await journal.append(d, d.delivery_id)
+    await dispatcher.start()
+    await until(lambda: sink.running == 1)
+    probed = await journal.claim("probe", 10, 60)
+    assert len(probed) == 5, "one runs, the rest wait in the journal"
+    assert sink.most == 1
+    await journal.release(
+        "probe", [r.delivery.delivery_id for r in journal.rows.values() if r.lease_owner == "probe"]
+    )
+    # Ingest goes quiet: the dispatcher widens to its full concurrency.
+    load["requests"] = 0
+    sink.gate.set()
+    await until(lambda: sink.done == 6)
+    await dispatcher.stop(1)
+
+
+class LeakySink:
+    async def deliver(self, event: Event) -> None:
+        raise ConnectionError(
+            "GET https://acct.blob.core.windows.net/c/f.pdf?sv=2022&sig=TopSecret%3D failed"
+        )
+
+
+async def test_errors_are_redacted_before_they_are_stored() -> None:
+    journal = MemoryJournal()
+    dispatcher = Dispatcher(
+        journal,
+        {"r": RouteTarget(TextDocumentSource(), [("leaky", LeakySink())])},
+        DispatcherConfig(poll_seconds=0.01, retry=RetryConfig(max_attempts=1)),
+    )
+    d = delivery("t")
+    await journal.append(d, "k")
+    await dispatcher.start()
+
+    async def dead() -> bool:
+        return await state_of(journal, d.delivery_id) is DeliveryState.DEAD
+
+    await until(dead)
+    await dispatcher.stop(1)
+    info = await journal.get(d.delivery_id)
+    assert info is not None and info.last_error is not None
+    assert "TopSecret" not in info.last_error
+    assert "sig=REDACTED" in info.last_error
+    assert "ConnectionError" in info.last_error
