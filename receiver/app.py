@@ -1,4 +1,4 @@
-"""The ASGI application: routes, lifespan, and the one place where errors become responses."""
+"""The ASGI application: the ingest path in front, Starlette for health and the lifespan."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
-from receiver.errors import IngestError, JournalError, PayloadTooLarge
-from receiver.ingest import ingest
+from receiver.errors import JournalError
+from receiver.ingest import IngestApp
+from receiver.responses import error_response, text
 from receiver.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -25,34 +27,8 @@ log = logging.getLogger("hookdock")
 _READY_PROBE_SECONDS = 3.0
 
 
-def _text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return PlainTextResponse(f"hookdock: {message}\n", status_code=status, headers=headers)
-
-
-async def _ingest_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, IngestError)
-    if isinstance(exc, PayloadTooLarge):
-        # Without "Connection: close" the server would drain the rest of the body to keep the
-        # connection alive; closing it is what makes the cap a cap.
-        return _text(exc.status, exc.message, {"Connection": "close"})
-    return _text(exc.status, exc.message)
-
-
-async def _journal_error(request: Request, exc: Exception) -> Response:
-    log.error("journal write failed, answered 503: %s", exc)
-    return _text(503, "cannot store the delivery right now, please retry", {"Retry-After": "5"})
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    messages = {404: "not found", 405: "method not allowed"}
-    message = messages.get(exc.status_code, exc.detail.lower())
-    return _text(exc.status_code, message, dict(exc.headers or {}))
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error in %s %s", request.method, request.url.path.split("/")[1])
-    return _text(500, "internal error, the delivery was not stored")
+async def _error(request: Request, exc: Exception) -> Response:
+    return error_response(exc, f"{request.method} {request.url.path}")
 
 
 async def healthz(request: Request) -> Response:
@@ -62,17 +38,17 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     if runtime.draining:
-        return _text(503, "shutting down")
+        return text(503, "shutting down")
     if runtime.run_dispatcher and (runtime.dispatcher is None or not runtime.dispatcher.running):
-        return _text(503, "dispatcher not running")
+        return text(503, "dispatcher not running")
     try:
         await asyncio.wait_for(runtime.journal.ping(), _READY_PROBE_SECONDS)
     except (JournalError, TimeoutError) as exc:
-        return _text(503, f"journal not writable: {exc or 'timed out'}")
+        return text(503, f"journal not writable: {exc or 'timed out'}")
     return PlainTextResponse("ready\n")
 
 
-def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> Starlette:
+def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
     """The hookdock ASGI app around ``runtime``, which it starts and stops with its lifespan.
 
     ``freeze_heap`` moves everything allocated at startup out of the garbage collector's sight
@@ -94,20 +70,11 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> Starlette:
 
     app = Starlette(
         routes=[
-            # The token form first: it is what SmartDocumentor routes use, and routes are tried
-            # in order.
-            Route("/hooks/{route}/{token}", ingest, methods=["POST"]),
-            Route("/hooks/{route}", ingest, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
         ],
-        exception_handlers={
-            IngestError: _ingest_error,
-            JournalError: _journal_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers={Exception: _error, HTTPException: _error},
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    return app
+    return IngestApp(app, runtime)

@@ -2,8 +2,8 @@
 
 The order is fixed: route, body cap, content type, authentication, the source's shape check,
 the durable journal write, the answer.  A 2xx goes out only after the journal has fsync'd the
-delivery; anything that stops earlier raises an ``IngestError``, which ``receiver.app`` turns
-into a one-line plain-text response.
+delivery; anything that stops earlier raises an ``IngestError``, which ``receiver.responses``
+turns into a one-line plain-text response.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from starlette.requests import Request
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers.errors import PayloadRejected
 from handlers.event import RawDelivery
@@ -24,9 +25,10 @@ from receiver.errors import (
     UnsupportedMediaType,
 )
 from receiver.ids import new_id
+from receiver.responses import error_response, text
 from receiver.runtime import IngestRoute, Runtime
 
-__all__ = ["ingest"]
+__all__ = ["IngestApp"]
 
 # Headers worth keeping with a delivery.  Credentials (Authorization, signatures) never are.
 _KEPT_HEADERS = frozenset(
@@ -42,8 +44,19 @@ _KEPT_HEADERS = frozenset(
 )
 
 
-async def _read_capped(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length")
+class ClientGone(Exception):
+    """The sender hung up before its body arrived: there is nobody to answer."""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read_capped(scope: Scope, receive: Receive, cap: int) -> bytes:
+    declared = _header(scope, b"content-length")
     if declared is not None:
         try:
             if int(declared) > cap:
@@ -52,17 +65,22 @@ async def _read_capped(request: Request, cap: int) -> bytes:
             raise BadPayload("Content-Length is not a number", status=400) from None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > cap:
-            # Stop reading here: the server closes the connection rather than drain the rest.
+            # Stop reading here: the 413 closes the connection rather than drain the rest.
             raise PayloadTooLarge(f"body is larger than {cap} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _media_type(request: Request, route: IngestRoute) -> str:
-    raw = request.headers.get("content-type", "")
+def _media_type(scope: Scope, route: IngestRoute) -> str:
+    raw = _header(scope, b"content-type") or ""
     media = raw.split(";", 1)[0].strip().lower()
     if media not in route.media_types:
         wanted = " or ".join(sorted(route.media_types))
@@ -70,34 +88,63 @@ def _media_type(request: Request, route: IngestRoute) -> str:
     return raw
 
 
-async def ingest(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    runtime.ingest_inflight += 1
-    try:
-        return await _ingest(request, runtime)
-    finally:
-        runtime.ingest_inflight -= 1
+class IngestApp:
+    """ASGI app that answers ``/hooks/...`` itself and hands every other request to ``app``.
+
+    Ingest is the one hot path, so it runs as a plain ASGI callable: no router, no middleware
+    stack, no ``Request`` object; measured, that is a third of its cost per request.  Its
+    errors still become responses through ``receiver.responses``, like the rest of the app's.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/hooks/"):
+            await self.app(scope, receive, send)
+            return
+        names = path[len("/hooks/") :].split("/")
+        if len(names) > 2 or not all(names):
+            await self.app(scope, receive, send)  # not a hook URL: the app's 404
+            return
+        if scope["method"] != "POST":
+            response = text(405, "method not allowed", {"Allow": "POST"})
+            await response(scope, receive, send)
+            return
+        runtime = self.runtime
+        runtime.ingest_inflight += 1
+        try:
+            response = await _ingest(scope, receive, runtime, names)
+        except ClientGone:
+            return
+        except Exception as exc:
+            response = error_response(exc, f"POST /hooks/{names[0]}")
+        finally:
+            runtime.ingest_inflight -= 1
+        await response(scope, receive, send)
 
 
-async def _ingest(request: Request, runtime: Runtime) -> Response:
-    route = runtime.routes.get(request.path_params["route"])
-    path_token: str | None = request.path_params.get("token")
+async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[str]) -> Response:
+    route = runtime.routes.get(names[0])
+    path_token = names[1] if len(names) == 2 else None
     if route is None or (path_token is not None and not uses_path_token(route.config.auth)):
         raise RouteNotFound("no such webhook route")
-    body = await _read_capped(request, route.config.max_body_bytes)
-    content_type = _media_type(request, route)
+    body = await _read_capped(scope, receive, route.config.max_body_bytes)
+    content_type = _media_type(scope, route)
     now = time.time()
     verify(
         route.config.auth,
         path_token=path_token,
-        query=request.query_params if path_token is None else {},
-        headers=request.headers,
+        query=QueryParams(scope["query_string"]) if path_token is None else {},
+        headers=Headers(scope=scope),
         body=body,
         now=now,
     )
     headers = {
         name: value.decode("latin-1")
-        for raw_name, value in request.headers.raw
+        for raw_name, value in scope["headers"]
         if (name := raw_name.decode("latin-1").lower()) in _KEPT_HEADERS
     }
     delivery = RawDelivery(

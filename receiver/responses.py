@@ -1,0 +1,42 @@
+"""The one place where exceptions become HTTP responses, for ingest and the rest of the app.
+
+Every error body is one short plain-text line, ``hookdock: <what is wrong>``: SmartDocumentor
+shows it to the reviewer on the document.  Never a traceback, never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse, Response
+
+from receiver.errors import IngestError, JournalError, PayloadTooLarge
+
+__all__ = ["error_response", "text"]
+
+log = logging.getLogger("hookdock")
+
+_HTTP_MESSAGES = {404: "not found", 405: "method not allowed"}
+
+
+def text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return PlainTextResponse(f"hookdock: {message}\n", status_code=status, headers=headers)
+
+
+def error_response(exc: BaseException, where: str = "") -> Response:
+    """The response for ``exc``; unexpected errors are logged (with ``where``) and answer 500."""
+    if isinstance(exc, PayloadTooLarge):
+        # Without "Connection: close" the server would drain the rest of the body to keep the
+        # connection alive; closing it is what makes the cap a cap.
+        return text(exc.status, exc.message, {"Connection": "close"})
+    if isinstance(exc, IngestError):
+        return text(exc.status, exc.message)
+    if isinstance(exc, JournalError):
+        log.error("journal write failed, answered 503: %s", exc)
+        return text(503, "cannot store the delivery right now, please retry", {"Retry-After": "5"})
+    if isinstance(exc, HTTPException):
+        message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail).lower())
+        return text(exc.status_code, message, dict(exc.headers or {}))
+    log.error("unexpected error in %s", where or "a request", exc_info=exc)
+    return text(500, "internal error, the delivery was not stored")
