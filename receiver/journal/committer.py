@@ -36,7 +36,7 @@ Bulk = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
 class _Job:
-    __slots__ = ("bulk", "fn", "future", "item", "loop")
+    __slots__ = ("bulk", "fn", "future", "item", "loop", "single_statement")
 
     def __init__(
         self,
@@ -45,7 +45,9 @@ class _Job:
         loop: asyncio.AbstractEventLoop,
         bulk: str | None = None,
         item: Any = None,
+        single_statement: bool = False,
     ):
+        self.single_statement = single_statement
         self.fn = fn
         self.future = future
         self.loop = loop
@@ -117,14 +119,15 @@ class GroupCommitter:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._closed
 
-    async def submit(self, fn: Work) -> Any:
-        """Run ``fn(connection)`` in the next batch, in a savepoint of its own."""
+    async def submit(self, fn: Work, *, single_statement: bool = False) -> Any:
+        """Run ``fn(connection)`` in the next batch, in a savepoint of its own unless it writes
+        with ``single_statement`` (SQLite then undoes a failure by itself)."""
         if self._closed:
             raise JournalUnavailable("the journal is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.add(future)
-        self._queue.put(_Job(fn, future, loop))
+        self._queue.put(_Job(fn, future, loop, single_statement=single_statement))
         try:
             return await future
         finally:
@@ -200,40 +203,26 @@ class GroupCommitter:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         self._batch_started = time.monotonic()
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         groups: dict[str, list[_Job]] = {}
         for job in batch:
             if job.bulk is not None:
                 groups.setdefault(job.bulk, []).append(job)
-        alone = len(groups) == 1 and sum(map(len, groups.values())) == len(batch)
+        only = next(iter(groups)) if len(groups) == 1 else None
         try:
-            if alone and (kind := next(iter(groups))) in self._single_statement:
+            if only in self._single_statement and len(groups[only]) == len(batch):
                 # One statement in autocommit mode is its own transaction: it commits, fsync
                 # included, within that one call.  The thread then takes the GIL back from
                 # the event loop once per batch rather than once per statement.
-                outcomes = self._run_bulk(conn, kind, groups[kind], isolate=False)
-                self._count(batch)
-                self._deliver(outcomes)
-                return
-            conn.execute("BEGIN IMMEDIATE")
-            # A batch of one kind of bulk job needs no savepoint: if its statement fails, the
-            # rollback below fails exactly those jobs.  Two statements fewer per commit.
-            for kind, jobs in groups.items():
-                outcomes.extend(self._run_bulk(conn, kind, jobs, isolate=not alone))
-            for job in batch:
-                if job.fn is None:
-                    continue
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = job.fn(conn)
-                except Exception as exc:  # one job's failure is its own, not the batch's
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, None, _as_journal_error(exc)))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, value, None))
-            conn.execute("COMMIT")
+                outcomes = self._run_bulk(conn, only, groups[only])
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                # Bulk handlers share the batch's fate (no savepoint each): should one fail,
+                # the batch rolls back and every job in it fails; senders retry, leases lapse.
+                outcomes = [
+                    o for kind, jobs in groups.items() for o in self._run_bulk(conn, kind, jobs)
+                ]
+                outcomes.extend(self._run_fn(conn, job) for job in batch if job.fn is not None)
+                conn.execute("COMMIT")
         except Exception as exc:  # the whole batch failed; the thread itself must live on
             log.error("journal commit failed: %s", exc)
             if conn.in_transaction:
@@ -245,29 +234,34 @@ class GroupCommitter:
             error.__cause__ = exc
             outcomes = [(job, None, error) for job in batch]
         else:
-            self._count(batch)
+            self.commits += 1
+            self.committed_jobs += len(batch)
         self._deliver(outcomes)
 
-    def _count(self, batch: list[_Job]) -> None:
-        self.commits += 1
-        self.committed_jobs += len(batch)
-
     def _run_bulk(
-        self, conn: sqlite3.Connection, kind: str, jobs: list[_Job], *, isolate: bool
+        self, conn: sqlite3.Connection, kind: str, jobs: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
-        if not isolate:
-            values = self._bulk[kind](conn, [job.item for job in jobs])
-            return list(zip(jobs, values, [None] * len(jobs), strict=True))
-        conn.execute("SAVEPOINT bulk")
-        try:
-            values = self._bulk[kind](conn, [job.item for job in jobs])
-        except Exception as exc:
-            conn.execute("ROLLBACK TO bulk")
-            conn.execute("RELEASE bulk")
-            error = _as_journal_error(exc)
-            return [(job, None, error) for job in jobs]
-        conn.execute("RELEASE bulk")
+        values = self._bulk[kind](conn, [job.item for job in jobs])
         return list(zip(jobs, values, [None] * len(jobs), strict=True))
+
+    @staticmethod
+    def _run_fn(conn: sqlite3.Connection, job: _Job) -> tuple[_Job, Any, BaseException | None]:
+        assert job.fn is not None
+        if job.single_statement:
+            # SQLite undoes a failed statement by itself: no savepoint needed.
+            try:
+                return job, job.fn(conn), None
+            except Exception as exc:
+                return job, None, _as_journal_error(exc)
+        conn.execute("SAVEPOINT job")
+        try:
+            value = job.fn(conn)
+        except Exception as exc:  # one job's failure is its own, not the batch's
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            return job, None, _as_journal_error(exc)
+        conn.execute("RELEASE job")
+        return job, value, None
 
     def _deliver(self, outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
         self._batch_started = None

@@ -256,7 +256,7 @@ class SqliteJournal:
             ).fetchall()
             return [Claim(_raw(r), r[7], now) for r in rows]
 
-        claims: list[Claim] = await self._committer.submit(work)
+        claims: list[Claim] = await self._committer.submit(work, single_statement=True)
         claims.sort(key=lambda c: c.delivery.delivery_id)
         return claims
 
