@@ -73,8 +73,10 @@ class DispatcherConfig(_Model):
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
-    """Ingest first: with this many requests in flight, deliveries run one at a time, so a
-    burst is journaled (and answered) at full speed and exported right after.  0: never."""
+    """Ingest first: with this many requests in flight, exports pause (one batch per
+    ``busy_pause_seconds``), so a burst is journaled and answered at full speed and exported
+    right after.  0: never pause."""
+    busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     retry: RetryConfig = RetryConfig()
 
 

@@ -249,32 +249,33 @@ class GatedSink:
         self.done += 1
 
 
-async def test_busy_ingest_gets_one_delivery_at_a_time() -> None:
+async def test_busy_ingest_pauses_exports_after_one_batch() -> None:
     sink = GatedSink()
     load = {"requests": 50}
     journal = MemoryJournal()
     dispatcher = Dispatcher(
         journal,
         {"r": RouteTarget(TextDocumentSource(), [("gated", sink)])},
-        DispatcherConfig(concurrency=8, poll_seconds=0.01, busy_requests=8),
+        DispatcherConfig(concurrency=2, poll_seconds=0.01, busy_requests=8, busy_pause_seconds=60),
         ingest_load=lambda: load["requests"],
     )
     for i in range(6):
         d = delivery(f"t{i}")
         await journal.append(d, d.delivery_id)
     await dispatcher.start()
-    await until(lambda: sink.running == 1)
-    probed = await journal.claim("probe", 10, 60)
-    assert len(probed) == 5, "one runs, the rest wait in the journal"
-    assert sink.most == 1
-    await journal.release(
-        "probe", [r.delivery.delivery_id for r in journal.rows.values() if r.lease_owner == "probe"]
-    )
-    # Ingest goes quiet: the dispatcher widens to its full concurrency.
-    load["requests"] = 0
+    await until(lambda: sink.running == 2)
     sink.gate.set()
+    await until(lambda: sink.done == 2)
+    # Busy, and the pause has not run out: the rest wait in the journal.
+    await until(lambda: not dispatcher._inflight)
+    probed = await journal.claim("probe", 10, 60)
+    assert len(probed) == 4
+    await journal.release("probe", [c.delivery.delivery_id for c in probed])
+    # Ingest calms down: exports resume at once, at full concurrency.
+    load["requests"] = 0
     await until(lambda: sink.done == 6)
     await dispatcher.stop(1)
+    assert sink.most == 2
 
 
 class LeakySink:
