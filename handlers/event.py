@@ -9,7 +9,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.redact import redact_url
 
-__all__ = ["Event", "FileRef", "RawDelivery"]
+__all__ = ["TEMPLATE_FIELDS", "Event", "FileRef", "RawDelivery"]
+
+_SCALAR_FIELDS = (
+    "event_id",
+    "delivery_id",
+    "vendor",
+    "kind",
+    "route",
+    "task_id",
+    "task_number",
+    "workspace_id",
+    "batch_id",
+    "external_id",
+    "display_name",
+)
+TEMPLATE_FIELDS = frozenset({*_SCALAR_FIELDS, "received_date"})
+"""The names ``Event.template_fields`` offers to path and key templates."""
 
 
 class _Frozen(BaseModel):
@@ -76,19 +92,7 @@ class Event(_Frozen):
     def template_fields(self) -> dict[str, str]:
         """Scalar fields as strings for path and key templates (a missing one is ``none``)."""
         fields: dict[str, str] = {}
-        for name in (
-            "event_id",
-            "delivery_id",
-            "vendor",
-            "kind",
-            "route",
-            "task_id",
-            "task_number",
-            "workspace_id",
-            "batch_id",
-            "external_id",
-            "display_name",
-        ):
+        for name in _SCALAR_FIELDS:
             value = getattr(self, name)
             fields[name] = "none" if value is None else str(value)
         fields["received_date"] = self.received_at.strftime("%Y-%m-%d")

@@ -16,28 +16,11 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from handlers.errors import PermanentSinkError, RetryableSinkError
-from handlers.event import Event
+from handlers.event import TEMPLATE_FIELDS, Event
 
 __all__ = ["LocalSink", "LocalSinkConfig"]
 
 DEFAULT_TEMPLATE = "{vendor}/{workspace_id}/{task_id}/{kind}-{event_id}.json"
-
-_FIELDS = frozenset(
-    {
-        "event_id",
-        "delivery_id",
-        "vendor",
-        "kind",
-        "route",
-        "task_id",
-        "task_number",
-        "workspace_id",
-        "batch_id",
-        "external_id",
-        "display_name",
-        "received_date",
-    }
-)
 
 
 class LocalSinkConfig(BaseModel):
@@ -65,11 +48,10 @@ class LocalSinkConfig(BaseModel):
             names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
         except ValueError as exc:
             raise ValueError(f"not a valid template: {exc}") from None
-        unknown = sorted(set(names) - _FIELDS)
+        unknown = sorted(set(names) - TEMPLATE_FIELDS)
         if unknown:
-            raise ValueError(
-                f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}"
-            )
+            known = ", ".join(sorted(TEMPLATE_FIELDS))
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {known}")
         if "event_id" not in names:
             raise ValueError("must contain {event_id}, so that every event gets its own file")
         if template.startswith("/") or ".." in Path(template).parts:

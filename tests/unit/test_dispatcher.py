@@ -74,6 +74,13 @@ async def state_of(journal: MemoryJournal, delivery_id: str) -> DeliveryState:
     return info.state
 
 
+async def until_dead(journal: MemoryJournal, delivery_id: str) -> None:
+    async def dead() -> bool:
+        return await state_of(journal, delivery_id) is DeliveryState.DEAD
+
+    await until(dead)
+
+
 async def test_delivers_every_event_to_every_sink_once() -> None:
     a, b = RecordingSink(), RecordingSink()
     dispatcher, journal = make([("a", a), ("b", b)], Clock())
@@ -111,11 +118,7 @@ async def test_retries_on_schedule_then_dead_letters() -> None:
     clock.now += 20
     dispatcher.wake()
     await until(lambda: sink.calls == 3)
-
-    async def dead() -> bool:
-        return await state_of(journal, d.delivery_id) is DeliveryState.DEAD
-
-    await until(dead)
+    await until_dead(journal, d.delivery_id)
     info = await journal.get(d.delivery_id)
     assert info is not None and info.last_error is not None
     assert info.last_error.startswith("gave up after 3 attempts: sink s: recording sink")
@@ -134,11 +137,7 @@ async def test_permanent_failure_dead_letters_at_once() -> None:
     d = delivery("t")
     await journal.append(d, "k")
     await dispatcher.start()
-
-    async def dead() -> bool:
-        return await state_of(journal, d.delivery_id) is DeliveryState.DEAD
-
-    await until(dead)
+    await until_dead(journal, d.delivery_id)
     await dispatcher.stop(1)
     assert sink.calls == 1
     info = await journal.get(d.delivery_id)
@@ -151,11 +150,7 @@ async def test_unreadable_delivery_is_dead_lettered_with_reason() -> None:
     d = delivery("t", body=b"not json")
     await journal.append(d, "k")
     await dispatcher.start()
-
-    async def dead() -> bool:
-        return await state_of(journal, d.delivery_id) is DeliveryState.DEAD
-
-    await until(dead)
+    await until_dead(journal, d.delivery_id)
     await dispatcher.stop(1)
     info = await journal.get(d.delivery_id)
     assert info is not None and info.last_error is not None
@@ -295,11 +290,7 @@ async def test_errors_are_redacted_before_they_are_stored() -> None:
     d = delivery("t")
     await journal.append(d, "k")
     await dispatcher.start()
-
-    async def dead() -> bool:
-        return await state_of(journal, d.delivery_id) is DeliveryState.DEAD
-
-    await until(dead)
+    await until_dead(journal, d.delivery_id)
     await dispatcher.stop(1)
     info = await journal.get(d.delivery_id)
     assert info is not None and info.last_error is not None
