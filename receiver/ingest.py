@@ -12,7 +12,6 @@ import time
 from datetime import UTC, datetime
 
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers.errors import PayloadRejected
@@ -116,17 +115,31 @@ class IngestApp:
         runtime = self.runtime
         runtime.ingest_inflight += 1
         try:
-            response = await _ingest(scope, receive, runtime, names)
+            answer = await _ingest(scope, receive, runtime, names)
         except ClientGone:
             return
         except Exception as exc:
             response = error_response(exc, f"POST /hooks/{names[0]}")
+            await response(scope, receive, send)
+            return
         finally:
             runtime.ingest_inflight -= 1
-        await response(scope, receive, send)
+        # The 200 is the hot path: two plain ASGI messages, no Response object.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
 
 
-async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[str]) -> Response:
+async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[str]) -> bytes:
+    """The body of the 200 answer, once the delivery is durable; raises for anything else."""
     route = runtime.routes.get(names[0])
     path_token = names[1] if len(names) == 2 else None
     if route is None or (path_token is not None and not uses_path_token(route.config.auth)):
@@ -163,7 +176,7 @@ async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[
     # No timer per request: the journal's watchdog fails waiting writes if a commit hangs.
     result = await runtime.journal.append(delivery, dedupe_key)
     if result.duplicate:
-        return PlainTextResponse(f"hookdock: already accepted as {result.delivery_id}\n")
+        return f"hookdock: already accepted as {result.delivery_id}\n".encode()
     if runtime.dispatcher is not None:
         runtime.dispatcher.wake()
-    return PlainTextResponse(f"hookdock: accepted as {result.delivery_id}\n")
+    return f"hookdock: accepted as {result.delivery_id}\n".encode()
