@@ -52,8 +52,8 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
     """The hookdock ASGI app around ``runtime``, which it starts and stops with its lifespan.
 
     ``freeze_heap`` moves everything allocated at startup out of the garbage collector's sight
-    and makes young collections rarer: measured here, that cut ingest p99 latency several
-    times, as the collector's full passes over the startup heap were the tail.
+    and makes young collections rarer: the prototypes for this service found the collector's
+    passes over the startup heap to be the p99 tail, and this cut it 1.3 to 7 times.
     """
 
     @asynccontextmanager
