@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -162,6 +163,23 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     return 0 if count or args.all_dead else 1
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    if args.older_than_days <= 0:
+        print("hookdock prune: --older-than-days must be more than 0", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        runtime = await _with_journal(args)
+        try:
+            return await runtime.journal.prune(time.time() - args.older_than_days * 86400)
+        finally:
+            await runtime.stop()
+
+    count = asyncio.run(run())
+    print(f"deleted {count} delivered deliveries older than {args.older_than_days:g} days")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hookdock", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("HOOKDOCK_LOG_LEVEL", "info"))
@@ -190,6 +208,9 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("ids", nargs="*", help="delivery ids")
     retry.add_argument("--all-dead", action="store_true")
     retry.set_defaults(run=_cmd_retry)
+    prune = command("prune", "delete delivered deliveries (raw bodies included) past an age")
+    prune.add_argument("--older-than-days", type=float, required=True)
+    prune.set_defaults(run=_cmd_prune)
     return parser
 
 

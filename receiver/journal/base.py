@@ -110,6 +110,13 @@ class Journal(Protocol):
         """End the leases of owners ``is_dead_owner`` says are gone (a crashed process)."""
         ...
 
+    async def prune(self, done_before: float) -> int:
+        """Delete delivered deliveries (and their attempts) received before ``done_before``.
+
+        Their dedupe keys go with them: an identical resend after that is a new delivery.
+        """
+        ...
+
     async def requeue(self, delivery_ids: Sequence[str] | None = None) -> int:
         """Make dead deliveries pending again with fresh attempts (all dead ones when None)."""
         ...

@@ -105,6 +105,18 @@ class MemoryJournal:
             row.lease_owner = None
         return len(stale)
 
+    async def prune(self, done_before: float) -> int:
+        cutoff = datetime.fromtimestamp(done_before, UTC)
+        gone = [
+            r
+            for r in self.rows.values()
+            if r.state is DeliveryState.DONE and r.delivery.received_at < cutoff
+        ]
+        for row in gone:
+            del self.rows[row.delivery.delivery_id]
+            del self._keys[row.dedupe_key]
+        return len(gone)
+
     async def requeue(self, delivery_ids: Sequence[str] | None = None) -> int:
         count = 0
         for row in self.rows.values():

@@ -323,6 +323,22 @@ class SqliteJournal:
         count: int = await self._committer.submit(work)
         return count
 
+    async def prune(self, done_before: float) -> int:
+        cutoff = datetime.fromtimestamp(done_before, UTC).isoformat()
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
+                " WHERE state = 'done' AND received_at < ?)",
+                (cutoff,),
+            )
+            return conn.execute(
+                "DELETE FROM deliveries WHERE state = 'done' AND received_at < ?", (cutoff,)
+            ).rowcount
+
+        count: int = await self._committer.submit(work)
+        return count
+
     async def requeue(self, delivery_ids: Sequence[str] | None = None) -> int:
         ids = None if delivery_ids is None else list(delivery_ids)
 

@@ -289,6 +289,18 @@ def test_worker_process_delivers_what_serve_journaled(tmp_path: Path) -> None:
         assert exported_files(exports) == [path]
         assert status(server.config_path) == {"pending": 0, "done": 1, "dead": 0}
 
+        # Retention: once older than the cut-off, the delivered one is pruned, export kept.
+        def pruned() -> bool:
+            result = run_cli("prune", "--older-than-days", "0.00001", config=server.config_path)
+            assert result.returncode == 0, result.stderr
+            return result.stdout.startswith("deleted 1 ")
+
+        wait_until(pruned, 10.0, 0.2, "the delivered delivery was never pruned")
+        assert status(server.config_path) == {"pending": 0, "done": 0, "dead": 0}
+        assert exported_files(exports) == [path]
+        bad = run_cli("prune", "--older-than-days", "0", config=server.config_path)
+        assert bad.returncode == 2 and "must be more than 0" in bad.stderr
+
 
 # --------------------------------------------------------------------------- retries, dead letters
 

@@ -223,3 +223,21 @@ async def test_a_stalled_commit_fails_waiting_writes_then_lands(tmp_path: Path) 
     again = await j.append(raw(b"stalled"), "k")
     assert again.duplicate and again.delivery_id == d.delivery_id
     await j.close()
+
+
+async def test_prune_deletes_only_old_delivered_ones(journal: SqliteJournal) -> None:
+    old_done, old_dead, fresh_done = raw(b"1"), raw(b"2"), raw(b"3")
+    old_done = old_done.model_copy(update={"received_at": datetime(2020, 1, 1, tzinfo=UTC)})
+    old_dead = old_dead.model_copy(update={"received_at": datetime(2020, 1, 1, tzinfo=UTC)})
+    for d, key in ((old_done, "k1"), (old_dead, "k2"), (fresh_done, "k3")):
+        await journal.append(d, key)
+    claims = {c.delivery.delivery_id: c for c in await journal.claim("w", 10, 60)}
+    await journal.finish(claims[old_done.delivery_id], "w", Outcome.delivered())
+    await journal.finish(claims[old_dead.delivery_id], "w", Outcome.dead("no"))
+    await journal.finish(claims[fresh_done.delivery_id], "w", Outcome.delivered())
+    assert await journal.prune(datetime(2021, 1, 1, tzinfo=UTC).timestamp()) == 1
+    assert await journal.get(old_done.delivery_id) is None
+    assert await journal.get(old_dead.delivery_id) is not None
+    assert await journal.get(fresh_done.delivery_id) is not None
+    # Its dedupe key went with it.
+    assert not (await journal.append(raw(b"1"), "k1")).duplicate
