@@ -90,11 +90,12 @@ _URL_LINE = re.compile(
 
 
 def _printed_urls(process: HookdockProcess) -> dict[str, re.Match[str]]:
-    text = wait_until(
-        lambda: (out := process.stdout_text()) and "(Use your public host name" in out and out,
-        10.0,
-        message=lambda: f"no URLs printed\n{process.describe()}",
-    )
+    def printed() -> str | None:
+        out = process.stdout_text()
+        return out if "(Use your public host name" in out else None
+
+    text = wait_until(printed, 10.0, message=lambda: f"no URLs printed\n{process.describe()}")
+    assert text is not None
     return {m["kind"]: m for m in _URL_LINE.finditer(text)}
 
 
@@ -248,6 +249,7 @@ def test_sigterm_drains_then_exits_within_grace(tmp_path: Path) -> None:
             return response if response.status_code == 503 else None
 
         response = wait_until(not_ready, drain, 0.02, "/readyz did not turn 503 after SIGTERM")
+        assert response is not None
         assert response.text == "hookdock: shutting down\n"
         assert time.monotonic() - started < drain
         # Still draining: the listener is open and liveness is fine.
@@ -334,6 +336,7 @@ def test_retryable_failure_dead_letters_then_retry_delivers(tmp_path: Path) -> N
             0.05,
             lambda: f"never dead-lettered\n{server.describe()}",
         )
+        assert reason is not None
         assert "gave up after 3 attempts" in reason
         log = server.stderr_text()
         for attempt in (1, 2):
@@ -392,6 +395,7 @@ def test_permanent_failure_dead_letters_after_one_attempt(tmp_path: Path) -> Non
             0.05,
             lambda: f"never dead-lettered\n{server.describe()}",
         )
+        assert reason is not None
         assert "display_name" in reason
         assert f"delivery {bad_id} (route by-name) attempt" not in server.stderr_text()
 

@@ -120,7 +120,8 @@ async def test_outcomes(journal: SqliteJournal) -> None:
     await journal.finish(claims[ids[1]], "w", Outcome.retry("sink x: boom", at=4e9))
     await journal.finish(claims[ids[2]], "w", Outcome.dead("sink x: refused"))
     infos = {i: await journal.get(i) for i in ids}
-    assert infos[ids[0]] is not None and infos[ids[0]].state is DeliveryState.DONE
+    done = infos[ids[0]]
+    assert done is not None and done.state is DeliveryState.DONE
     retry = infos[ids[1]]
     assert retry is not None and retry.state is DeliveryState.PENDING
     assert retry.last_error == "sink x: boom" and retry.next_attempt_at is not None
