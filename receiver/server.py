@@ -2,16 +2,20 @@
 
 On SIGTERM or SIGINT, readiness turns false and the dispatcher stops claiming at once; after
 ``server.drain_seconds`` the listener closes, in-flight requests finish, and the dispatcher gets
-what is left of ``server.grace_seconds`` before it releases unfinished work.  A second signal
-exits at once.
+what is left of ``server.grace_seconds`` before it releases unfinished work.  A second SIGINT
+(Ctrl+C) exits at once; a clean shutdown exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import re
+import signal
+import threading
+from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
@@ -43,6 +47,21 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.runtime = runtime
         self._exit_requested = False
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn raises the caught signal again once it has shut down, for a program that
+        # embeds it; here hookdock is the program, and a clean shutdown exits 0, quietly.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = self.runtime.config.server.drain_seconds
