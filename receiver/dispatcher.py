@@ -94,7 +94,6 @@ class Dispatcher:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[asyncio.Task[None], str] = {}
-        self.delivered = 0
 
     @property
     def running(self) -> bool:
@@ -178,9 +177,7 @@ class Dispatcher:
             # The lease runs out and another attempt follows: at-least-once, never lost.
             log.exception("cannot record the outcome of delivery %s", delivery.delivery_id)
             return
-        if outcome.kind == "delivered":
-            self.delivered += 1
-        elif outcome.kind == "retry":
+        if outcome.kind == "retry":
             log.warning(
                 "delivery %s (route %s) attempt %d failed, retrying: %s",
                 delivery.delivery_id,

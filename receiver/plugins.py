@@ -7,9 +7,9 @@ error names the sink and the key (``sinks.archive.root: Field required``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from handlers.sink import Sink
 from handlers.sinks.local import LocalSink
@@ -19,12 +19,6 @@ from receiver.config import Config, format_validation_error
 from receiver.errors import ConfigError
 
 __all__ = ["SINK_TYPES", "SOURCE_TYPES", "build_sinks", "build_sources"]
-
-
-class SinkFactory(Protocol):
-    config_model: type[BaseModel]
-
-    def __call__(self, config: Any) -> Sink: ...
 
 
 SOURCE_TYPES: dict[str, type[Any]] = dict(SMARTDOCUMENTOR_SOURCES)

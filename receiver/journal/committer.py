@@ -122,16 +122,9 @@ class GroupCommitter:
     async def submit(self, fn: Work, *, single_statement: bool = False) -> Any:
         """Run ``fn(connection)`` in the next batch, in a savepoint of its own unless it writes
         with ``single_statement`` (SQLite then undoes a failure by itself)."""
-        if self._closed:
-            raise JournalUnavailable("the journal is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.add(future)
-        self._queue.put(_Job(fn, future, loop, single_statement=single_statement))
-        try:
-            return await future
-        finally:
-            self._waiting.discard(future)
+        return await self._wait(
+            lambda f, loop: _Job(fn, f, loop, single_statement=single_statement)
+        )
 
     async def submit_bulk(self, kind: str, item: Any) -> Any:
         """Hand ``item`` to the ``kind`` bulk handler, called once for all such items in a batch.
@@ -140,12 +133,17 @@ class GroupCommitter:
         event loop; one multi-row statement per batch instead of a few per job is what keeps
         the commit thread from stalling on that hand-off.
         """
+        return await self._wait(lambda f, loop: _Job(None, f, loop, kind, item))
+
+    async def _wait(
+        self, make: Callable[[asyncio.Future[Any], asyncio.AbstractEventLoop], _Job]
+    ) -> Any:
         if self._closed:
             raise JournalUnavailable("the journal is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.add(future)
-        self._queue.put(_Job(None, future, loop, kind, item))
+        self._queue.put(make(future, loop))
         try:
             return await future
         finally:

@@ -317,6 +317,18 @@ def _parse_delivery_line(line: str) -> dict[str, str]:
     }
 
 
+def _wait_dead_letter(server: HookdockProcess, delivery_id: str) -> str:
+    """The reason the server logged when it dead-lettered ``delivery_id``."""
+    reason = wait_until(
+        lambda: server.dead_lettered(delivery_id),
+        15.0,
+        0.05,
+        lambda: f"never dead-lettered\n{server.describe()}",
+    )
+    assert reason is not None
+    return reason
+
+
 def test_retryable_failure_dead_letters_then_retry_delivers(tmp_path: Path) -> None:
     blocker = tmp_path / "exports-is-a-file"
     blocker.write_text("not a folder\n")
@@ -329,13 +341,7 @@ def test_retryable_failure_dead_letters_then_retry_delivers(tmp_path: Path) -> N
     with run_hookdock(tmp_path, config) as server:
         assert server.config_path is not None
         delivery_id = accepted(post(sd_url(server), body))
-        reason = wait_until(
-            lambda: server.dead_lettered(delivery_id),
-            15.0,
-            0.05,
-            lambda: f"never dead-lettered\n{server.describe()}",
-        )
-        assert reason is not None
+        reason = _wait_dead_letter(server, delivery_id)
         assert "gave up after 3 attempts" in reason
         log = server.stderr_text()
         for attempt in (1, 2):
@@ -388,13 +394,7 @@ def test_permanent_failure_dead_letters_after_one_attempt(tmp_path: Path) -> Non
         wait_until(lambda: (named / "march.pdf" / f"{fine_id}-0.json").is_file(), 15.0, 0.05)
         # ...and a "/" in the name can never be written: dead at once, no retries.
         bad_id = accepted(post(url, text_document(displayName="invoices/2024/march.pdf")))
-        reason = wait_until(
-            lambda: server.dead_lettered(bad_id),
-            15.0,
-            0.05,
-            lambda: f"never dead-lettered\n{server.describe()}",
-        )
-        assert reason is not None
+        reason = _wait_dead_letter(server, bad_id)
         assert "display_name" in reason
         assert f"delivery {bad_id} (route by-name) attempt" not in server.stderr_text()
 

@@ -81,6 +81,17 @@ async def until_dead(journal: MemoryJournal, delivery_id: str) -> None:
     await until(dead)
 
 
+async def dead_letter_reason(dispatcher: Dispatcher, journal: MemoryJournal, d: RawDelivery) -> str:
+    """Run ``d`` through ``dispatcher`` until it is dead-lettered; the reason it was given."""
+    await journal.append(d, "k")
+    await dispatcher.start()
+    await until_dead(journal, d.delivery_id)
+    await dispatcher.stop(1)
+    info = await journal.get(d.delivery_id)
+    assert info is not None and info.last_error is not None
+    return info.last_error
+
+
 async def test_delivers_every_event_to_every_sink_once() -> None:
     a, b = RecordingSink(), RecordingSink()
     dispatcher, journal = make([("a", a), ("b", b)], Clock())
@@ -134,27 +145,16 @@ async def test_permanent_failure_dead_letters_at_once() -> None:
     sink = RecordingSink()
     sink.fail_next, sink.permanent = 1, True
     dispatcher, journal = make([("s", sink)], Clock())
-    d = delivery("t")
-    await journal.append(d, "k")
-    await dispatcher.start()
-    await until_dead(journal, d.delivery_id)
-    await dispatcher.stop(1)
+    reason = await dead_letter_reason(dispatcher, journal, delivery("t"))
     assert sink.calls == 1
-    info = await journal.get(d.delivery_id)
-    assert info is not None and info.last_error == "sink s: recording sink: told to fail for good"
+    assert reason == "sink s: recording sink: told to fail for good"
 
 
 async def test_unreadable_delivery_is_dead_lettered_with_reason() -> None:
     sink = RecordingSink()
     dispatcher, journal = make([("s", sink)], Clock())
-    d = delivery("t", body=b"not json")
-    await journal.append(d, "k")
-    await dispatcher.start()
-    await until_dead(journal, d.delivery_id)
-    await dispatcher.stop(1)
-    info = await journal.get(d.delivery_id)
-    assert info is not None and info.last_error is not None
-    assert info.last_error.startswith("cannot normalize:")
+    reason = await dead_letter_reason(dispatcher, journal, delivery("t", body=b"not json"))
+    assert reason.startswith("cannot normalize:")
     assert sink.calls == 0
 
 
@@ -287,13 +287,7 @@ async def test_errors_are_redacted_before_they_are_stored() -> None:
         {"r": RouteTarget(TextDocumentSource(), [("leaky", LeakySink())])},
         DispatcherConfig(poll_seconds=0.01, retry=RetryConfig(max_attempts=1)),
     )
-    d = delivery("t")
-    await journal.append(d, "k")
-    await dispatcher.start()
-    await until_dead(journal, d.delivery_id)
-    await dispatcher.stop(1)
-    info = await journal.get(d.delivery_id)
-    assert info is not None and info.last_error is not None
-    assert "TopSecret" not in info.last_error
-    assert "sig=REDACTED" in info.last_error
-    assert "ConnectionError" in info.last_error
+    reason = await dead_letter_reason(dispatcher, journal, delivery("t"))
+    assert "TopSecret" not in reason
+    assert "sig=REDACTED" in reason
+    assert "ConnectionError" in reason
