@@ -11,6 +11,7 @@ from handlers.errors import (
     PluginConfigError,
     RetryableSinkError,
     SinkError,
+    SinkGone,
 )
 from handlers.event import Event, FileRef, RawDelivery
 from handlers.redact import redact_text, redact_url
@@ -29,6 +30,7 @@ __all__ = [
     "RetryableSinkError",
     "Sink",
     "SinkError",
+    "SinkGone",
     "Source",
     "redact_text",
     "redact_url",

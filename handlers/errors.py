@@ -8,6 +8,7 @@ The tree::
     ├── SinkError                a sink could not deliver an event
     │   ├── RetryableSinkError   try again later (network, throttling, a full disk that may clear)
     │   └── PermanentSinkError   retrying cannot help (bad path template, refused by policy)
+    │       └── SinkGone         the destination is gone for good (HTTP 410): stop the sink
     └── PluginConfigError        a handler's own configuration is invalid
 
 Every message is written for the person who reads it: the vendor's reviewer for
@@ -24,6 +25,7 @@ __all__ = [
     "PluginConfigError",
     "RetryableSinkError",
     "SinkError",
+    "SinkGone",
 ]
 
 
@@ -55,15 +57,31 @@ class SinkError(HandlerError):
 
 
 class RetryableSinkError(SinkError):
-    """The sink may succeed if the same event is delivered again later."""
+    """The sink may succeed if the same event is delivered again later.
+
+    ``retry_after`` (seconds) is the destination's own word on when to come back, such as an
+    HTTP ``Retry-After``; the host waits at least that long (within reason) before the next try.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentSinkError(SinkError):
     """Delivering the same event again cannot succeed without a change of config or data."""
 
     retryable = False
+
+
+class SinkGone(PermanentSinkError):
+    """The destination says it is gone for good (HTTP 410 Gone).
+
+    The host stops the sink: its events wait, none is lost, until an operator has fixed the
+    destination and resumes the sink (``hookdock sinks resume NAME``).
+    """
 
 
 class PluginConfigError(HandlerError):

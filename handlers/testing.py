@@ -1,11 +1,61 @@
-"""Fakes for tests of sources, sinks and the host: a sink that records what it is given."""
+"""Fakes and a contract test for sources, sinks and the host.
+
+* ``RecordingSink``: records what it is given, idempotently, and can be told to fail.
+* ``make_event(**fields)``: a valid ``Event`` with a fresh id, for a sink's tests.
+* ``SinkContract``: the tests every sink must pass.  Subclass it in your own test module,
+  provide a ``sink`` fixture and ``copies()``, and pytest runs them against your sink::
+
+      class TestMySink(SinkContract):
+          @pytest.fixture
+          async def sink(self, tmp_path):
+              sink = MySink(MySink.config_model(root=tmp_path))
+              yield sink
+              await sink.aclose()
+
+          async def copies(self, sink, event):
+              return len(list(sink.config.root.glob(f"*{event.event_id}*")))
+
+  It needs pytest and anyio (its tests are async and run on asyncio).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
 from handlers.errors import PermanentSinkError, RetryableSinkError
 from handlers.event import Event
+from handlers.sink import Sink
 
-__all__ = ["RecordingSink"]
+__all__ = ["RecordingSink", "SinkContract", "make_event"]
+
+_counter = itertools.count()
+
+
+def make_event(**fields: Any) -> Event:
+    """A SmartDocumentor-like event with a unique ``event_id``; ``fields`` override any field."""
+    n = next(_counter)
+    delivery_id = fields.pop("delivery_id", f"t{os.getpid():x}{n:06d}{os.urandom(3).hex()}")
+    values: dict[str, Any] = {
+        "event_id": f"{delivery_id}-0",
+        "delivery_id": delivery_id,
+        "vendor": "smartdocumentor",
+        "kind": "text_document",
+        "route": "contract",
+        "received_at": datetime.now(UTC),
+        "task_id": f"task-{n}",
+        "task_number": n,
+        "workspace_id": "7",
+        "display_name": f"invoice {n}.pdf",
+        "payload": {"taskId": f"task-{n}", "workspaceId": 7, "displayName": f"invoice {n}.pdf"},
+    }
+    values.update(fields)
+    return Event(**values)
 
 
 class RecordingSink:
@@ -33,3 +83,73 @@ class RecordingSink:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+class SinkContract:
+    """What hookdock relies on from every sink; subclass it to run the checks on yours.
+
+    Provide a ``sink`` fixture (yield a ready sink; close it afterwards) and
+    ``copies(sink, event)``: how many copies of ``event`` the destination holds, read back
+    from the destination itself.
+    """
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    @pytest.fixture
+    def sink(self) -> Any:
+        raise NotImplementedError("provide a `sink` fixture that yields the sink under test")
+
+    async def copies(self, sink: Any, event: Event) -> int:
+        raise NotImplementedError("read the destination back: how many copies of the event")
+
+    @pytest.mark.anyio
+    async def test_is_a_sink_with_a_strict_config_model(self, sink: Any) -> None:
+        assert isinstance(sink, Sink)
+        model = type(sink).config_model
+        assert model.model_config.get("extra") == "forbid", "unknown options must be errors"
+        assert model.model_config.get("frozen") is True
+
+    @pytest.mark.anyio
+    async def test_delivers_an_event(self, sink: Any) -> None:
+        event = make_event()
+        await sink.deliver(event)
+        assert await self.copies(sink, event) == 1
+
+    @pytest.mark.anyio
+    async def test_is_idempotent_on_the_event_id(self, sink: Any) -> None:
+        event = make_event()
+        await sink.deliver(event)
+        await sink.deliver(event)
+        assert await self.copies(sink, event) == 1
+
+    @pytest.mark.anyio
+    async def test_the_same_event_at_once_is_one_copy(self, sink: Any) -> None:
+        event = make_event()
+        await asyncio.gather(*(sink.deliver(event) for _ in range(4)))
+        assert await self.copies(sink, event) == 1
+
+    @pytest.mark.anyio
+    async def test_distinct_events_are_distinct_copies(self, sink: Any) -> None:
+        events = [make_event() for _ in range(5)]
+        await asyncio.gather(*(sink.deliver(e) for e in events))
+        assert [await self.copies(sink, e) for e in events] == [1] * 5
+
+    @pytest.mark.anyio
+    async def test_check_reports_a_list_of_problems(self, sink: Any) -> None:
+        check = getattr(sink, "check", None)
+        if check is None:
+            pytest.skip("the sink has no check()")
+        problems = await check()
+        assert isinstance(problems, list)
+        assert problems == [], f"a healthy destination reported problems: {problems}"
+
+    @pytest.mark.anyio
+    async def test_aclose_twice_is_harmless(self, sink: Any) -> None:
+        await sink.deliver(make_event())
+        aclose = getattr(sink, "aclose", None)
+        if aclose is None:
+            pytest.skip("the sink has no aclose()")
+        await aclose()
+        await aclose()

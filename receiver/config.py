@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from receiver.auth import AuthConfig
 from receiver.errors import ConfigError
+from receiver.routing import RuleConfig
 
 __all__ = [
     "Config",
@@ -24,7 +25,9 @@ __all__ = [
     "JournalConfig",
     "RetryConfig",
     "RouteConfig",
+    "SinkHostConfig",
     "ServerConfig",
+    "split_sink_options",
     "format_validation_error",
     "load_config",
     "parse_config",
@@ -58,12 +61,43 @@ class JournalConfig(_Model):
     """How long a write waits for another process's lock before the delivery is refused (503)."""
 
 
+DEFAULT_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
+"""Seconds to wait after failed attempt 1, 2, ...; the last one repeats (hourly)."""
+
+
 class RetryConfig(_Model):
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 10
-    base_seconds: Annotated[float, Field(gt=0)] = 2.0
-    cap_seconds: Annotated[float, Field(gt=0)] = 600.0
-    jitter: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """When to try a failed (event, sink) pair again, and when to give up on it.
+
+    The default waits 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, then hourly: 30 attempts span
+    about a day (24.7 h) before the pair is dead-lettered.  ``base_seconds`` switches to
+    exponential backoff (base, 2 x base, 4 x base, ... up to ``cap_seconds``) instead.
+    """
+
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 30
+    schedule: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1)] | None = (
+        None
+    )
+    """Delays in seconds after each failed attempt; the last repeats.  Default: DEFAULT_SCHEDULE."""
+    base_seconds: Annotated[float, Field(gt=0)] | None = None
+    cap_seconds: Annotated[float, Field(gt=0)] | None = None
+    """The longest wait, for either form (default: 1 h for exponential backoff, none else)."""
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
     """Share of each delay drawn at random, so retries from many deliveries spread out."""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RetryConfig:
+        if self.schedule is not None and self.base_seconds is not None:
+            raise ValueError("give either schedule or base_seconds, not both")
+        return self
+
+    def merged(self, override: dict[str, Any]) -> RetryConfig:
+        """This policy with ``override``'s keys on top (a sink's own ``retry`` table)."""
+        base = self.model_dump(exclude_unset=True)
+        if "base_seconds" in override:
+            base.pop("schedule", None)
+        if "schedule" in override:
+            base.pop("base_seconds", None)
+        return RetryConfig.model_validate({**base, **override})
 
 
 class DispatcherConfig(_Model):
@@ -84,8 +118,46 @@ class RouteConfig(_Model):
     name: Annotated[str, Field(pattern=_NAME)]
     source: str
     auth: AuthConfig
-    sinks: Annotated[list[str], Field(min_length=1)]
+    sinks: list[str]
+    """Where an event goes when no rule matches it (empty: dropped unless a rule matches)."""
+    rules: list[RuleConfig] = []
+    """Tried in order; the first that matches an event picks its sinks (or drops it)."""
     max_body_bytes: Annotated[int, Field(ge=1, le=1024 * MiB)] = MiB
+
+    @model_validator(mode="after")
+    def _has_destination(self) -> RouteConfig:
+        if not self.sinks and not self.rules:
+            raise ValueError("sinks: name at least one sink (or add rules)")
+        return self
+
+    def sink_names(self) -> list[str]:
+        """Every sink this route can send to, default and rules', in first-seen order."""
+        names = dict.fromkeys(self.sinks)
+        for rule in self.rules:
+            names.update(dict.fromkeys(rule.sinks))
+        return list(names)
+
+
+HOST_SINK_KEYS = frozenset({"type", "retry", "concurrency"})
+"""Keys of a ``[sinks.NAME]`` table that hookdock reads; the rest belong to the sink plugin."""
+
+
+class SinkHostConfig(_Model):
+    """What hookdock itself reads from a ``[sinks.NAME]`` table."""
+
+    type: str
+    """The plugin: an entry-point name in ``hookdock.sinks`` or ``module:attr``."""
+    retry: dict[str, Any] = {}
+    """Keys of ``RetryConfig`` for this sink, on top of ``dispatcher.retry``."""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """At most this many deliveries to this sink at once (default: ``dispatcher.concurrency``)."""
+
+
+def split_sink_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``[sinks.NAME]`` table as (hookdock's keys, the plugin's own options)."""
+    host = {k: v for k, v in options.items() if k in HOST_SINK_KEYS}
+    plugin = {k: v for k, v in options.items() if k not in HOST_SINK_KEYS}
+    return host, plugin
 
 
 class Config(_Model):
@@ -102,16 +174,41 @@ class Config(_Model):
             if route.name in seen:
                 raise ValueError(f"routes[{index}].name: route {route.name!r} is defined twice")
             seen.add(route.name)
+            defined = ", ".join(sorted(self.sinks)) or "none"
             for sink in route.sinks:
                 if sink not in self.sinks:
                     raise ValueError(
-                        f"routes[{index}].sinks: no sink named {sink!r} "
-                        f"(defined: {', '.join(sorted(self.sinks)) or 'none'})"
+                        f"routes[{index}].sinks: no sink named {sink!r} (defined: {defined})"
                     )
+            for number, rule in enumerate(route.rules):
+                for sink in rule.sinks:
+                    if sink not in self.sinks:
+                        raise ValueError(
+                            f"routes[{index}].rules[{number}].sinks: no sink named {sink!r} "
+                            f"(defined: {defined})"
+                        )
         for name, options in self.sinks.items():
             if not isinstance(options.get("type"), str):
                 raise ValueError(f'sinks.{name}.type: missing (for example type = "local")')
+            host, _ = split_sink_options(options)
+            try:
+                retry = self.dispatcher.retry.merged(host.get("retry") or {})
+                SinkHostConfig.model_validate({**host, "retry": {}})
+            except ValidationError as exc:
+                where = f"sinks.{name}.retry" if "retry" in host else f"sinks.{name}"
+                raise ValueError(
+                    "\n  ".join(format_validation_error(exc, prefix=where))
+                ) from None
+            del retry
         return self
+
+    def sink_host(self, name: str) -> SinkHostConfig:
+        host, _ = split_sink_options(self.sinks[name])
+        return SinkHostConfig.model_validate(host)
+
+    def sink_retry(self, name: str) -> RetryConfig:
+        """``dispatcher.retry`` with the sink's own ``retry`` keys on top."""
+        return self.dispatcher.retry.merged(self.sink_host(name).retry)
 
     def route(self, name: str) -> RouteConfig | None:
         for route in self.routes:

@@ -83,6 +83,9 @@ class LocalSink:
         self.config = config
         self.root = config.root.resolve()
         self._used = {n for _, n, _, _ in string.Formatter().parse(config.path_template) if n}
+        # Writes in progress by target: the same event delivered twice at once (a retry racing
+        # a slow first attempt) joins the first write instead of racing it for the temp file.
+        self._writing: dict[Path, asyncio.Future[None]] = {}
 
     def path_for(self, event: Event) -> Path:
         fields = {
@@ -98,9 +101,14 @@ class LocalSink:
 
     async def deliver(self, event: Event) -> None:
         target = self.path_for(event)
-        data = event.model_dump_json(indent=2).encode()
+        writing = self._writing.get(target)
+        if writing is None:
+            data = event.model_dump_json(indent=2).encode()
+            writing = asyncio.ensure_future(asyncio.to_thread(self._write, target, data))
+            self._writing[target] = writing
+            writing.add_done_callback(lambda _: self._writing.pop(target, None))
         try:
-            await asyncio.to_thread(self._write, target, data)
+            await asyncio.shield(writing)
         except OSError as exc:
             raise RetryableSinkError(f"local sink: cannot write {target}: {exc}") from exc
 
