@@ -15,9 +15,7 @@ Clients (HTTP pools, S3 clients) are made on first use, on the running event loo
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol, runtime_checkable
-
-from pydantic import BaseModel
+from typing import Protocol, runtime_checkable
 
 from handlers.event import Event
 
@@ -26,8 +24,6 @@ __all__ = ["Sink"]
 
 @runtime_checkable
 class Sink(Protocol):
-    config_model: ClassVar[type[BaseModel]]
-
     async def deliver(self, event: Event) -> None:
         """Deliver ``event``; a second call with the same event id must not duplicate it."""
         ...

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from handlers.errors import PermanentSinkError, RetryableSinkError
 from handlers.event import Event
@@ -107,7 +108,8 @@ class SinkContract:
     @pytest.mark.anyio
     async def test_is_a_sink_with_a_strict_config_model(self, sink: Any) -> None:
         assert isinstance(sink, Sink)
-        model = type(sink).config_model
+        model = getattr(type(sink), "config_model", None)
+        assert isinstance(model, type) and issubclass(model, BaseModel), "a pydantic config_model"
         assert model.model_config.get("extra") == "forbid", "unknown options must be errors"
         assert model.model_config.get("frozen") is True
 

@@ -25,12 +25,12 @@ __all__ = [
     "JournalConfig",
     "RetryConfig",
     "RouteConfig",
-    "SinkHostConfig",
     "ServerConfig",
-    "split_sink_options",
+    "SinkHostConfig",
     "format_validation_error",
     "load_config",
     "parse_config",
+    "split_sink_options",
 ]
 
 MiB = 1024 * 1024
@@ -196,9 +196,7 @@ class Config(_Model):
                 SinkHostConfig.model_validate({**host, "retry": {}})
             except ValidationError as exc:
                 where = f"sinks.{name}.retry" if "retry" in host else f"sinks.{name}"
-                raise ValueError(
-                    "\n  ".join(format_validation_error(exc, prefix=where))
-                ) from None
+                raise ValueError("\n  ".join(format_validation_error(exc, prefix=where))) from None
             del retry
         return self
 

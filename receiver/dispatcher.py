@@ -1,44 +1,70 @@
-"""The dispatcher: claims journaled deliveries, normalizes them and hands events to sinks.
+"""The dispatcher: routes journaled deliveries and delivers each (event, sink) pair on its own.
 
-Each delivery is claimed under a lease, normalized by its route's source and delivered to every
-sink of the route; the outcome (and every attempt) is recorded in the journal.  Transient
-failures are retried with backoff; a permanent failure, a normalizer that cannot read the
-delivery, or running out of attempts dead-letters it with its raw bytes kept for a later retry.
+Two kinds of work, both leased from the journal:
+
+* **routing** a delivery: its route's source normalizes it into events, the route's rules pick
+  each event's sinks, and the journal records one *send* per (event, sink) pair, atomically.
+  A delivery that cannot be normalized is dead-lettered with its raw bytes kept.
+* **sending**: each send is delivered to its sink and its outcome recorded on its own, so a
+  failing sink retries on its own schedule while the others go on.  Each sink has its own
+  slots (``concurrency``): a slow or failing destination cannot take a healthy one's.  Sends
+  created by routing start at once when their sink has a free slot; the rest, and retries,
+  are claimed per sink as slots free up.
+
+A retryable error waits by the sink's retry policy (never less than a ``Retry-After``) and is
+dead-lettered after its last attempt; a permanent one at once; ``SinkGone`` (HTTP 410) stops
+the sink, durably, and its sends wait until an operator resumes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from handlers.errors import PermanentSinkError
+from handlers.errors import PermanentSinkError, RetryableSinkError, SinkGone
+from handlers.event import Event
 from handlers.redact import redact_text
 from handlers.sink import Sink
 from handlers.source import Source
 from receiver.config import DispatcherConfig
-from receiver.journal.base import Claim, Journal, Outcome
+from receiver.journal.base import Claim, Journal, Outcome, SendClaim
 from receiver.retry import RetryPolicy
+from receiver.routing import Router
 
-__all__ = ["Dispatcher", "RouteTarget", "owner_is_gone"]
+__all__ = ["Dispatcher", "RouteTarget", "SinkTarget", "owner_is_gone"]
 
 log = logging.getLogger("hookdock.dispatcher")
 
+_C = TypeVar("_C", Claim, SendClaim)
+
 # While ingest is busy, how often the dispatcher looks whether it has calmed down.
 _BUSY_RECHECK_SECONDS = 0.05
+# A delivery whose routing never finishes (its worker dies every time) is given up after this.
+ROUTE_MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
 class RouteTarget:
-    """What the dispatcher needs of a route: its source and its sinks, by name."""
+    """What the dispatcher needs of a route: its source and its rules."""
 
     source: Source
-    sinks: Sequence[tuple[str, Sink]]
+    router: Router
+
+
+@dataclass(frozen=True, slots=True)
+class SinkTarget:
+    """A configured sink with its own retry policy and number of slots."""
+
+    sink: Sink
+    policy: RetryPolicy
+    concurrency: int
 
 
 def _new_owner() -> str:
@@ -75,29 +101,37 @@ class Dispatcher:
         self,
         journal: Journal,
         routes: Mapping[str, RouteTarget],
+        sinks: Mapping[str, SinkTarget],
         config: DispatcherConfig,
         *,
-        policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         ingest_load: Callable[[], int] = lambda: 0,
     ) -> None:
         self.journal = journal
         self.routes = routes
+        self.sinks = sinks
         self.config = config
-        self.policy = policy or RetryPolicy.from_config(config.retry)
         self.clock = clock
         self.ingest_load = ingest_load
         self.owner = _new_owner()
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
+        self._sends_due = True
         self._busy_batch = float("-inf")
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
-        self._inflight: dict[asyncio.Task[None], str] = {}
+        self._routing: dict[asyncio.Task[None], Claim] = {}
+        self._sending: dict[asyncio.Task[None], SendClaim] = {}
+        self._load: Counter[str] = Counter()
+        """Slots taken per sink: sends in flight plus those reserved while routing."""
 
     @property
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done() and not self._stopping
+
+    @property
+    def inflight(self) -> int:
+        return len(self._routing) + len(self._sending)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (called after each new delivery)."""
@@ -106,7 +140,16 @@ class Dispatcher:
     async def start(self) -> None:
         released = await self.journal.release_stale(owner_is_gone)
         if released:
-            log.info("took back %d deliveries leased by a stopped process", released)
+            log.info("took back %d leases held by a stopped process", released)
+        for stopped in await self.journal.stopped_sinks():
+            log.error(
+                "sink %s is STOPPED since %s (%s); its events wait in the journal: fix the"
+                " destination, then run `hookdock sinks resume %s`",
+                stopped.sink,
+                f"{stopped.stopped_at:%Y-%m-%d %H:%M:%S}",
+                stopped.reason,
+                stopped.sink,
+            )
         self._loop_task = asyncio.create_task(self._run(), name="hookdock-dispatcher")
 
     def stop_claiming(self) -> None:
@@ -119,16 +162,31 @@ class Dispatcher:
         self.stop_claiming()
         if self._loop_task is not None:
             await self._loop_task
-        if not self._inflight:
+        work = {*self._routing, *self._sending}
+        if not work:
             return
-        _, pending = await asyncio.wait(set(self._inflight), timeout=grace_seconds)
-        if pending:
-            ids = [self._inflight[t] for t in pending]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            await self.journal.release(self.owner, ids)
-            log.warning("shutdown: released %d unfinished deliveries", len(ids))
+        _, pending = await asyncio.wait(work, timeout=grace_seconds)
+        if not pending:
+            return
+        deliveries = [self._routing[t].delivery.delivery_id for t in pending if t in self._routing]
+        sends = [self._sending[t].send_id for t in pending if t in self._sending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if deliveries:
+            await self.journal.release(self.owner, deliveries)
+        if sends:
+            await self.journal.release_sends(self.owner, sends)
+        log.warning("shutdown: released %d unfinished attempts", len(deliveries) + len(sends))
+
+    # ------------------------------------------------------------------ the loop
+
+    def _free_slots(self) -> dict[str, int]:
+        return {
+            name: free
+            for name, target in self.sinks.items()
+            if (free := target.concurrency - self._load[name]) > 0
+        }
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -142,84 +200,198 @@ class Dispatcher:
                     await asyncio.sleep(min(pause, _BUSY_RECHECK_SECONDS))
                     continue
                 self._busy_batch = time.monotonic()
-            free = self.config.concurrency - len(self._inflight)
-            if free <= 0:
-                # Full: new deliveries (which set _wake) can wait for a slot to come free.
+            free = self._free_slots()
+            if self.sinks and not free:
+                # Every sink is full: new deliveries (which set _wake) wait for a free slot.
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             self._wake.clear()
+            more = await self._claim_sends(free) if self._sends_due else False
+            room = self.config.concurrency - len(self._routing)
             claims: list[Claim] = []
-            try:
-                claims = await self.journal.claim(self.owner, free, self.config.lease_seconds)
-            except Exception as exc:
-                # Expected while another process holds the journal: one line, not a trace.
-                log.warning("cannot claim deliveries, trying again: %s", exc)
+            if room > 0:
+                try:
+                    claims = await self.journal.claim(self.owner, room, self.config.lease_seconds)
+                except Exception as exc:
+                    # Expected while another process holds the journal: one line, not a trace.
+                    log.warning("cannot claim deliveries, trying again: %s", exc)
             for claim in claims:
-                task = asyncio.create_task(self._attempt(claim))
-                self._inflight[task] = claim.delivery.delivery_id
-                task.add_done_callback(self._forget)
-            if len(claims) == free:
+                self._track(self._routing, claim, self._route(claim))
+            if more or (claims and len(claims) == room):
                 continue  # there may be more due right now
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+            except TimeoutError:
+                self._sends_due = True  # retries come due with time
+
+    async def _claim_sends(self, free: dict[str, int]) -> bool:
+        """Claim due sends into the free slots; True if some sink filled up (more may wait)."""
+        self._sends_due = False
+        if not free:
+            return False
+        try:
+            claims = await self.journal.claim_sends(self.owner, free, self.config.lease_seconds)
+        except Exception as exc:
+            log.warning("cannot claim sends, trying again: %s", exc)
+            return False
+        taken = Counter(c.sink for c in claims)
+        for claim in claims:
+            self._load[claim.sink] += 1
+            self._track(self._sending, claim, self._send(claim, None))
+        self._sends_due = any(taken[sink] >= n for sink, n in free.items())
+        return self._sends_due
+
+    def _track(
+        self, where: dict[asyncio.Task[None], _C], claim: _C, work: Coroutine[Any, Any, None]
+    ) -> None:
+        task = asyncio.create_task(work)
+        where[task] = claim
+        task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
+        self._routing.pop(task, None)
+        claim = self._sending.pop(task, None)
+        if claim is not None:
+            self._load[claim.sink] -= 1
+            self._sends_due = True  # its sink has a free slot: retries may be waiting
         self._slot_free.set()
+        self._wake.set()
 
-    async def _attempt(self, claim: Claim) -> None:
-        outcome = await self._outcome(claim)
+    # ------------------------------------------------------------------ routing
+
+    async def _route(self, claim: Claim) -> None:
+        delivery = claim.delivery
+        target = self.routes.get(delivery.route)
+        try:
+            if target is None:
+                raise _Unroutable(f"route {delivery.route!r} is no longer configured")
+            if claim.attempt > ROUTE_MAX_ATTEMPTS:
+                raise _Unroutable(f"routing did not finish in {ROUTE_MAX_ATTEMPTS} attempts")
+            try:
+                events = list(target.source.normalize(delivery))
+            except Exception as exc:
+                raise _Unroutable(f"cannot normalize: {_describe(exc)}") from exc
+        except _Unroutable as exc:
+            await self._finish_route(claim, Outcome.dead(str(exc)))
+            return
+        pairs = [
+            (index, sink)
+            for index, event in enumerate(events)
+            for sink in target.router.sinks_for(event)
+            if sink in self.sinks
+        ]
+        # Reserve a slot for each sink that has one, so that its sends start right away.
+        lease_now = {sink for _, sink in pairs if self._load[sink] < self.sinks[sink].concurrency}
+        reserved = Counter(sink for _, sink in pairs if sink in lease_now)
+        self._load.update(reserved)
+        try:
+            sends = await self.journal.route(
+                claim, self.owner, pairs, lease_now, self.config.lease_seconds
+            )
+        except Exception:
+            # The lease runs out and routing is tried again: at-least-once, never lost.
+            self._load.subtract(reserved)
+            log.exception("cannot record the routing of delivery %s", delivery.delivery_id)
+            return
+        self._load.subtract(reserved)
+        for send in sends:
+            self._load[send.sink] += 1
+            self._track(self._sending, send, self._send(send, events[send.event_index]))
+        if not pairs:
+            log.debug("delivery %s: every event dropped by the rules", delivery.delivery_id)
+
+    async def _finish_route(self, claim: Claim, outcome: Outcome) -> None:
         delivery = claim.delivery
         try:
             await self.journal.finish(claim, self.owner, outcome)
         except Exception:
-            # The lease runs out and another attempt follows: at-least-once, never lost.
             log.exception("cannot record the outcome of delivery %s", delivery.delivery_id)
             return
-        if outcome.kind == "retry":
-            log.warning(
-                "delivery %s (route %s) attempt %d failed, retrying: %s",
-                delivery.delivery_id,
+        log.error(
+            "delivery %s (route %s) dead-lettered: %s",
+            delivery.delivery_id,
+            delivery.route,
+            outcome.error,
+        )
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send(self, claim: SendClaim, event: Event | None) -> None:
+        outcome = await self._send_outcome(claim, event)
+        try:
+            await self.journal.finish_send(claim, self.owner, outcome)
+        except Exception:
+            # The lease runs out and another attempt follows: at-least-once, never lost.
+            log.exception(
+                "cannot record the outcome of event %s to sink %s", claim.event_id, claim.sink
+            )
+            return
+        delivery = claim.delivery
+        if outcome.kind == "delivered":
+            log.debug(
+                "delivered event %s (route %s) to sink %s",
+                claim.event_id,
                 delivery.route,
+                claim.sink,
+            )
+        elif outcome.kind == "retry":
+            log.warning(
+                "event %s (route %s) to sink %s: attempt %d failed, retrying in %.0fs: %s",
+                claim.event_id,
+                delivery.route,
+                claim.sink,
                 claim.attempt,
+                (outcome.retry_at or 0) - self.clock(),
                 outcome.error,
+            )
+        elif outcome.kind == "gone":
+            log.error(
+                "sink %s STOPPED: %s.  Its events wait in the journal; fix the destination,"
+                " then run `hookdock sinks resume %s`",
+                claim.sink,
+                outcome.error,
+                claim.sink,
             )
         else:
             log.error(
-                "delivery %s (route %s) dead-lettered: %s",
-                delivery.delivery_id,
+                "event %s (route %s) to sink %s dead-lettered: %s",
+                claim.event_id,
                 delivery.route,
+                claim.sink,
                 outcome.error,
             )
 
-    async def _outcome(self, claim: Claim) -> Outcome:
-        delivery = claim.delivery
-        target = self.routes.get(delivery.route)
+    async def _send_outcome(self, claim: SendClaim, event: Event | None) -> Outcome:
+        target = self.sinks.get(claim.sink)
         if target is None:
-            return Outcome.dead(f"route {delivery.route!r} is no longer configured")
+            return Outcome.dead(f"sink {claim.sink!r} is no longer configured")
+        if event is None:
+            route = self.routes.get(claim.delivery.route)
+            if route is None:
+                return Outcome.dead(f"route {claim.delivery.route!r} is no longer configured")
+            try:
+                events: Sequence[Event] = route.source.normalize(claim.delivery)
+            except Exception as exc:
+                return Outcome.dead(f"cannot normalize: {_describe(exc)}")
+            if claim.event_index >= len(events):
+                return Outcome.dead("the delivery no longer normalizes to this event")
+            event = events[claim.event_index]
         try:
-            events = target.source.normalize(delivery)
+            await target.sink.deliver(event)
+        except SinkGone as exc:
+            return Outcome.gone(_describe(exc))
+        except PermanentSinkError as exc:
+            return Outcome.dead(_describe(exc))
         except Exception as exc:
-            return Outcome.dead(f"cannot normalize: {_describe(exc)}")
-        for event in events:
-            for name, sink in target.sinks:
-                try:
-                    await sink.deliver(event)
-                except PermanentSinkError as exc:
-                    return Outcome.dead(f"sink {name}: {_describe(exc)}")
-                except Exception as exc:
-                    reason = f"sink {name}: {_describe(exc)}"
-                    delay = self.policy.delay(claim.attempt)
-                    if delay is None:
-                        return Outcome.dead(f"gave up after {claim.attempt} attempts: {reason}")
-                    return Outcome.retry(reason, self.clock() + delay)
-                log.debug(
-                    "delivered event %s (%s %s, task %s) to sink %s",
-                    event.event_id,
-                    event.vendor,
-                    event.kind,
-                    event.task_id,
-                    name,
-                )
+            reason = _describe(exc)
+            after = exc.retry_after if isinstance(exc, RetryableSinkError) else None
+            delay = target.policy.delay(claim.attempt, at_least=after)
+            if delay is None:
+                return Outcome.dead(f"gave up after {claim.attempt} attempts: {reason}")
+            return Outcome.retry(reason, self.clock() + delay)
         return Outcome.delivered()
+
+
+class _Unroutable(Exception):
+    """A delivery that cannot be routed: dead-lettered with this reason."""

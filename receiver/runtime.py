@@ -17,10 +17,12 @@ from pathlib import Path
 from handlers.sink import Sink
 from handlers.source import Source
 from receiver.config import Config, RouteConfig
-from receiver.dispatcher import Dispatcher, RouteTarget
+from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.journal.base import Journal
 from receiver.journal.sqlite import SqliteJournal
 from receiver.plugins import build_sinks, build_sources
+from receiver.retry import RetryPolicy
+from receiver.routing import Router
 
 __all__ = ["IngestRoute", "Runtime"]
 
@@ -83,9 +85,18 @@ class Runtime:
 
     def route_targets(self) -> dict[str, RouteTarget]:
         return {
-            name: RouteTarget(route.source, [(s, self.sinks[s]) for s in route.config.sinks])
+            name: RouteTarget(route.source, Router(route.config.rules, route.config.sinks))
             for name, route in self.routes.items()
         }
+
+    def sink_targets(self) -> dict[str, SinkTarget]:
+        targets = {}
+        for name, sink in self.sinks.items():
+            host = self.config.sink_host(name)
+            policy = RetryPolicy.from_config(self.config.sink_retry(name))
+            slots = host.concurrency or self.config.dispatcher.concurrency
+            targets[name] = SinkTarget(sink, policy, slots)
+        return targets
 
     async def start(self) -> None:
         if isinstance(self.journal, SqliteJournal):
@@ -98,6 +109,7 @@ class Runtime:
             self.dispatcher = Dispatcher(
                 self.journal,
                 self.route_targets(),
+                self.sink_targets(),
                 self.config.dispatcher,
                 ingest_load=lambda: self.ingest_inflight,
             )

@@ -400,11 +400,16 @@ class HookdockProcess:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
     def dead_lettered(self, delivery_id: str) -> str | None:
-        """The dispatcher's logged reason if it dead-lettered ``delivery_id``, else None."""
-        marker = f"delivery {delivery_id} (route "
+        """The dispatcher's logged reason if it dead-lettered ``delivery_id`` (unroutable) or
+        one of its events at a sink (``sink NAME: reason``), else None."""
+        whole = f"delivery {delivery_id} (route "
+        event = f"event {delivery_id}-"
         for line in self.stderr_text().splitlines():
-            if marker in line and ") dead-lettered: " in line:
+            if whole in line and ") dead-lettered: " in line:
                 return line.split(") dead-lettered: ", 1)[1]
+            if event in line and " dead-lettered: " in line:
+                head, reason = line.split(" dead-lettered: ", 1)
+                return f"sink {head.rsplit(' to sink ', 1)[1]}: {reason}"
         return None
 
     def wait_export(self, path: Path, delivery_id: str, timeout: float = 15.0) -> Any:

@@ -1,15 +1,24 @@
 """What every journal backend offers: durable appends, leased claims, outcomes, listings.
 
 The journal is the unit of durability.  ``append`` returns only once the delivery is on disk
-(the ingest endpoint answers 2xx after it); the dispatcher then ``claim``s pending deliveries
-under a lease, so several workers (or processes, with a shared backend) never hold the same
-delivery at once, and a crashed worker's lease simply runs out.
+(the ingest endpoint answers 2xx after it).  Two kinds of work follow, each under a lease, so
+several workers (or processes, with a shared backend) never hold the same item at once and a
+crashed worker's lease simply runs out:
+
+* a **delivery** is claimed to be *routed*: normalized into events, each event matched to its
+  sinks; ``route`` then records one **send** per (event, sink) pair, atomically;
+* a **send** is claimed, per sink, to be delivered; each has its own attempts, next attempt
+  time, last error and delivered time, so one failing sink never holds back another.
+
+A delivery as a whole is *pending* while it is unrouted or any of its sends is, *dead* when it
+could not be routed or a send gave up, and *done* when every send was delivered (or the rules
+dropped every event).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -24,6 +33,10 @@ __all__ = [
     "Journal",
     "Outcome",
     "OwnerCheck",
+    "SendClaim",
+    "SendInfo",
+    "SendState",
+    "StoppedSink",
 ]
 
 
@@ -31,9 +44,17 @@ class DeliveryState(enum.StrEnum):
     PENDING = "pending"
     """Waiting for (or under) a dispatcher attempt."""
     DONE = "done"
-    """Every sink of its route took every event."""
+    """Every send was delivered (or the routing rules dropped every event)."""
     DEAD = "dead"
-    """Gave up: out of attempts or a permanent failure.  Raw bytes kept; can be requeued."""
+    """Could not be routed, or a send gave up; nothing pending.  Raw bytes kept; requeueable."""
+
+
+class SendState(enum.StrEnum):
+    PENDING = "pending"
+    """Waiting for (or under) an attempt, or for its stopped sink to resume."""
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    """Out of attempts or a permanent failure; requeueable after a fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +73,28 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class SendClaim:
+    """A leased (event, sink) pair: the ``event_index``-th event of ``delivery`` for ``sink``."""
+
+    send_id: int
+    delivery: RawDelivery
+    event_index: int
+    sink: str
+    attempt: int
+    claimed_at: float
+
+    @property
+    def event_id(self) -> str:
+        return self.delivery.event_id(self.event_index)
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """How an attempt ended: ``delivered``, ``retry`` (at ``retry_at``, epoch s) or ``dead``."""
+    """How an attempt ended: ``delivered``, ``retry`` (at ``retry_at``, epoch s) or ``dead``.
+
+    For a send, ``gone`` also stops its sink (the destination said 410 Gone): the send waits,
+    pending, until the sink is resumed.
+    """
 
     kind: str
     error: str | None = None
@@ -71,6 +112,10 @@ class Outcome:
     def dead(cls, error: str) -> Outcome:
         return cls("dead", error)
 
+    @classmethod
+    def gone(cls, error: str) -> Outcome:
+        return cls("gone", error)
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryInfo:
@@ -85,6 +130,26 @@ class DeliveryInfo:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class SendInfo:
+    send_id: int
+    delivery_id: str
+    event_id: str
+    sink: str
+    state: SendState
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedSink:
+    sink: str
+    stopped_at: datetime
+    reason: str
+
+
 class OwnerCheck(Protocol):
     def __call__(self, owner: str) -> bool: ...
 
@@ -95,15 +160,45 @@ class Journal(Protocol):
         ...
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
-        """Lease up to ``limit`` pending deliveries that are due, oldest first."""
+        """Lease up to ``limit`` unrouted deliveries that are due, oldest first."""
         ...
 
     async def finish(self, claim: Claim, owner: str, outcome: Outcome) -> None:
-        """Record the outcome of ``owner``'s attempt and end its lease (if still held)."""
+        """Record a routing attempt that did not route (``retry`` or ``dead``); end the lease."""
+        ...
+
+    async def route(
+        self,
+        claim: Claim,
+        owner: str,
+        sends: Sequence[tuple[int, str]],
+        lease_now: Collection[str],
+        lease_seconds: float,
+    ) -> list[SendClaim]:
+        """Mark the claimed delivery routed and record one send per ``(event_index, sink)``.
+
+        Sends whose sink is in ``lease_now`` (and not stopped) come back leased to ``owner``
+        as their first attempt, to be delivered right away; the rest wait to be claimed.
+        Nothing happens (and nothing is returned) if ``owner`` no longer holds the lease.
+        """
+        ...
+
+    async def claim_sends(
+        self, owner: str, limits: Mapping[str, int], lease_seconds: float
+    ) -> list[SendClaim]:
+        """Lease due pending sends, at most ``limits[sink]`` per sink, none of a stopped sink."""
+        ...
+
+    async def finish_send(self, claim: SendClaim, owner: str, outcome: Outcome) -> None:
+        """Record the outcome of ``owner``'s attempt at a send and end its lease."""
         ...
 
     async def release(self, owner: str, delivery_ids: Sequence[str]) -> None:
-        """Give leases back unattempted (shutdown): the attempt does not count."""
+        """Give delivery leases back unattempted (shutdown): the attempt does not count."""
+        ...
+
+    async def release_sends(self, owner: str, send_ids: Sequence[int]) -> None:
+        """Give send leases back unattempted (shutdown): the attempt does not count."""
         ...
 
     async def release_stale(self, is_dead_owner: OwnerCheck) -> int:
@@ -111,15 +206,33 @@ class Journal(Protocol):
         ...
 
     async def prune(self, done_before: float) -> int:
-        """Delete delivered deliveries (and their attempts) received before ``done_before``.
+        """Delete done deliveries (sends and attempts too) received before ``done_before``.
 
         Their dedupe keys go with them: an identical resend after that is a new delivery.
         """
         ...
 
-    async def requeue(self, delivery_ids: Sequence[str] | None = None) -> int:
-        """Make dead deliveries pending again with fresh attempts (all dead ones when None)."""
+    async def requeue(
+        self, delivery_ids: Sequence[str] | None = None, *, sink: str | None = None
+    ) -> int:
+        """Make dead deliveries and dead sends pending again with fresh attempts.
+
+        All dead ones when ``delivery_ids`` is None; only sends to ``sink`` when it is given.
+        Returns how many deliveries had something requeued.
+        """
         ...
+
+    async def stop_sink(self, sink: str, reason: str) -> None: ...
+
+    async def resume_sink(self, sink: str) -> bool:
+        """Let a stopped sink's sends flow again; False if it was not stopped."""
+        ...
+
+    async def stopped_sinks(self) -> list[StoppedSink]: ...
+
+    async def sends(self, delivery_id: str) -> list[SendInfo]: ...
+
+    async def sink_counts(self) -> dict[str, dict[SendState, int]]: ...
 
     async def get(self, delivery_id: str) -> DeliveryInfo | None: ...
 

@@ -63,11 +63,16 @@ def sd_url(process: HookdockProcess, kind: str = "text_document") -> str:
     return f"{process.url}/hooks/{SD_ROUTES[kind]}/{CREDS.url_token}"
 
 
-def status(config: Path) -> dict[str, int]:
+def full_status(config: Path) -> dict[str, Any]:
     result = run_cli("status", config=config)
     assert result.returncode == 0, result.stderr
-    counts: dict[str, int] = json.loads(result.stdout)
-    return counts
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def status(config: Path) -> dict[str, int]:
+    """Deliveries by overall state (pending, done, dead)."""
+    return {k: v for k, v in full_status(config).items() if k != "sinks"}
 
 
 def dead_lines(config: Path) -> list[str]:
@@ -345,9 +350,14 @@ def test_retryable_failure_dead_letters_then_retry_delivers(tmp_path: Path) -> N
         assert "gave up after 3 attempts" in reason
         log = server.stderr_text()
         for attempt in (1, 2):
-            assert f"delivery {delivery_id} (route sd-text-documents) attempt {attempt} " in log
+            assert (
+                f"event {delivery_id}-0 (route sd-text-documents) to sink exports:"
+                f" attempt {attempt} failed"
+            ) in log
 
         assert status(server.config_path) == {"pending": 0, "done": 0, "dead": 1}
+        sinks = full_status(server.config_path)["sinks"]
+        assert sinks["exports"] == {"pending": 0, "delivered": 0, "dead": 1, "stopped": None}
         [line] = dead_lines(server.config_path)
         dead = _parse_delivery_line(line)
         assert dead["id"] == delivery_id
@@ -396,7 +406,9 @@ def test_permanent_failure_dead_letters_after_one_attempt(tmp_path: Path) -> Non
         bad_id = accepted(post(url, text_document(displayName="invoices/2024/march.pdf")))
         reason = _wait_dead_letter(server, bad_id)
         assert "display_name" in reason
-        assert f"delivery {bad_id} (route by-name) attempt" not in server.stderr_text()
+        assert f"event {bad_id}-0 (route by-name) to sink named: attempt" not in (
+            server.stderr_text()
+        )
 
         [line] = dead_lines(server.config_path)
         dead = _parse_delivery_line(line)

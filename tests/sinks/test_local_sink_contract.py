@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,8 @@ from handlers.testing import SinkContract
 
 class TestLocalSinkContract(SinkContract):
     @pytest.fixture
-    async def sink(self, tmp_path: Path) -> AsyncIterator[LocalSink]:
-        sink = LocalSink(LocalSinkConfig(root=tmp_path / "out"))
-        yield sink
+    async def sink(self, tmp_path: Path) -> LocalSink:
+        return LocalSink(LocalSinkConfig(root=tmp_path / "out"))
 
     async def copies(self, sink: LocalSink, event: Event) -> int:
         return sum(1 for _ in sink.root.rglob(f"*{event.event_id}*.json"))

@@ -1,23 +1,26 @@
-"""The dispatcher against the in-memory journal and a recording sink, on an injected clock."""
+"""The dispatcher against the in-memory journal and recording sinks, on an injected clock."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
 
+from handlers.errors import RetryableSinkError, SinkGone
 from handlers.event import Event, RawDelivery
+from handlers.sink import Sink
 from handlers.sources.smartdocumentor import TextDocumentSource
 from handlers.testing import RecordingSink
-from receiver.config import DispatcherConfig, RetryConfig
-from receiver.dispatcher import Dispatcher, RouteTarget, owner_is_gone
+from receiver.config import DEFAULT_SCHEDULE, DispatcherConfig, RetryConfig
+from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget, owner_is_gone
 from receiver.ids import new_id
-from receiver.journal.base import DeliveryState
+from receiver.journal.base import DeliveryState, SendState
 from receiver.journal.memory import MemoryJournal
 from receiver.retry import RetryPolicy
+from receiver.routing import Router, RuleConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -43,29 +46,47 @@ async def until(predicate: Callable[[], bool | Awaitable[bool]], within: float =
         await asyncio.sleep(0.005)
 
 
-def delivery(task: str, body: bytes | None = None) -> RawDelivery:
+def delivery(task: str, body: bytes | None = None, workspace: int = 7) -> RawDelivery:
     return RawDelivery(
         delivery_id=new_id(),
         route="r",
         source="smartdocumentor.text_document",
         received_at=datetime.now(UTC),
         content_type="application/json",
-        body=body if body is not None else f'{{"taskId": "{task}", "workspaceId": 7}}'.encode(),
+        body=body
+        if body is not None
+        else f'{{"taskId": "{task}", "workspaceId": {workspace}}}'.encode(),
     )
+
+
+def policy(max_attempts: int = 3, **options: float) -> RetryPolicy:
+    settings = {"base_seconds": 10.0, "cap_seconds": 100.0, "jitter": 0.0, **options}
+    config = RetryConfig(max_attempts=max_attempts, **settings)
+    return RetryPolicy.from_config(config, random.Random(1))
 
 
 def make(
-    sinks: list[tuple[str, RecordingSink]], clock: Clock, max_attempts: int = 3
+    sinks: Sequence[tuple[str, Sink]],
+    clock: Clock | None = None,
+    *,
+    max_attempts: int = 3,
+    rules: Sequence[RuleConfig] = (),
+    default: Sequence[str] | None = None,
+    concurrency: int = 4,
+    **config: float,
 ) -> tuple[Dispatcher, MemoryJournal]:
+    clock = clock or Clock()
     journal = MemoryJournal(clock)
-    config = DispatcherConfig(
-        concurrency=4,
-        poll_seconds=0.01,
-        retry=RetryConfig(max_attempts=max_attempts, base_seconds=10, cap_seconds=100, jitter=0),
+    targets = {name: SinkTarget(sink, policy(max_attempts), concurrency) for name, sink in sinks}
+    router = Router(rules, [name for name, _ in sinks] if default is None else default)
+    dispatcher = Dispatcher(
+        journal,
+        {"r": RouteTarget(TextDocumentSource(), router)},
+        targets,
+        DispatcherConfig(concurrency=concurrency, poll_seconds=0.01, **config),
+        clock=clock,
     )
-    policy = RetryPolicy.from_config(config.retry, random.Random(1))
-    target = RouteTarget(TextDocumentSource(), list(sinks))
-    return Dispatcher(journal, {"r": target}, config, policy=policy, clock=clock), journal
+    return dispatcher, journal
 
 
 async def state_of(journal: MemoryJournal, delivery_id: str) -> DeliveryState:
@@ -74,18 +95,20 @@ async def state_of(journal: MemoryJournal, delivery_id: str) -> DeliveryState:
     return info.state
 
 
-async def until_dead(journal: MemoryJournal, delivery_id: str) -> None:
-    async def dead() -> bool:
-        return await state_of(journal, delivery_id) is DeliveryState.DEAD
-
-    await until(dead)
+async def send_of(journal: MemoryJournal, delivery_id: str, sink: str) -> SendState:
+    [send] = [s for s in await journal.sends(delivery_id) if s.sink == sink]
+    return send.state
 
 
 async def dead_letter_reason(dispatcher: Dispatcher, journal: MemoryJournal, d: RawDelivery) -> str:
     """Run ``d`` through ``dispatcher`` until it is dead-lettered; the reason it was given."""
     await journal.append(d, "k")
     await dispatcher.start()
-    await until_dead(journal, d.delivery_id)
+
+    async def dead() -> bool:
+        return await state_of(journal, d.delivery_id) is DeliveryState.DEAD
+
+    await until(dead)
     await dispatcher.stop(1)
     info = await journal.get(d.delivery_id)
     assert info is not None and info.last_error is not None
@@ -94,86 +117,204 @@ async def dead_letter_reason(dispatcher: Dispatcher, journal: MemoryJournal, d: 
 
 async def test_delivers_every_event_to_every_sink_once() -> None:
     a, b = RecordingSink(), RecordingSink()
-    dispatcher, journal = make([("a", a), ("b", b)], Clock())
+    dispatcher, journal = make([("a", a), ("b", b)])
     items = [delivery(f"t{i}") for i in range(20)]
     for d in items:
         await journal.append(d, d.delivery_id)
     await dispatcher.start()
     await until(lambda: len(a.events) == 20 and len(b.events) == 20)
+    await until(lambda: dispatcher.inflight == 0)
     await dispatcher.stop(1)
     assert (await journal.counts())[DeliveryState.DONE] == 20
+    assert (a.calls, b.calls) == (20, 20)
     event: Event = a.events[items[0].delivery_id + "-0"]
     assert (event.task_id, event.workspace_id, event.route) == ("t0", "7", "r")
+    sends = await journal.sends(items[0].delivery_id)
+    assert [(s.sink, s.state, s.attempts) for s in sends] == [
+        ("a", SendState.DELIVERED, 1),
+        ("b", SendState.DELIVERED, 1),
+    ]
 
 
-async def test_retries_on_schedule_then_dead_letters() -> None:
+async def test_fan_out_with_one_failing_sink() -> None:
+    """The healthy sink gets each event once and at once; the failing one retries on its
+    schedule, is dead-lettered after its cap with the event kept, and delivers after a fix."""
     clock = Clock()
-    sink = RecordingSink()
-    sink.fail_next = 10
-    dispatcher, journal = make([("s", sink)], clock, max_attempts=3)
-    d = delivery("t")
-    await journal.append(d, "k")
+    good, bad = RecordingSink(), RecordingSink()
+    bad.fail_next = 100
+    dispatcher, journal = make([("good", good), ("bad", bad)], clock, max_attempts=3)
+    items = [delivery(f"t{i}") for i in range(5)]
+    for d in items:
+        await journal.append(d, d.delivery_id)
     await dispatcher.start()
-    await until(lambda: sink.calls == 1)
-    await until(lambda: journal.rows[d.delivery_id].lease_owner is None)
+    await until(lambda: len(good.events) == 5 and bad.calls == 5)
+    assert good.calls == 5, "the healthy sink is never called twice"
+    sends = [s for s in journal.send_rows.values() if s.sink == "bad"]
+    await until(lambda: all(s.lease_owner is None for s in sends))
     # Backoff without jitter: 10 s after attempt 1, 20 s after attempt 2.
-    assert journal.rows[d.delivery_id].next_attempt_at == clock.now + 10
+    assert {s.next_attempt_at for s in sends} == {clock.now + 10}
     clock.now += 9.9
-    assert await journal.claim("probe", 10, 60) == [], "not due yet"
-    assert sink.calls == 1
+    assert await journal.claim_sends("probe", {"bad": 10}, 60) == [], "not due yet"
+    assert bad.calls == 5
     clock.now += 0.2
-    dispatcher.wake()
-    await until(lambda: sink.calls == 2)
-    await until(lambda: journal.rows[d.delivery_id].lease_owner is None)
-    assert journal.rows[d.delivery_id].next_attempt_at == pytest.approx(clock.now + 20)
+    await until(lambda: bad.calls == 10)
+    await until(lambda: all(s.lease_owner is None and s.attempts == 2 for s in sends))
+    assert [s.next_attempt_at for s in sends] == [pytest.approx(clock.now + 20)] * 5
     clock.now += 20
+    await until(lambda: bad.calls == 15)
+    for d in items:
+
+        async def dead(d: RawDelivery = d) -> bool:
+            return await send_of(journal, d.delivery_id, "bad") is SendState.DEAD
+
+        await until(dead)
+        assert await send_of(journal, d.delivery_id, "good") is SendState.DELIVERED
+        info = await journal.get(d.delivery_id)
+        assert info is not None and info.state is DeliveryState.DEAD
+        assert info.last_error == "sink bad: gave up after 3 attempts: recording sink: told to fail"
+    assert good.calls == 5
+    # After a fix, the dead letters of that sink alone go out again.
+    bad.fail_next = 0
+    assert await journal.requeue(sink="bad") == 5
     dispatcher.wake()
-    await until(lambda: sink.calls == 3)
-    await until_dead(journal, d.delivery_id)
-    info = await journal.get(d.delivery_id)
-    assert info is not None and info.last_error is not None
-    assert info.last_error.startswith("gave up after 3 attempts: sink s: recording sink")
-    # After a fix, a requeued dead letter is delivered.
-    await journal.requeue()
-    dispatcher.wake()
-    sink.fail_next = 0
-    await until(lambda: len(sink.events) == 1)
+    await until(lambda: len(bad.events) == 5)
     await dispatcher.stop(1)
+    assert good.calls == 5
+    assert (await journal.counts())[DeliveryState.DONE] == 5
 
 
-async def test_permanent_failure_dead_letters_at_once() -> None:
-    sink = RecordingSink()
-    sink.fail_next, sink.permanent = 1, True
-    dispatcher, journal = make([("s", sink)], Clock())
-    reason = await dead_letter_reason(dispatcher, journal, delivery("t"))
-    assert sink.calls == 1
-    assert reason == "sink s: recording sink: told to fail for good"
+async def test_a_slow_sink_does_not_take_a_healthy_sinks_slots() -> None:
+    slow, good = GatedSink(), RecordingSink()
+    dispatcher, journal = make([("slow", slow), ("good", good)], concurrency=2)
+    for i in range(10):
+        d = delivery(f"t{i}")
+        await journal.append(d, d.delivery_id)
+    await dispatcher.start()
+    await until(lambda: len(good.events) == 10)
+    assert slow.running == 2 and slow.most == 2
+    slow.gate.set()
+    await until(lambda: slow.done == 10)
+    await dispatcher.stop(1)
+    assert slow.most == 2
+
+
+async def test_rules_pick_sinks_and_drop_events() -> None:
+    a, b = RecordingSink(), RecordingSink()
+    rules = [
+        RuleConfig(workspace_id="1", sinks=["a", "b"]),
+        RuleConfig(fields={"taskId": ["drop-me", "drop-me-too"]}, drop=True),
+    ]
+    dispatcher, journal = make([("a", a), ("b", b)], rules=rules, default=["a"])
+    both, dropped, default = delivery("x", workspace=1), delivery("drop-me"), delivery("y")
+    for d in (both, dropped, default):
+        await journal.append(d, d.delivery_id)
+    await dispatcher.start()
+
+    async def settled() -> bool:
+        return (await journal.counts())[DeliveryState.DONE] == 3
+
+    await until(settled)
+    await dispatcher.stop(1)
+    assert set(a.events) == {both.event_id(0), default.event_id(0)}
+    assert set(b.events) == {both.event_id(0)}
+    assert await journal.sends(dropped.delivery_id) == []
+
+
+async def test_permanent_failure_dead_letters_only_that_sink() -> None:
+    bad, good = RecordingSink(), RecordingSink()
+    bad.fail_next, bad.permanent = 1, True
+    dispatcher, journal = make([("bad", bad), ("good", good)])
+    reason = await dead_letter_reason(dispatcher, journal, d := delivery("t"))
+    assert bad.calls == 1 and len(good.events) == 1
+    assert reason == "sink bad: recording sink: told to fail for good"
+    assert await send_of(journal, d.delivery_id, "good") is SendState.DELIVERED
 
 
 async def test_unreadable_delivery_is_dead_lettered_with_reason() -> None:
     sink = RecordingSink()
-    dispatcher, journal = make([("s", sink)], Clock())
+    dispatcher, journal = make([("s", sink)])
     reason = await dead_letter_reason(dispatcher, journal, delivery("t", body=b"not json"))
     assert reason.startswith("cannot normalize:")
     assert sink.calls == 0
 
 
-async def test_one_failing_sink_retries_the_delivery() -> None:
-    good, bad = RecordingSink(), RecordingSink()
-    bad.fail_next = 1
+class ThrottledSink:
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        self.calls = 0
+
+    async def deliver(self, event: Event) -> None:
+        self.calls += 1
+        raise RetryableSinkError("429 Too Many Requests", retry_after=self.retry_after)
+
+
+async def test_retry_after_is_a_floor_for_the_next_attempt() -> None:
     clock = Clock()
-    dispatcher, journal = make([("good", good), ("bad", bad)], clock)
+    sink = ThrottledSink(retry_after=500)
+    dispatcher, journal = make([("t", sink)], clock)
     d = delivery("t")
     await journal.append(d, "k")
     await dispatcher.start()
-    await until(lambda: bad.calls == 1)
-    await until(lambda: journal.rows[d.delivery_id].lease_owner is None)
-    clock.now += 11
-    dispatcher.wake()
-    await until(lambda: len(bad.events) == 1)
+    await until(lambda: sink.calls == 1)
+    [send] = journal.send_rows.values()
+    await until(lambda: send.lease_owner is None)
     await dispatcher.stop(1)
-    # The healthy sink was called again but, being idempotent, holds the event once.
-    assert good.calls == 2 and len(good.events) == 1
+    assert send.next_attempt_at == clock.now + 500, "the policy alone would wait 10 s"
+    assert send.last_error == "429 Too Many Requests"
+
+
+class GoneSink:
+    def __init__(self) -> None:
+        self.gone = True
+        self.events: list[str] = []
+
+    async def deliver(self, event: Event) -> None:
+        if self.gone:
+            raise SinkGone("http sink: https://example.invalid/hook answered 410 Gone")
+        self.events.append(event.event_id)
+
+
+async def test_410_stops_that_sink_until_resumed_and_loses_nothing() -> None:
+    gone, good = GoneSink(), RecordingSink()
+    dispatcher, journal = make([("hook", gone), ("good", good)])
+    first = delivery("t0")
+    await journal.append(first, first.delivery_id)
+    await dispatcher.start()
+    await until(lambda: bool(journal.stopped))
+    assert journal.stopped["hook"].reason.endswith("answered 410 Gone")
+    # Later events still reach the healthy sink; the stopped one is not even tried.
+    later = [delivery(f"t{i}") for i in range(1, 4)]
+    for d in later:
+        await journal.append(d, d.delivery_id)
+    dispatcher.wake()
+    await until(lambda: len(good.events) == 4)
+    states = {s.state for s in journal.send_rows.values() if s.sink == "hook"}
+    assert states == {SendState.PENDING}
+    gone.gone = False
+    assert await journal.resume_sink("hook")
+    await until(lambda: len(gone.events) == 4)
+    await dispatcher.stop(1)
+    assert sorted(gone.events) == sorted(d.event_id(0) for d in [first, *later])
+
+
+async def test_retried_sends_are_normalized_again_from_the_raw_delivery() -> None:
+    clock = Clock()
+    sink = RecordingSink()
+    sink.fail_next = 1
+    dispatcher, journal = make([("s", sink)], clock)
+    d = delivery("t-raw")
+    await journal.append(d, "k")
+    await dispatcher.start()
+    await until(lambda: sink.calls == 1)
+    await dispatcher.stop(1)
+    # A new process: nothing in memory, the event comes from the journal's raw bytes.
+    again, _ = make([("s", sink)], clock)
+    again.journal = journal
+    clock.now += 11
+    await again.start()
+    await until(lambda: len(sink.events) == 1)
+    await again.stop(1)
+    assert sink.events[d.event_id(0)].task_id == "t-raw"
 
 
 class SlowSink:
@@ -187,12 +328,7 @@ class SlowSink:
 
 async def test_stop_releases_unfinished_work_within_grace() -> None:
     slow = SlowSink()
-    journal = MemoryJournal()
-    dispatcher = Dispatcher(
-        journal,
-        {"r": RouteTarget(TextDocumentSource(), [("slow", slow)])},
-        DispatcherConfig(poll_seconds=0.01),
-    )
+    dispatcher, journal = make([("slow", slow)])
     d = delivery("t")
     await journal.append(d, "k")
     await dispatcher.start()
@@ -201,8 +337,8 @@ async def test_stop_releases_unfinished_work_within_grace() -> None:
     began = loop.time()
     await dispatcher.stop(0.2)
     assert loop.time() - began < 5
-    row = journal.rows[d.delivery_id]
-    assert row.lease_owner is None and row.attempts == 0 and row.state is DeliveryState.PENDING
+    [send] = journal.send_rows.values()
+    assert send.lease_owner is None and send.attempts == 0 and send.state is SendState.PENDING
     assert not dispatcher.running
 
 
@@ -218,13 +354,31 @@ def test_owner_is_gone_only_for_dead_local_processes() -> None:
     assert owner_is_gone(f"{host}/{2**22 + 12345}/x")
 
 
-def test_backoff_grows_to_the_cap_with_bounded_jitter() -> None:
-    policy = RetryPolicy(5, 2.0, 10.0, 0.5, random.Random(3))
-    delays = [policy.delay(n) for n in range(1, 5)]
-    assert policy.delay(5) is None
+def test_exponential_backoff_grows_to_the_cap_with_bounded_jitter() -> None:
+    p = RetryPolicy(5, base_seconds=2.0, cap_seconds=10.0, jitter=0.5, rng=random.Random(3))
+    delays = [p.delay(n) for n in range(1, 5)]
+    assert p.delay(5) is None
     for n, delay in enumerate(delays, start=1):
         full = min(10.0, 2.0 * 2 ** (n - 1))
         assert delay is not None and full * 0.5 <= delay <= full
+
+
+def test_the_default_schedule_spans_about_a_day() -> None:
+    p = RetryPolicy.from_config(RetryConfig(), random.Random(1))
+    assert [p.full_delay(n) for n in range(1, 9)] == [5, 30, 120, 600, 1800, 3600, 3600, 3600]
+    assert p.schedule == DEFAULT_SCHEDULE
+    assert 23 * 3600 <= p.span() <= 26 * 3600
+    assert p.delay(p.max_attempts) is None
+    delay = p.delay(1)
+    assert delay is not None and 5 * 0.8 <= delay <= 5
+
+
+def test_retry_after_is_honoured_within_a_day() -> None:
+    p = policy(max_attempts=5)
+    assert p.delay(1, at_least=300) == 300
+    assert p.delay(1, at_least=1) == 10
+    assert p.delay(1, at_least=10**9) == 86_400
+    assert p.delay(5, at_least=1) is None
 
 
 class GatedSink:
@@ -250,7 +404,8 @@ async def test_busy_ingest_pauses_exports_after_one_batch() -> None:
     journal = MemoryJournal()
     dispatcher = Dispatcher(
         journal,
-        {"r": RouteTarget(TextDocumentSource(), [("gated", sink)])},
+        {"r": RouteTarget(TextDocumentSource(), Router([], ["gated"]))},
+        {"gated": SinkTarget(sink, policy(), 2)},
         DispatcherConfig(concurrency=2, poll_seconds=0.01, busy_requests=8, busy_pause_seconds=60),
         ingest_load=lambda: load["requests"],
     )
@@ -262,10 +417,8 @@ async def test_busy_ingest_pauses_exports_after_one_batch() -> None:
     sink.gate.set()
     await until(lambda: sink.done == 2)
     # Busy, and the pause has not run out: the rest wait in the journal.
-    await until(lambda: not dispatcher._inflight)
-    probed = await journal.claim("probe", 10, 60)
-    assert len(probed) == 4
-    await journal.release("probe", [c.delivery.delivery_id for c in probed])
+    await until(lambda: dispatcher.inflight == 0)
+    assert sum(r.state == "pending" for r in journal.rows.values()) == 4
     # Ingest calms down: exports resume at once, at full concurrency.
     load["requests"] = 0
     await until(lambda: sink.done == 6)
@@ -281,12 +434,7 @@ class LeakySink:
 
 
 async def test_errors_are_redacted_before_they_are_stored() -> None:
-    journal = MemoryJournal()
-    dispatcher = Dispatcher(
-        journal,
-        {"r": RouteTarget(TextDocumentSource(), [("leaky", LeakySink())])},
-        DispatcherConfig(poll_seconds=0.01, retry=RetryConfig(max_attempts=1)),
-    )
+    dispatcher, journal = make([("leaky", LeakySink())], max_attempts=1)
     reason = await dead_letter_reason(dispatcher, journal, delivery("t"))
     assert "TopSecret" not in reason
     assert "sig=REDACTED" in reason

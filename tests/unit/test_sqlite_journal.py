@@ -67,12 +67,16 @@ async def test_attempts_are_recorded(tmp_path: Path) -> None:
     [c1] = await j.claim("w", 1, 60)
     await j.finish(c1, "w", Outcome.retry("boom", at=0))
     [c2] = await j.claim("w", 1, 60)
-    await j.finish(c2, "w", Outcome.delivered())
+    [send] = await j.route(c2, "w", [(0, "s")], {"s"}, 60)
+    await j.finish_send(send, "w", Outcome.retry("busy", at=0))
+    [again] = await j.claim_sends("w", {"s": 1}, 60)
+    await j.finish_send(again, "w", Outcome.delivered())
     await j.close()
-    rows = sqlite3.connect(tmp_path / "j.db").execute(
-        "SELECT attempt, owner, outcome, error FROM attempts ORDER BY attempt"
-    )
-    assert list(rows) == [(1, "w", "retry", "boom"), (2, "w", "delivered", None)]
+    db = sqlite3.connect(tmp_path / "j.db")
+    rows = db.execute("SELECT attempt, owner, outcome, error FROM attempts ORDER BY attempt")
+    assert list(rows) == [(1, "w", "retry", "boom"), (2, "w", "routed", None)]
+    rows = db.execute("SELECT attempt, outcome, error FROM send_attempts ORDER BY attempt")
+    assert list(rows) == [(1, "retry", "busy"), (2, "delivered", None)]
 
 
 async def test_concurrent_appends_share_commits(journal: SqliteJournal) -> None:
@@ -103,10 +107,12 @@ async def test_expired_lease_can_be_claimed_again(journal: SqliteJournal) -> Non
     while not again and asyncio.get_running_loop().time() < deadline:
         again = list(await journal.claim("b", 1, lease_seconds=60))
     assert len(again) == 1
-    # The first owner's late outcome is ignored: it no longer holds the lease.
-    await journal.finish(first, "a", Outcome.delivered())
+    # The first owner's late routing is ignored: it no longer holds the lease.
+    assert await journal.route(first, "a", [(0, "s")], {"s"}, 60) == []
+    await journal.finish(first, "a", Outcome.dead("late"))
     info = await journal.get(first.delivery.delivery_id)
     assert info is not None and info.state is DeliveryState.PENDING and info.attempts == 2
+    assert await journal.sends(first.delivery.delivery_id) == []
 
 
 async def test_outcomes(journal: SqliteJournal) -> None:
@@ -116,9 +122,12 @@ async def test_outcomes(journal: SqliteJournal) -> None:
         ids.append(d.delivery_id)
         await journal.append(d, f"k{i}")
     claims = {c.delivery.delivery_id: c for c in await journal.claim("w", 3, lease_seconds=60)}
-    await journal.finish(claims[ids[0]], "w", Outcome.delivered())
-    await journal.finish(claims[ids[1]], "w", Outcome.retry("sink x: boom", at=4e9))
-    await journal.finish(claims[ids[2]], "w", Outcome.dead("sink x: refused"))
+    sends = {}
+    for delivery_id in ids:
+        [sends[delivery_id]] = await journal.route(claims[delivery_id], "w", [(0, "x")], {"x"}, 60)
+    await journal.finish_send(sends[ids[0]], "w", Outcome.delivered())
+    await journal.finish_send(sends[ids[1]], "w", Outcome.retry("boom", at=4e9))
+    await journal.finish_send(sends[ids[2]], "w", Outcome.dead("refused"))
     infos = {i: await journal.get(i) for i in ids}
     done = infos[ids[0]]
     assert done is not None and done.state is DeliveryState.DONE
@@ -130,10 +139,10 @@ async def test_outcomes(journal: SqliteJournal) -> None:
     assert dead is not None and dead.state is DeliveryState.DEAD
     assert dead.last_error == "sink x: refused"
     # Not due yet, so not claimable; the dead one neither.
-    assert await journal.claim("w", 10, lease_seconds=60) == []
+    assert await journal.claim_sends("w", {"x": 10}, lease_seconds=60) == []
     assert [i.delivery_id for i in await journal.list(DeliveryState.DEAD)] == [ids[2]]
     assert await journal.requeue([ids[2]]) == 1
-    [claim] = await journal.claim("w", 10, lease_seconds=60)
+    [claim] = await journal.claim_sends("w", {"x": 10}, lease_seconds=60)
     assert claim.delivery.delivery_id == ids[2] and claim.attempt == 1
 
 
@@ -233,12 +242,63 @@ async def test_prune_deletes_only_old_delivered_ones(journal: SqliteJournal) -> 
     for d, key in ((old_done, "k1"), (old_dead, "k2"), (fresh_done, "k3")):
         await journal.append(d, key)
     claims = {c.delivery.delivery_id: c for c in await journal.claim("w", 10, 60)}
-    await journal.finish(claims[old_done.delivery_id], "w", Outcome.delivered())
+    for done in (old_done, fresh_done):
+        [send] = await journal.route(claims[done.delivery_id], "w", [(0, "s")], {"s"}, 60)
+        await journal.finish_send(send, "w", Outcome.delivered())
     await journal.finish(claims[old_dead.delivery_id], "w", Outcome.dead("no"))
-    await journal.finish(claims[fresh_done.delivery_id], "w", Outcome.delivered())
     assert await journal.prune(datetime(2021, 1, 1, tzinfo=UTC).timestamp()) == 1
     assert await journal.get(old_done.delivery_id) is None
     assert await journal.get(old_dead.delivery_id) is not None
     assert await journal.get(fresh_done.delivery_id) is not None
     # Its dedupe key went with it.
     assert not (await journal.append(raw(b"1"), "k1")).duplicate
+
+
+async def test_a_journal_from_the_previous_release_opens_with_its_states(
+    tmp_path: Path,
+) -> None:
+    # Version 1 (issue 2): one state per delivery, 'done' meaning every sink had it.
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE deliveries (id TEXT PRIMARY KEY, route TEXT NOT NULL,
+            source TEXT NOT NULL, received_at TEXT NOT NULL, content_type TEXT NOT NULL,
+            headers BLOB NOT NULL, body BLOB NOT NULL, dedupe_key TEXT NOT NULL UNIQUE,
+            state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL, lease_owner TEXT, lease_until REAL,
+            last_error TEXT, updated_at REAL NOT NULL);
+        CREATE TABLE attempts (delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+            owner TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, outcome TEXT,
+            error TEXT, PRIMARY KEY (delivery_id, attempt));
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """
+    )
+    stamp = datetime.now(UTC).isoformat()
+    for delivery_id, state in (("a", "done"), ("b", "pending"), ("c", "dead")):
+        conn.execute(
+            "INSERT INTO deliveries (id, route, source, received_at, content_type, headers,"
+            " body, dedupe_key, state, next_attempt_at, updated_at)"
+            " VALUES (?, 'r', 's', ?, 'application/json', '{}', x'7b7d', ?, ?, 0, 0)",
+            (delivery_id, stamp, delivery_id, state),
+        )
+    conn.commit()
+    conn.close()
+    journal = SqliteJournal(path).open()
+    try:
+        states = {i.delivery_id: i.state for i in await journal.list()}
+        assert states == {
+            "a": DeliveryState.DONE,
+            "b": DeliveryState.PENDING,
+            "c": DeliveryState.DEAD,
+        }
+        [claim] = await journal.claim("w", 10, 60)
+        assert claim.delivery.delivery_id == "b"
+    finally:
+        await journal.close()
+    # Opening it again migrates nothing twice.
+    again = SqliteJournal(path).open()
+    try:
+        assert (await again.counts())[DeliveryState.DONE] == 1
+    finally:
+        await again.close()

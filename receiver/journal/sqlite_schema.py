@@ -1,0 +1,109 @@
+"""The SQLite journal's tables, and the migration from older files.
+
+``deliveries`` holds each accepted request's raw bytes and its routing state (``pending`` until
+routed, then ``routed``, or ``dead`` when it cannot be); ``sends`` holds one row per (event,
+sink) pair with its own attempts, lease and outcome.  A delivery's overall state (pending /
+done / dead) is derived from both when it is read, so the hot path writes nothing extra.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["OVERALL_STATE", "SCHEMA_VERSION", "migrate"]
+
+SCHEMA_VERSION = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (lease_owner)
+    WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT,
+    error TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS sends (
+    id INTEGER PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    event_index INTEGER NOT NULL,
+    sink TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    last_error TEXT,
+    delivered_at REAL,
+    updated_at REAL NOT NULL,
+    UNIQUE (delivery_id, event_index, sink)
+);
+CREATE INDEX IF NOT EXISTS sends_due ON sends (sink, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS sends_leased ON sends (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS send_attempts (
+    send_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT,
+    error TEXT,
+    PRIMARY KEY (send_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS stopped_sinks (
+    sink TEXT PRIMARY KEY,
+    stopped_at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+OVERALL_STATE = """CASE
+    WHEN d.state = 'pending' THEN 'pending'
+    WHEN EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'pending')
+        THEN 'pending'
+    WHEN d.state = 'dead'
+        OR EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'dead')
+        THEN 'dead'
+    ELSE 'done' END"""
+"""A delivery's overall state, from its own routing state and its sends' (alias ``d``)."""
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create what is missing and bring an older file up to ``SCHEMA_VERSION``."""
+    conn.executescript(_SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 1
+    if version < 2:
+        # Version 1 had one state per delivery: 'done' meant every sink had it, which is a
+        # routed delivery whose sends are all delivered (there were none recorded then).
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE deliveries SET state = 'routed' WHERE state = 'done'")
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+        conn.execute("COMMIT")
