@@ -9,7 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY receiver ./receiver
 COPY handlers ./handlers
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[s3]" \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin hookdock \
     && mkdir -p /data && chown hookdock /data
 

@@ -12,11 +12,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from handlers.redact import redact_text
+from handlers.sink import Sink
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import ConfigError, ReceiverError
 from receiver.journal.base import DeliveryState
+from receiver.plugins import PluginError, available_plugins, load_plugin, load_plugins
 from receiver.runtime import Runtime
 
 __all__ = ["main"]
@@ -89,24 +93,96 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _sink_checks(runtime: Runtime) -> list[str]:
-    problems: list[str] = []
-    for name, sink in runtime.sinks.items():
-        check = getattr(sink, "check", None)
-        if check is not None:
-            problems.extend(f"sinks.{name}: {p}" for p in await check())
-    return problems
+SINK_CHECK_SECONDS = 60.0
+"""How long one sink's ``check()`` may take before ``hookdock check`` reports it as hung."""
+
+
+async def _check_one(name: str, sink: Sink) -> list[str]:
+    check = getattr(sink, "check", None)
+    if check is None:
+        return []
+    try:
+        found = await asyncio.wait_for(check(), SINK_CHECK_SECONDS)
+    except TimeoutError:
+        return [f"sinks.{name}: check() did not finish within {SINK_CHECK_SECONDS:g} s"]
+    except Exception as exc:
+        return [f"sinks.{name}: check() failed: {type(exc).__name__}: {redact_text(str(exc))}"]
+    return [f"sinks.{name}: {problem}" for problem in found]
+
+
+async def _close_sinks(sinks: dict[str, Sink]) -> None:
+    for name, sink in sinks.items():
+        aclose = getattr(sink, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                log.exception("sink %s did not close cleanly", name)
+
+
+async def _sink_checks(sinks: dict[str, Sink]) -> list[str]:
+    """Every sink's ``check()``, all at once; every problem, in sink order; then close them."""
+    try:
+        results = await asyncio.gather(*(_check_one(n, s) for n, s in sinks.items()))
+    finally:
+        await _close_sinks(sinks)
+    return [problem for found in results for problem in found]
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    """Exit 2: the configuration is invalid; 1: valid, but a sink check failed; 0: fine."""
     config, base_dir, _ = _resolve(args)
-    runtime = Runtime.build(config, base_dir)
-    problems = asyncio.run(_sink_checks(runtime))
+    # Every plugin problem at once; the sinks that did build are still checked.
+    plugins = load_plugins(config, base_dir)
+    if plugins.problems:
+        checked = asyncio.run(_sink_checks(plugins.sinks))
+        print("hookdock: invalid configuration:", *plugins.problems, sep="\n  ", file=sys.stderr)
+        if checked:
+            print("and the sinks that were built report:", *checked, sep="\n  ", file=sys.stderr)
+        return 2
+    problems = asyncio.run(_sink_checks(plugins.sinks))
     if problems:
         print("configuration is valid, but:", *problems, sep="\n  ", file=sys.stderr)
         return 1
     print(f"configuration is valid: {len(config.routes)} routes, {len(config.sinks)} sinks")
     return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    """Every installed sink and source plugin, from metadata; ``--check`` imports each one."""
+    rows: list[dict[str, str | None]] = []
+    failed = 0
+    for info in available_plugins():
+        row: dict[str, str | None] = {
+            "name": info.name,
+            "group": info.group,
+            "distribution": info.distribution,
+            "version": info.version,
+            "value": info.value,
+        }
+        if args.check:
+            try:
+                load_plugin(info.group, info.name)
+                row["status"], row["error"] = "ok", None
+            except PluginError as exc:
+                row["status"], row["error"] = "error", str(exc)
+                failed += 1
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        heads = ["name", "group", "distribution", "version", "value"]
+        table = [[str(r[h] or "-") for h in heads] for r in rows]
+        widths = [max([len(h), *(len(t[i]) for t in table)]) for i, h in enumerate(heads)]
+        print("  ".join(h.upper().ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
+        for row, cells in zip(rows, table, strict=True):
+            line = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+            if args.check:
+                line += "  OK" if row["status"] == "ok" else f"  ERROR {row['error']}"
+            print(line.rstrip())
+        if args.check:
+            print(f"{len(rows) - failed} of {len(rows)} plugins import cleanly")
+    return 1 if failed else 0
 
 
 async def _with_journal(args: argparse.Namespace) -> Runtime:
@@ -117,10 +193,21 @@ async def _with_journal(args: argparse.Namespace) -> Runtime:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, int]:
+    async def run() -> dict[str, Any]:
         runtime = await _with_journal(args)
         try:
-            return {state.value: n for state, n in (await runtime.journal.counts()).items()}
+            journal = runtime.journal
+            out: dict[str, Any] = {s.value: n for s, n in (await journal.counts()).items()}
+            counts = await journal.sink_counts()
+            stopped = {s.sink: s for s in await journal.stopped_sinks()}
+            out["sinks"] = {
+                name: {
+                    **{state.value: n for state, n in counts.get(name, {}).items()},
+                    "stopped": None if name not in stopped else stopped[name].reason,
+                }
+                for name in sorted({*runtime.config.sinks, *counts, *stopped})
+            }
+            return out
         finally:
             await runtime.stop()
 
@@ -139,6 +226,13 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
                     f"{info.delivery_id}  {info.state.value:7}  {info.attempts:3}  "
                     f"{info.received_at:%Y-%m-%d %H:%M:%S}  {info.route}{error}"
                 )
+                if args.sends:
+                    for send in await runtime.journal.sends(info.delivery_id):
+                        why = f"  {send.last_error}" if send.last_error else ""
+                        print(
+                            f"    {send.event_id}  -> {send.sink:16} {send.state.value:9}"
+                            f" {send.attempts:3}{why}"
+                        )
         finally:
             await runtime.stop()
 
@@ -154,13 +248,48 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     async def run() -> int:
         runtime = await _with_journal(args)
         try:
-            return await runtime.journal.requeue(None if args.all_dead else args.ids)
+            ids = None if args.all_dead else args.ids
+            return await runtime.journal.requeue(ids, sink=args.sink)
         finally:
             await runtime.stop()
 
     count = asyncio.run(run())
     print(f"requeued {count} dead-lettered deliveries")
     return 0 if count or args.all_dead else 1
+
+
+def _cmd_sinks(args: argparse.Namespace) -> int:
+    """List sinks with their sends by state; ``resume NAME`` restarts a stopped one."""
+
+    async def run() -> int:
+        runtime = await _with_journal(args)
+        try:
+            journal = runtime.journal
+            if args.action == "resume":
+                if not args.name:
+                    print("hookdock sinks resume: name the sink", file=sys.stderr)
+                    return 2
+                if not await journal.resume_sink(args.name):
+                    print(f"hookdock: sink {args.name} is not stopped", file=sys.stderr)
+                    return 1
+                print(f"resumed sink {args.name}: its waiting events go out now")
+                return 0
+            counts = await journal.sink_counts()
+            stopped = {s.sink: s for s in await journal.stopped_sinks()}
+            for name in sorted({*runtime.config.sinks, *counts, *stopped}):
+                by_state = counts.get(name, {})
+                figures = "  ".join(f"{s.value} {n}" for s, n in by_state.items())
+                note = ""
+                if name in stopped:
+                    note = f"  STOPPED since {stopped[name].stopped_at:%Y-%m-%d %H:%M:%S}: "
+                    note += stopped[name].reason
+                kind = runtime.config.sinks.get(name, {}).get("type", "(not configured)")
+                print(f"{name:16} {kind:10} {figures or 'no sends yet'}{note}")
+            return 0
+        finally:
+            await runtime.stop()
+
+    return asyncio.run(run())
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
@@ -203,14 +332,31 @@ def _parser() -> argparse.ArgumentParser:
     listing = command("deliveries", "list deliveries, newest first")
     listing.add_argument("--state", choices=[s.value for s in DeliveryState])
     listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--sends", action="store_true", help="show each (event, sink) pair")
     listing.set_defaults(run=_cmd_deliveries)
     retry = command("retry", "send dead-lettered deliveries through the dispatcher again")
     retry.add_argument("ids", nargs="*", help="delivery ids")
     retry.add_argument("--all-dead", action="store_true")
+    retry.add_argument("--sink", help="only what failed at this sink")
     retry.set_defaults(run=_cmd_retry)
+    sinks = command("sinks", "list sinks with their sends by state; resume a stopped sink")
+    sinks.add_argument("action", nargs="?", choices=["list", "resume"], default="list")
+    sinks.add_argument("name", nargs="?", help="the sink to resume")
+    sinks.set_defaults(run=_cmd_sinks)
     prune = command("prune", "delete delivered deliveries (raw bodies included) past an age")
     prune.add_argument("--older-than-days", type=float, required=True)
     prune.set_defaults(run=_cmd_prune)
+    plugins = commands.add_parser(
+        "plugins",
+        help="list the installed sink and source plugins",
+        description="List every entry point in hookdock.sinks and hookdock.sources, from "
+        "metadata only; no configuration needed.",
+    )
+    plugins.add_argument(
+        "--check", action="store_true", help="import each one; exit 1 if any fails"
+    )
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(run=_cmd_plugins)
     return parser
 
 

@@ -1,67 +1,323 @@
-"""Finding sources and sinks by the short names users type in config, and building them.
+"""Sources and sinks by the names config uses: entry points, or ``module:attr``.
 
-Only what the config names is built, and each sink validates its own options table, so an
-error names the sink and the key (``sinks.archive.root: Field required``).
+A sink ``type`` or a route ``source`` is either the name of an entry point in the group
+``hookdock.sinks`` / ``hookdock.sources`` (the built-ins are registered the same way, in
+hookdock's own ``pyproject.toml``) or a ``module:attr`` string.  Only what the config names is
+imported: one broken installed package cannot stop a service that does not use it.
+
+Every problem is collected and reported at once, each on one line that names the config key,
+the plugin and, for entry points, the distribution that provides it::
+
+    sinks.archive.type: unknown sink type 'lcoal' (available: http, local, s3; or module:attr)
+    sinks.archive.type: cannot import sink plugin 's3' from hookdock 0.1.0 \
+(handlers.sinks.s3:S3Sink): ImportError: ...
+    sinks.archive.bucket: Field required (plugin s3)
+
+``available_plugins()`` reads entry-point metadata only, and never imports anything.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from handlers.redact import redact_text
 from handlers.sink import Sink
-from handlers.sinks.local import LocalSink
 from handlers.source import Source
-from handlers.sources.smartdocumentor import SOURCES as SMARTDOCUMENTOR_SOURCES
-from receiver.config import Config, format_validation_error
+from receiver.config import Config, format_validation_error, split_sink_options
 from receiver.errors import ConfigError
 
-__all__ = ["SINK_TYPES", "SOURCE_TYPES", "build_sinks", "build_sources"]
+__all__ = [
+    "GROUPS",
+    "SINK_GROUP",
+    "SOURCE_GROUP",
+    "LoadedPlugin",
+    "PluginError",
+    "PluginInfo",
+    "Plugins",
+    "available_plugins",
+    "build_sinks",
+    "build_sources",
+    "load_plugin",
+    "load_plugins",
+]
+
+log = logging.getLogger("hookdock")
+
+SINK_GROUP = "hookdock.sinks"
+SOURCE_GROUP = "hookdock.sources"
+GROUPS = (SINK_GROUP, SOURCE_GROUP)
+_KIND = {SINK_GROUP: "sink", SOURCE_GROUP: "source"}
 
 
-SOURCE_TYPES: dict[str, type[Any]] = dict(SMARTDOCUMENTOR_SOURCES)
-SINK_TYPES: dict[str, Any] = {"local": LocalSink}
+class PluginError(ConfigError):
+    """A plugin could not be loaded; the message is one line naming it and its distribution."""
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """One entry point, from metadata only (nothing imported)."""
+
+    name: str
+    group: str
+    value: str
+    """``module:attr``."""
+    distribution: str | None
+    version: str | None
+
+    @property
+    def origin(self) -> str:
+        """``hookdock 0.1.0``, or ``an unknown distribution``."""
+        if self.distribution is None:
+            return "an unknown distribution"
+        return f"{self.distribution} {self.version}" if self.version else self.distribution
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPlugin:
+    """A plugin that imported and passed its shape checks."""
+
+    name: str
+    """What the config wrote: an entry-point name or ``module:attr``."""
+    group: str
+    obj: Any
+    value: str
+    distribution: str | None
+    """None for a ``module:attr`` reference."""
+    version: str | None
+
+    def describe(self) -> str:
+        where = f"{self.distribution} {self.version}" if self.distribution else "module:attr"
+        return f"{_KIND[self.group]} plugin {self.name!r} ({self.value}, from {where})"
+
+
+def _info(ep: metadata.EntryPoint, group: str) -> PluginInfo:
+    dist = ep.dist
+    name = dist.metadata["Name"] if dist is not None else None
+    return PluginInfo(
+        name=ep.name,
+        group=group,
+        value=ep.value,
+        distribution=name or None,
+        version=(dist.version if dist is not None else None) or None,
+    )
+
+
+def available_plugins(group: str | None = None) -> list[PluginInfo]:
+    """Every installed entry point of ``group`` (or of both groups), sorted; imports nothing.
+
+    When two distributions register the same name, the first found on ``sys.path`` wins (the
+    one that would be loaded); the other is left out.
+    """
+    out: list[PluginInfo] = []
+    for current in GROUPS if group is None else (group,):
+        seen: set[str] = set()
+        for ep in metadata.entry_points(group=current):
+            if ep.name not in seen:
+                seen.add(ep.name)
+                out.append(_info(ep, current))
+    return sorted(out, key=lambda p: (p.group, p.name))
+
+
+def _find_entry_point(group: str, name: str) -> PluginInfo | None:
+    for ep in metadata.entry_points(group=group, name=name):
+        return _info(ep, group)
+    return None
+
+
+def _exc(exc: BaseException) -> str:
+    """``Type: message`` on one line, SAS signatures and URL passwords redacted; no traceback."""
+    text = redact_text(" ".join(str(exc).split()))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _shape_problem(group: str, obj: Any) -> str | None:
+    """Why ``obj`` cannot be a plugin of ``group``, or None."""
+    if not callable(obj):
+        return f"is a {type(obj).__name__}, not a class or factory"
+    if group == SINK_GROUP:
+        model = getattr(obj, "config_model", None)
+        missing = []
+        if not inspect.iscoroutinefunction(getattr(obj, "deliver", None)):
+            missing.append("no async deliver(event) method")
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            missing.append("no pydantic config_model")
+        return f"is not a sink: {', '.join(missing)}" if missing else None
+    missing = [
+        f"no {name}()" for name in ("admit", "normalize") if not callable(getattr(obj, name, None))
+    ]
+    if not isinstance(getattr(obj, "content_types", None), tuple | list | frozenset):
+        missing.append("no content_types")
+    return f"is not a source: {', '.join(missing)}" if missing else None
+
+
+def load_plugin(group: str, ref: str) -> LoadedPlugin:
+    """Import the plugin ``ref`` (an entry-point name or ``module:attr``) of ``group``.
+
+    Raises ``PluginError`` with a one-line message (without the config key) on any failure:
+    an unknown name, an import that raises anything, a missing attribute, the wrong shape.
+    """
+    kind = _KIND[group]
+    info = _find_entry_point(group, ref)
+    if info is None and ":" not in ref:
+        names = ", ".join(p.name for p in available_plugins(group)) or "none installed"
+        what = "sink type" if group == SINK_GROUP else "source"
+        raise PluginError(f"unknown {what} {ref!r} (available: {names}; or module:attr)")
+    if info is not None:
+        value = info.value
+        label = f"{kind} plugin {ref!r} from {info.origin} ({value})"
+    else:
+        value = ref
+        label = f"{kind} plugin {ref!r}"
+    module_name, _, attr = (part.strip() for part in value.partition(":"))
+    if not module_name or not attr:
+        raise PluginError(f"{label}: not of the form module:attr")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(f"cannot import {label}: {_exc(exc)}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PluginError(
+                f"{label}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    problem = _shape_problem(group, obj)
+    if problem is not None:
+        raise PluginError(f"{label}: {module_name}:{attr} {problem}")
+    return LoadedPlugin(
+        name=ref,
+        group=group,
+        obj=obj,
+        value=value,
+        distribution=info.distribution if info else None,
+        version=info.version if info else None,
+    )
+
+
+@dataclass
+class Plugins:
+    """What ``load_plugins`` built, and every problem it met on the way."""
+
+    sources: dict[str, Source] = field(default_factory=dict)
+    """By route name."""
+    sinks: dict[str, Sink] = field(default_factory=dict)
+    """By sink name."""
+    loaded: dict[tuple[str, str], LoadedPlugin] = field(default_factory=dict)
+    """By (group, reference)."""
+    problems: list[str] = field(default_factory=list)
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise ConfigError("\n  ".join(["invalid configuration:", *self.problems]))
+
+    def log_loaded(self) -> None:
+        for plugin in self.loaded.values():
+            log.info("loaded %s", plugin.describe())
+
+
+class _Loader:
+    """Imports each reference once, remembering failures too."""
+
+    def __init__(self, plugins: Plugins) -> None:
+        self.plugins = plugins
+        self.failed: dict[tuple[str, str], str] = {}
+
+    def get(self, group: str, ref: str) -> LoadedPlugin | str:
+        key = (group, ref)
+        if key in self.plugins.loaded:
+            return self.plugins.loaded[key]
+        if key not in self.failed:
+            try:
+                self.plugins.loaded[key] = load_plugin(group, ref)
+                return self.plugins.loaded[key]
+            except PluginError as exc:
+                self.failed[key] = str(exc)
+        return self.failed[key]
+
+
+def _construct(plugin: LoadedPlugin, where: str, *args: Any) -> Any:
+    try:
+        return plugin.obj(*args)
+    except Exception as exc:
+        raise PluginError(f"{where}: {plugin.describe()} failed to start: {_exc(exc)}") from exc
+
+
+def _build_sources(config: Config, loader: _Loader) -> None:
+    plugins = loader.plugins
+    for index, route in enumerate(config.routes):
+        where = f"routes[{index}].source"
+        plugin = loader.get(SOURCE_GROUP, route.source)
+        if isinstance(plugin, str):
+            plugins.problems.append(f"{where}: {plugin}")
+            continue
+        try:
+            plugins.sources[route.name] = _construct(plugin, where)
+        except PluginError as exc:
+            plugins.problems.append(str(exc))
+
+
+def _build_sinks(config: Config, base_dir: Path, loader: _Loader) -> None:
+    plugins = loader.plugins
+    for name, options in config.sinks.items():
+        host, own = split_sink_options(options)
+        ref = str(host.get("type"))
+        plugin = loader.get(SINK_GROUP, ref)
+        if isinstance(plugin, str):
+            plugins.problems.append(f"sinks.{name}.type: {plugin}")
+            continue
+        model: type[BaseModel] = plugin.obj.config_model
+        try:
+            settings = model.model_validate(own, context={"base_dir": base_dir})
+        except ValidationError as exc:
+            lines = format_validation_error(exc, prefix=f"sinks.{name}")
+            plugins.problems.extend(f"{line} (plugin {ref})" for line in lines)
+            continue
+        try:
+            plugins.sinks[name] = _construct(plugin, f"sinks.{name}", settings)
+        except PluginError as exc:
+            plugins.problems.append(str(exc))
+
+
+def load_plugins(
+    config: Config, base_dir: Path, *, parts: Iterable[str] = ("sources", "sinks")
+) -> Plugins:
+    """Build every source and sink the config names; never raises for a plugin's problem.
+
+    What could be built is in the result next to ``problems`` (one line each), so a caller can
+    still run the checks of the sinks that did build (``hookdock check`` does).
+    """
+    plugins = Plugins()
+    loader = _Loader(plugins)
+    wanted = set(parts)
+    if "sources" in wanted:
+        _build_sources(config, loader)
+    if "sinks" in wanted:
+        _build_sinks(config, base_dir, loader)
+    return plugins
 
 
 def build_sources(config: Config) -> dict[str, Source]:
-    """One source instance per route name."""
-    problems = []
-    sources: dict[str, Source] = {}
-    for index, route in enumerate(config.routes):
-        factory = SOURCE_TYPES.get(route.source)
-        if factory is None:
-            problems.append(
-                f"routes[{index}].source: unknown source {route.source!r} "
-                f"(known: {', '.join(sorted(SOURCE_TYPES))})"
-            )
-            continue
-        sources[route.name] = factory()
-    if problems:
-        raise ConfigError("\n  ".join(["invalid configuration:", *problems]))
-    return sources
+    """One source instance per route name; ``ConfigError`` lists every problem."""
+    plugins = load_plugins(config, Path.cwd(), parts=("sources",))
+    plugins.raise_problems()
+    plugins.log_loaded()
+    return plugins.sources
 
 
 def build_sinks(config: Config, base_dir: Path) -> dict[str, Sink]:
-    """One sink instance per configured sink name, options validated by the sink's own model."""
-    problems: list[str] = []
-    sinks: dict[str, Sink] = {}
-    for name, options in config.sinks.items():
-        kind = options.get("type")
-        factory = SINK_TYPES.get(str(kind))
-        if factory is None:
-            problems.append(
-                f"sinks.{name}.type: unknown sink type {kind!r} "
-                f"(known: {', '.join(sorted(SINK_TYPES))})"
-            )
-            continue
-        try:
-            settings = factory.config_model.model_validate(options, context={"base_dir": base_dir})
-        except ValidationError as exc:
-            problems.extend(format_validation_error(exc, prefix=f"sinks.{name}"))
-            continue
-        sinks[name] = factory(settings)
-    if problems:
-        raise ConfigError("\n  ".join(["invalid configuration:", *problems]))
-    return sinks
+    """One sink instance per sink name, options validated by the plugin's own model."""
+    plugins = load_plugins(config, base_dir, parts=("sinks",))
+    plugins.raise_problems()
+    plugins.log_loaded()
+    return plugins.sinks

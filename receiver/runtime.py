@@ -20,7 +20,7 @@ from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.journal.base import Journal
 from receiver.journal.sqlite import SqliteJournal
-from receiver.plugins import build_sinks, build_sources
+from receiver.plugins import Plugins, load_plugins
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
 
@@ -64,9 +64,14 @@ class Runtime:
         *,
         journal: Journal | None = None,
         run_dispatcher: bool | None = None,
+        plugins: Plugins | None = None,
     ) -> Runtime:
-        sources = build_sources(config)
-        sinks = build_sinks(config, base_dir)
+        """Load every plugin the config names; ``ConfigError`` lists every problem at once."""
+        if plugins is None:
+            plugins = load_plugins(config, base_dir)
+            plugins.raise_problems()
+            plugins.log_loaded()
+        sources, sinks = plugins.sources, plugins.sinks
         routes = {
             r.name: IngestRoute(
                 r, sources[r.name], r.source, frozenset(sources[r.name].content_types)
