@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import string
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from handlers.errors import PermanentSinkError, RetryableSinkError
-from handlers.event import TEMPLATE_FIELDS, Event
+from handlers.event import Event
+from handlers.templates import EventTemplate, check_template
 
 __all__ = ["LocalSink", "LocalSinkConfig"]
 
@@ -44,34 +44,7 @@ class LocalSinkConfig(BaseModel):
     @field_validator("path_template")
     @classmethod
     def _check_template(cls, template: str) -> str:
-        try:
-            names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-        except ValueError as exc:
-            raise ValueError(f"not a valid template: {exc}") from None
-        unknown = sorted(set(names) - TEMPLATE_FIELDS)
-        if unknown:
-            known = ", ".join(sorted(TEMPLATE_FIELDS))
-            raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {known}")
-        if "event_id" not in names:
-            raise ValueError("must contain {event_id}, so that every event gets its own file")
-        if template.startswith("/") or ".." in Path(template).parts:
-            raise ValueError("must be a relative path inside the root folder")
-        return template
-
-
-def _safe_value(name: str, value: str) -> str:
-    """Refuse any value that could move the file out of its folder."""
-    if (
-        value in ("", ".", "..")
-        or "/" in value
-        or "\\" in value
-        or "\x00" in value
-        or any(ord(c) < 32 for c in value)
-    ):
-        raise PermanentSinkError(
-            f"local sink: event field {name} is not usable in a path: {value[:80]!r}"
-        )
-    return value
+        return check_template(template)
 
 
 class LocalSink:
@@ -82,19 +55,16 @@ class LocalSink:
     def __init__(self, config: LocalSinkConfig) -> None:
         self.config = config
         self.root = config.root.resolve()
-        self._used = {n for _, n, _, _ in string.Formatter().parse(config.path_template) if n}
+        self._template = EventTemplate(config.path_template, sink="local sink")
         # Writes in progress by target: the same event delivered twice at once (a retry racing
         # a slow first attempt) joins the first write instead of racing it for the temp file.
         self._writing: dict[Path, asyncio.Future[None]] = {}
 
     def path_for(self, event: Event) -> Path:
-        fields = {
-            k: _safe_value(k, v) for k, v in event.template_fields().items() if k in self._used
-        }
         # No resolve(): it asks the disk about every path component.  The template is relative
         # without "..", and every value is free of separators, "." and "..", so the joined path
         # stays under the root by construction; the check below is a cheap second guard.
-        target = self.root / self.config.path_template.format_map(fields)
+        target = self.root / self._template.render(event)
         if ".." in target.parts or not target.is_relative_to(self.root) or target == self.root:
             raise PermanentSinkError("local sink: the path template leaves the root folder")
         return target

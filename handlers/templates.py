@@ -1,0 +1,72 @@
+"""Path and key templates over an event's fields, shared by the sinks that name things.
+
+A template such as ``{vendor}/{task_id}/{kind}-{event_id}.json`` is checked once, when the
+config loads (known fields only, ``{event_id}`` required so every event gets its own name,
+relative, no ``..``), and rendered per event.  The values come from the vendor, so each one
+used is checked before it goes into a name: a value with a separator, ``..`` or a control
+character would let a sender choose where the file or object lands, and is refused with a
+``PermanentSinkError`` that names the field.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import PurePosixPath
+
+from handlers.errors import PermanentSinkError
+from handlers.event import TEMPLATE_FIELDS, Event
+
+__all__ = ["EventTemplate", "check_template", "safe_value"]
+
+
+def _names(template: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template: {exc}") from None
+
+
+def check_template(template: str) -> str:
+    """Return ``template`` if usable; raise ``ValueError`` (for a pydantic validator) if not."""
+    names = _names(template)
+    unknown = sorted(set(names) - TEMPLATE_FIELDS)
+    if unknown:
+        known = ", ".join(sorted(TEMPLATE_FIELDS))
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {known}")
+    if "event_id" not in names:
+        raise ValueError("must contain {event_id}, so that every event gets its own name")
+    if template.startswith("/") or ".." in PurePosixPath(template).parts:
+        raise ValueError("must be a relative path (no leading /, no ..)")
+    return template
+
+
+def safe_value(name: str, value: str, *, sink: str, what: str = "path") -> str:
+    """Refuse any value that could move the name out of its folder (``what``: path, key)."""
+    if (
+        value in ("", ".", "..")
+        or "/" in value
+        or "\\" in value
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
+        raise PermanentSinkError(
+            f"{sink}: event field {name} is not usable in a {what}: {value[:80]!r}"
+        )
+    return value
+
+
+class EventTemplate:
+    """A checked template, rendered per event with every value it uses checked."""
+
+    def __init__(self, template: str, *, sink: str, what: str = "path") -> None:
+        self.template = check_template(template)
+        self.names = frozenset(_names(template))
+        self._sink = sink
+        self._what = what
+
+    def render(self, event: Event) -> str:
+        fields = {
+            k: safe_value(k, v, sink=self._sink, what=self._what)
+            for k, v in event.template_fields().items()
+            if k in self.names
+        }
+        return self.template.format_map(fields)
