@@ -50,6 +50,8 @@ from common import (
     write_config,
 )
 
+from receiver.journal.sqlite_schema import OVERALL_STATE
+
 # wrk runs this in each of its threads (each thread has its own Lua state).  The task id is
 # "<run tag>-<thread>-4000-8000-<counter>", so no two requests of any run share a body; the
 # status of every response is counted per thread and summed in done(), which prints one JSON
@@ -259,8 +261,8 @@ def count_journaled(db: Path, tag: int) -> tuple[int, str] | None:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
             row = conn.execute(
-                "SELECT count(*) FILTER (WHERE dedupe_key LIKE ?),"
-                " count(*) FILTER (WHERE state = 'done'), count(*) FROM deliveries",
+                "SELECT count(*) FILTER (WHERE d.dedupe_key LIKE ?),"
+                f" count(*) FILTER (WHERE ({OVERALL_STATE}) = 'done'), count(*) FROM deliveries d",
                 (f"{ROUTE}:text_document:{tag:08x}-%",),
             ).fetchone()
         finally:

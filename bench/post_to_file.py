@@ -56,6 +56,8 @@ from common import (
     write_config,
 )
 
+from receiver.journal.sqlite_schema import OVERALL_STATE
+
 try:
     import aiohttp
 
@@ -249,7 +251,9 @@ def journal_states(db: Path) -> dict[str, int]:
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         try:
-            return dict(conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state"))
+            return dict(
+                conn.execute(f"SELECT {OVERALL_STATE}, count(*) FROM deliveries d GROUP BY 1")
+            )
         finally:
             conn.close()
     except sqlite3.Error:

@@ -29,6 +29,9 @@ from typing import Annotated, Literal, assert_never
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
+from handlers.signing import decode_whsec as _decode_whsec
+from handlers.signing import sign_standard_webhook
+from handlers.signing import standard_webhook_mac as _standard_mac
 from receiver.errors import AuthFailed
 
 __all__ = [
@@ -88,16 +91,6 @@ def _non_empty(value: SecretStr) -> SecretStr:
     if not value.get_secret_value():
         raise ValueError("must not be empty")
     return value
-
-
-def _decode_whsec(secret: str) -> bytes:
-    """Key bytes of a Standard Webhooks secret, ``whsec_<base64>`` or bare base64."""
-    raw = secret.removeprefix("whsec_")
-    # Padding is optional in the wild (the reference library adds it too).
-    key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-    if not key:
-        raise ValueError("empty key")
-    return key
 
 
 def _whsec(value: SecretStr) -> SecretStr:
@@ -190,12 +183,6 @@ def uses_path_token(auth: AuthConfig) -> bool:
     return isinstance(auth, UrlTokenAuth)
 
 
-def sign_standard_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` value (``v1,<base64>``) for one message."""
-    mac = _standard_mac(_decode_whsec(secret), msg_id.encode(), str(timestamp), body)
-    return "v1," + _b64(mac)
-
-
 def sign_hmac_base64(secret: str, body: bytes) -> str:
     """base64(HMAC-SHA256(secret, body)): the SuperOffice signature, 44 characters."""
     return _b64(hmac.new(secret.encode(), body, hashlib.sha256).digest())
@@ -277,10 +264,6 @@ def _verify_standard(
         if any(hmac.compare_digest(presented, mac) for mac in expected):
             return
     raise AuthFailed(_SIG_MISMATCH)
-
-
-def _standard_mac(key: bytes, msg_id: bytes, stamp: str, body: bytes) -> bytes:
-    return hmac.new(key, msg_id + f".{stamp}.".encode() + body, hashlib.sha256).digest()
 
 
 def _expect(presented: str | None, expected: str, missing: str, mismatch: str) -> None:

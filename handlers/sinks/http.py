@@ -1,0 +1,337 @@
+"""The HTTP sink: POSTs each event, signed with Standard Webhooks, to a URL of yours.
+
+The body is the normalized event (``body = "event"``, ``Event.model_dump_json()``) or the
+vendor's payload (``body = "payload"``), as JSON.  Every request carries ``webhook-id`` (the
+event id, so the receiver can dedupe redeliveries), ``webhook-timestamp`` and
+``webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`` made with ``secret``.  The
+secret is required: an unsigned webhook is easy to forge, so going without takes an explicit
+``sign = false``.  Custom ``headers`` (e.g. ``Authorization``) are added, but may not replace
+``content-type``, ``webhook-*`` or the framing headers the client owns.
+
+What an answer means::
+
+    2xx                        delivered
+    408, 429, 5xx              RetryableSinkError (Retry-After, seconds or HTTP-date, honoured)
+    connection error, timeout  RetryableSinkError
+    410                        SinkGone: the host stops the sink until someone resumes it
+    3xx                        PermanentSinkError: redirects are not followed (a later SSRF guard
+                               will check them); point ``url`` at the final address
+    any other 4xx              PermanentSinkError
+
+Messages carry the status, at most 200 characters of the answer (redacted) and the redacted
+URL; never the secret nor a header value.
+
+Why aiohttp: httpx's async pool degrades badly under many concurrent requests
+(encode/httpx#3215), while aiohttp's pool keeps up; ``bench/http_sink.py`` measures the sink
+against a bare aiohttp loop (and httpx).  One ``ClientSession`` per sink, made on first use on
+the running loop and closed by ``aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import time
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import ValidationInfo as Info
+from yarl import URL
+
+from handlers.errors import PermanentSinkError, RetryableSinkError, SinkGone
+from handlers.event import Event
+from handlers.redact import REDACTED, redact_text, redact_url
+from handlers.signing import decode_whsec, standard_webhook_v1
+
+__all__ = ["HttpSink", "HttpSinkConfig"]
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# The signature, the body's framing and the connection belong to the sink and the client.
+_RESERVED = frozenset({"content-type", "content-length", "transfer-encoding", "host", "connection"})
+_SNIPPET = 200
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
+_READ_CAP = 64 * 1024
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The URL is not echoed: its query string or user info may be a credential.
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+Seconds = Annotated[float, AfterValidator(_positive)]
+
+
+class HttpSinkConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    url: Annotated[str, AfterValidator(_url)] = Field(repr=False)
+    sign: bool = True
+    """``false`` sends unsigned requests; only for receivers that authenticate otherwise."""
+    secret: SecretStr | None = Field(default=None, validate_default=True)
+    """A Standard Webhooks secret, ``whsec_<base64>``; required unless ``sign = false``."""
+    body: Literal["event", "payload"] = "event"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Extra request headers; values are treated as secrets (an Authorization header is one)."""
+    connect_timeout_seconds: Seconds = 5.0
+    read_timeout_seconds: Seconds = 30.0
+    total_timeout_seconds: Seconds = 60.0
+    max_connections: Annotated[int, Field(ge=1)] = 100
+    check_connection: bool = True
+    """``hookdock check`` also opens (and closes) a connection, TLS included; it POSTs nothing."""
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None, info: Info) -> SecretStr | None:
+        if value is None:
+            if info.data.get("sign", True):
+                raise ValueError(
+                    "required (a Standard Webhooks 'whsec_...' secret) or sign = false"
+                )
+            return None
+        if not info.data.get("sign", True):
+            raise ValueError("set, but sign = false: remove one of them")
+        try:
+            decode_whsec(value.get_secret_value())
+        except ValueError:
+            raise ValueError("is not a valid secret: expected 'whsec_<base64>'") from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, SecretStr], info: Info) -> dict[str, SecretStr]:
+        seen: set[str] = set()
+        userinfo = "@" in urlsplit(info.data.get("url", "")).netloc
+        for name, value in headers.items():
+            lowered = name.lower()
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name[:60]!r} is not a valid header name")
+            if lowered in _RESERVED or lowered.startswith("webhook-"):
+                raise ValueError(f"header {name!r} is set by the sink and cannot be overridden")
+            if lowered in seen:
+                raise ValueError(f"header {name!r} is given twice (names ignore case)")
+            seen.add(lowered)
+            if lowered == "authorization" and userinfo:
+                raise ValueError(f"header {name!r} conflicts with the user info in url")
+            if not _HEADER_VALUE.fullmatch(value.get_secret_value()):
+                raise ValueError(f"header {name!r}: the value must be printable ASCII")
+        return headers
+
+    def __repr_args__(self) -> Any:
+        yield "url", redact_url(self.url)
+        yield from super().__repr_args__()
+
+
+class HttpSink:
+    """POSTs every event to ``config.url``; see the module docstring for what answers mean."""
+
+    config_model: ClassVar[type[BaseModel]] = HttpSinkConfig
+
+    def __init__(self, config: HttpSinkConfig) -> None:
+        self.config = config
+        self.shown_url = redact_url(config.url)
+        self._url = URL(config.url)
+        secret = config.secret.get_secret_value() if config.secret is not None else None
+        self._key = decode_whsec(secret) if secret is not None else None
+        self._headers = {"user-agent": "hookdock-http-sink"}
+        self._headers.update((k, v.get_secret_value()) for k, v in config.headers.items())
+        self._headers["content-type"] = "application/json"
+        # Scrubbed from every text we quote (an echoing endpoint, a client error holding the
+        # URL): query values, a password, the secret and header values may be credentials.
+        # Values under 4 characters are none, and scrubbing them would garble the text.
+        hidden = [secret, self._url.password, *self._url.query.values()]
+        hidden += [v.get_secret_value() for v in config.headers.values()]
+        self._hidden = sorted((h for h in hidden if h and len(h) >= 4), key=len, reverse=True)
+        self._session: aiohttp.ClientSession | None = None
+        # POSTs in progress by event id: a retry racing a slow first attempt joins it and
+        # shares its outcome instead of sending a second request.
+        self._sending: dict[str, asyncio.Future[None]] = {}
+
+    def __repr__(self) -> str:
+        return f"HttpSink(url={self.shown_url!r}, body={self.config.body!r})"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            c = self.config
+            # sock_connect, not connect: aiohttp's connect also counts the wait for a free
+            # pooled connection, which under load is queueing, not an unreachable endpoint.
+            timeout = aiohttp.ClientTimeout(
+                total=c.total_timeout_seconds,
+                sock_connect=c.connect_timeout_seconds,
+                sock_read=c.read_timeout_seconds,
+            )
+            connector = aiohttp.TCPConnector(limit=c.max_connections, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, raise_for_status=False, trust_env=False
+            )
+        return self._session
+
+    async def deliver(self, event: Event) -> None:
+        joined = self._sending.get(event.event_id)
+        if joined is not None:
+            await asyncio.shield(joined)  # shielded: a cancelled joiner must not cancel it
+            return
+        # The first caller POSTs in its own task (no task per event: this is the hot path).
+        sending = asyncio.get_running_loop().create_future()
+        self._sending[event.event_id] = sending
+        try:
+            await self._post(event)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else _cancelled()
+            sending.set_exception(failure)
+            sending.exception()  # marks it retrieved when nobody joined
+            raise
+        else:
+            sending.set_result(None)
+        finally:
+            del self._sending[event.event_id]
+
+    async def _post(self, event: Event) -> None:
+        if self.config.body == "event":
+            body = event.model_dump_json().encode()
+        else:
+            body = orjson.dumps(event.payload)
+        headers = dict(self._headers)
+        headers["webhook-id"] = event.event_id
+        if self._key is not None:
+            stamp = int(time.time())
+            headers["webhook-timestamp"] = str(stamp)
+            headers["webhook-signature"] = standard_webhook_v1(
+                self._key, event.event_id, stamp, body
+            )
+        where = self.shown_url
+        try:
+            async with self._client().post(
+                self._url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                answer = await _read_capped(response)
+                retry_after = response.headers.get("retry-after")
+                location = response.headers.get("location")
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise RetryableSinkError(
+                f"http sink: no connection to {where} within {self.config.connect_timeout_seconds}s"
+            ) from exc
+        except aiohttp.SocketTimeoutError as exc:
+            raise RetryableSinkError(
+                f"http sink: {where} sent nothing for {self.config.read_timeout_seconds}s"
+            ) from exc
+        except TimeoutError as exc:
+            raise RetryableSinkError(
+                f"http sink: {where} did not answer within {self.config.total_timeout_seconds}s"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or type(exc.os_error).__name__
+            raise RetryableSinkError(f"http sink: cannot connect to {where}: {reason}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RetryableSinkError(
+                f"http sink: {where}: {type(exc).__name__}: {self._quote(str(exc))}"
+            ) from exc
+        if 200 <= status < 300:
+            return
+        said = f"http sink: {where} answered {status} {_PHRASES.get(status, '')}"
+        quoted = self._quote(answer[: _SNIPPET * 4].decode("utf-8", "replace"))
+        detail = f": {quoted}" if quoted else ""
+        if status in (408, 429) or 500 <= status < 600:
+            raise RetryableSinkError(f"{said}{detail}", retry_after=_retry_after(retry_after))
+        if status == 410:
+            raise SinkGone(
+                f"{said}: the endpoint is gone for good; the sink stops until it is fixed"
+                f" and resumed{detail}"
+            )
+        if 300 <= status < 400:
+            target = f" to {redact_url(location)}" if location else ""
+            raise PermanentSinkError(
+                f"{said} (a redirect{target}); redirects are not followed: set url to the"
+                f" final address{detail}"
+            )
+        raise PermanentSinkError(f"{said}{detail}")
+
+    def _quote(self, text: str) -> str:
+        """``text`` on one line, scrubbed, cut to about 200 characters."""
+        text = text.replace(self.config.url, self.shown_url)
+        for hidden in self._hidden:
+            text = text.replace(hidden, REDACTED)
+        return redact_text(" ".join(text.split())[:_SNIPPET])
+
+    async def check(self) -> list[str]:
+        """Whether the host resolves and (``check_connection``) accepts a connection."""
+        host, port = self._url.host or "", self._url.port or 0
+        try:
+            await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            return [f"http sink: the host of {self.shown_url} does not resolve: {exc}"]
+        if not self.config.check_connection:
+            return []
+        tls = self._url.scheme == "https"
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_seconds):
+                _, writer = await asyncio.open_connection(host, port, ssl=tls or None)
+        except TimeoutError:
+            return [
+                f"http sink: {self.shown_url} accepted no connection within"
+                f" {self.config.connect_timeout_seconds}s"
+            ]
+        except OSError as exc:
+            reason = self._quote(exc.strerror or str(exc))
+            return [f"http sink: {self.shown_url} accepted no connection: {reason}"]
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(self.config.connect_timeout_seconds):
+                await writer.wait_closed()
+        return []
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def _cancelled() -> RetryableSinkError:
+    return RetryableSinkError("http sink: the request this delivery joined was cancelled")
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    # Reading the answer to its end lets the connection go back to the pool; a huge one is
+    # cut off instead (the connection is then closed).
+    chunks: list[bytes] = []
+    size = 0
+    while size < _READ_CAP:
+        chunk = await response.content.read(_READ_CAP - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP-date; None if invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
