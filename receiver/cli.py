@@ -20,7 +20,13 @@ from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import ConfigError, ReceiverError
 from receiver.journal.base import DeliveryState
-from receiver.plugins import PluginError, available_plugins, load_plugin, load_plugins
+from receiver.plugins import (
+    PluginError,
+    available_plugins,
+    close_sinks,
+    load_plugin,
+    load_plugins,
+)
 from receiver.runtime import Runtime
 
 __all__ = ["main"]
@@ -110,22 +116,12 @@ async def _check_one(name: str, sink: Sink) -> list[str]:
     return [f"sinks.{name}: {problem}" for problem in found]
 
 
-async def _close_sinks(sinks: dict[str, Sink]) -> None:
-    for name, sink in sinks.items():
-        aclose = getattr(sink, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception:
-                log.exception("sink %s did not close cleanly", name)
-
-
 async def _sink_checks(sinks: dict[str, Sink]) -> list[str]:
     """Every sink's ``check()``, all at once; every problem, in sink order; then close them."""
     try:
         results = await asyncio.gather(*(_check_one(n, s) for n, s in sinks.items()))
     finally:
-        await _close_sinks(sinks)
+        await close_sinks(sinks)
     return [problem for found in results for problem in found]
 
 

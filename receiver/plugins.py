@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -321,3 +321,14 @@ def build_sinks(config: Config, base_dir: Path) -> dict[str, Sink]:
     plugins.raise_problems()
     plugins.log_loaded()
     return plugins.sinks
+
+
+async def close_sinks(sinks: Mapping[str, Sink]) -> None:
+    """``aclose()`` every sink that has one; a failure is logged and the others still close."""
+    for name, sink in sinks.items():
+        aclose = getattr(sink, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception:
+                log.exception("sink %s did not close cleanly", name)

@@ -20,7 +20,7 @@ from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.journal.base import Journal
 from receiver.journal.sqlite import SqliteJournal
-from receiver.plugins import Plugins, load_plugins
+from receiver.plugins import Plugins, close_sinks, load_plugins
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
 
@@ -133,13 +133,7 @@ class Runtime:
         deadline = self.shutdown_deadline or time.monotonic()
         if self.dispatcher is not None:
             await self.dispatcher.stop(max(0.5, deadline - time.monotonic()))
-        for name, sink in self.sinks.items():
-            aclose = getattr(sink, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    log.exception("sink %s did not close cleanly", name)
+        await close_sinks(self.sinks)
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
