@@ -19,7 +19,7 @@ from handlers.sink import Sink
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import ConfigError, ReceiverError
-from receiver.journal.base import DeliveryState
+from receiver.journal.base import DeliveryState, SendState
 from receiver.plugins import (
     PluginError,
     available_plugins,
@@ -183,7 +183,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 async def _with_journal(args: argparse.Namespace) -> Runtime:
     config, base_dir, _ = _resolve(args)
-    runtime = Runtime.build(config, base_dir, run_dispatcher=False)
+    runtime = Runtime.build(config, base_dir, run_dispatcher=False, log_plugins=False)
     await runtime.start()
     return runtime
 
@@ -198,7 +198,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             stopped = {s.sink: s for s in await journal.stopped_sinks()}
             out["sinks"] = {
                 name: {
-                    **{state.value: n for state, n in counts.get(name, {}).items()},
+                    **{
+                        s.value: n for s, n in counts.get(name, dict.fromkeys(SendState, 0)).items()
+                    },
                     "stopped": None if name not in stopped else stopped[name].reason,
                 }
                 for name in sorted({*runtime.config.sinks, *counts, *stopped})
@@ -273,7 +275,7 @@ def _cmd_sinks(args: argparse.Namespace) -> int:
             counts = await journal.sink_counts()
             stopped = {s.sink: s for s in await journal.stopped_sinks()}
             for name in sorted({*runtime.config.sinks, *counts, *stopped}):
-                by_state = counts.get(name, {})
+                by_state = counts.get(name, {})  # no sends yet: nothing to count
                 figures = "  ".join(f"{s.value} {n}" for s, n in by_state.items())
                 note = ""
                 if name in stopped:

@@ -65,12 +65,14 @@ class Runtime:
         journal: Journal | None = None,
         run_dispatcher: bool | None = None,
         plugins: Plugins | None = None,
+        log_plugins: bool = True,
     ) -> Runtime:
         """Load every plugin the config names; ``ConfigError`` lists every problem at once."""
         if plugins is None:
             plugins = load_plugins(config, base_dir)
             plugins.raise_problems()
-            plugins.log_loaded()
+            if log_plugins:
+                plugins.log_loaded()
         sources, sinks = plugins.sources, plugins.sinks
         routes = {
             r.name: IngestRoute(
