@@ -9,8 +9,14 @@ done / dead) is derived from both when it is read, so the hot path writes nothin
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
+from typing import Any
 
-__all__ = ["OVERALL_STATE", "SCHEMA_VERSION", "migrate"]
+import orjson
+
+from handlers.event import RawDelivery
+
+__all__ = ["OVERALL_STATE", "RAW_COLUMNS", "SCHEMA_VERSION", "marks", "migrate", "raw_delivery"]
 
 SCHEMA_VERSION = 2
 
@@ -107,3 +113,24 @@ def migrate(conn: sqlite3.Connection) -> None:
             (str(SCHEMA_VERSION),),
         )
         conn.execute("COMMIT")
+
+
+RAW_COLUMNS = "d.id, d.route, d.source, d.received_at, d.content_type, d.headers, d.body"
+"""The columns ``raw_delivery`` reads, from ``deliveries`` aliased ``d``."""
+
+
+def raw_delivery(row: Any) -> RawDelivery:
+    return RawDelivery(
+        delivery_id=row[0],
+        route=row[1],
+        source=row[2],
+        received_at=datetime.fromisoformat(row[3]),
+        content_type=row[4],
+        headers=orjson.loads(row[5]),
+        body=bytes(row[6]),
+    )
+
+
+def marks(n: int) -> str:
+    """``?,?,...``: ``n`` placeholders for an ``IN (...)``."""
+    return ",".join("?" * n)
