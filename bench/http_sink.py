@@ -6,7 +6,7 @@ process and on uvloop as ``hookdock serve`` runs, alternates for ``--rounds``:
 
   bare    one shared aiohttp ClientSession (same pool size as the sink) POSTing the same-sized
           body with a content type, nothing else
-  signed  the same loop, but each request serializes its event (model_dump_json) and signs it
+  signed  the same loop, but each request serializes its event (Event.to_json) and signs it
           (Standard Webhooks headers): the work any signing sink must do, without the sink
   sink    HttpSink.deliver on distinct events: JSON serialization, Standard Webhooks signing,
           status classification, the in-flight join
@@ -189,7 +189,11 @@ async def measure(
             await sink.deliver(events[i % len(events)])
 
     elif name in ("bare", "signed"):
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool))
+        timeout = aiohttp.ClientTimeout(total=300, sock_connect=30)  # aiohttp's default
+        if args.same_timeouts:
+            # The sink's defaults: a read timer per request is part of what it must do.
+            timeout = aiohttp.ClientTimeout(total=60, sock_connect=5, sock_read=30)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool), timeout=timeout)
         closers.append(session.close)
         key = secrets.token_bytes(32)
         signed = name == "signed"
@@ -199,7 +203,7 @@ async def measure(
             if signed:
                 # The work any signing sink must do per event, without the sink around it.
                 event = events[i % len(events)]
-                data = event.model_dump_json().encode()
+                data = event.to_json()
                 stamp = int(time.time())
                 sent = {
                     **headers,
@@ -325,6 +329,11 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=30.0, help="cap per run (30)")
     parser.add_argument("--body-bytes", type=int, default=3072, help="payload size (3072)")
     parser.add_argument("--no-httpx", action="store_true", help="leave out the httpx column")
+    parser.add_argument(
+        "--same-timeouts",
+        action="store_true",
+        help="give the bare and signed loops the sink's connect/read/total timeouts",
+    )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

@@ -1,6 +1,6 @@
 """The HTTP sink: POSTs each event, signed with Standard Webhooks, to a URL of yours.
 
-The body is the normalized event (``body = "event"``, ``Event.model_dump_json()``) or the
+The body is the normalized event (``body = "event"``, ``Event.to_json()``) or the
 vendor's payload (``body = "payload"``), as JSON.  Every request carries ``webhook-id`` (the
 event id, so the receiver can dedupe redeliveries), ``webhook-timestamp`` and
 ``webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`` made with ``secret``.  The
@@ -203,10 +203,7 @@ class HttpSink:
             del self._sending[event.event_id]
 
     async def _post(self, event: Event) -> None:
-        if self.config.body == "event":
-            body = event.model_dump_json().encode()
-        else:
-            body = orjson.dumps(event.payload)
+        body = event.to_json() if self.config.body == "event" else orjson.dumps(event.payload)
         headers = dict(self._headers)
         headers["webhook-id"] = event.event_id
         if self._key is not None:

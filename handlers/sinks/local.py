@@ -73,7 +73,7 @@ class LocalSink:
         target = self.path_for(event)
         writing = self._writing.get(target)
         if writing is None:
-            data = event.model_dump_json(indent=2).encode()
+            data = event.to_json(indent=True)
             writing = asyncio.ensure_future(asyncio.to_thread(self._write, target, data))
             self._writing[target] = writing
             writing.add_done_callback(lambda _: self._writing.pop(target, None))

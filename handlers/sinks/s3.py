@@ -256,7 +256,7 @@ class S3Sink:
 
     async def deliver(self, event: Event) -> None:
         key = self.key_for(event)
-        body = event.model_dump_json(indent=2).encode()
+        body = event.to_json(indent=True)
         try:
             client = await self.client()
             await client.put_object(

@@ -455,3 +455,21 @@ def test_rejection_messages_never_echo_the_body() -> None:
         source_for("transcript_file").admit(delivery(body))
     assert SIG not in caught.value.message
     assert "gopher" not in caught.value.message
+
+
+@pytest.mark.parametrize(("kind", "variant", "body"), all_cases())
+def test_event_json_is_byte_for_byte_pydantics(kind: str, variant: str, body: bytes) -> None:
+    event = normalize_one(kind, body)
+    assert event.to_json() == event.model_dump_json().encode()
+    assert event.to_json(indent=True) == event.model_dump_json(indent=2).encode()
+
+
+def test_event_json_falls_back_to_pydantic_for_what_orjson_cannot_write() -> None:
+    from decimal import Decimal
+
+    from handlers.testing import make_event
+
+    for odd in (Decimal("1.10"), 2**70):
+        event = make_event(payload={"amount": odd})
+        assert event.to_json() == event.model_dump_json().encode()
+        assert event.to_json(indent=True) == event.model_dump_json(indent=2).encode()
