@@ -236,3 +236,42 @@ def test_410_stops_the_http_sink_until_resumed_and_loses_nothing(
             wait_until(lambda: status(server)["done"] == 2, 15)
             again = run_cli("sinks", "resume", "hook", config=server.config_path, env=S3_ENV)
             assert again.returncode == 1 and "not stopped" in again.stderr
+
+
+def test_check_reports_every_sinks_problem_against_the_real_destinations(
+    tmp_path: Path, s3: MotoServer
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export folder should be\n")
+    with WebhookReceiver(secret=SECRET) as rx:
+        config = fanout_config(tmp_path, s3, f"{rx.url}/hook")
+        path = tmp_path / "hookdock.toml"
+        path.write_text(config, encoding="utf-8")
+        fine = run_cli("check", config=path, env=S3_ENV)
+        assert fine.returncode == 0, fine.stderr
+        assert "configuration is valid" in fine.stdout
+        assert rx.requests() == [], "check never POSTs"
+    broken = make_config(
+        tmp_path,
+        extra_routes=[route("fanout", {"type": "none"}, sinks=["exports", "bucket", "hook"])],
+        sinks={
+            "exports": {"root": str(blocker)},
+            "bucket": {
+                "type": "s3",
+                "bucket": "no-such-bucket",
+                "endpoint_url": s3.url,
+                "addressing_style": "path",
+                "region": "us-east-1",
+            },
+            "hook": {"type": "http", "url": "https://hooks.example.invalid/in", "secret": SECRET},
+        },
+    )
+    path.write_text(broken, encoding="utf-8")
+    result = run_cli("check", config=path, env=S3_ENV)
+    assert result.returncode == 1, result.stderr
+    problems = result.stderr
+    assert "configuration is valid, but:" in problems
+    assert "sinks.exports:" in problems and "not writable" in problems
+    assert "sinks.bucket:" in problems and "no-such-bucket" in problems
+    assert "sinks.hook:" in problems and "does not resolve" in problems
+    assert SECRET.removeprefix("whsec_") not in problems
