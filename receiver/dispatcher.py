@@ -19,6 +19,7 @@ the sink, durably, and its sends wait until an operator resumes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -116,7 +117,9 @@ class Dispatcher:
         self.owner = _new_owner()
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
-        self._sends_due = True
+        self._maybe_due: set[str] = set(sinks)
+        """Sinks that may have due sends nobody holds: only these are worth a claim query."""
+        self._next_sweep = 0.0
         self._busy_batch = float("-inf")
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -207,7 +210,12 @@ class Dispatcher:
                 await self._slot_free.wait()
                 continue
             self._wake.clear()
-            more = await self._claim_sends(free) if self._sends_due else False
+            if time.monotonic() >= self._next_sweep:
+                # Retries come due with time, and another process may requeue or resume: every
+                # poll interval each sink is worth a look, however busy the wake-ups keep us.
+                self._maybe_due.update(self.sinks)
+                self._next_sweep = time.monotonic() + self.config.poll_seconds
+            more = await self._claim_sends(free)
             room = self.config.concurrency - len(self._routing)
             claims: list[Claim] = []
             if room > 0:
@@ -220,18 +228,16 @@ class Dispatcher:
                 self._track(self._routing, claim, self._route(claim))
             if more or (claims and len(claims) == room):
                 continue  # there may be more due right now
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
-            except TimeoutError:
-                self._sends_due = True  # retries come due with time
 
     async def _claim_sends(self, free: dict[str, int]) -> bool:
         """Claim due sends into the free slots; True if some sink filled up (more may wait)."""
-        self._sends_due = False
-        if not free:
+        wanted = {sink: n for sink, n in free.items() if sink in self._maybe_due}
+        if not wanted:
             return False
         try:
-            claims = await self.journal.claim_sends(self.owner, free, self.config.lease_seconds)
+            claims = await self.journal.claim_sends(self.owner, wanted, self.config.lease_seconds)
         except Exception as exc:
             log.warning("cannot claim sends, trying again: %s", exc)
             return False
@@ -239,8 +245,9 @@ class Dispatcher:
         for claim in claims:
             self._load[claim.sink] += 1
             self._track(self._sending, claim, self._send(claim, None))
-        self._sends_due = any(taken[sink] >= n for sink, n in free.items())
-        return self._sends_due
+        full = {sink for sink, n in wanted.items() if taken[sink] >= n}
+        self._maybe_due -= set(wanted) - full  # those sinks have nothing more due now
+        return bool(full)
 
     def _track(
         self, where: dict[asyncio.Task[None], _C], claim: _C, work: Coroutine[Any, Any, None]
@@ -254,7 +261,6 @@ class Dispatcher:
         claim = self._sending.pop(task, None)
         if claim is not None:
             self._load[claim.sink] -= 1
-            self._sends_due = True  # its sink has a free slot: retries may be waiting
         self._slot_free.set()
         self._wake.set()
 
@@ -298,6 +304,8 @@ class Dispatcher:
         for send in sends:
             self._load[send.sink] += 1
             self._track(self._sending, send, self._send(send, events[send.event_index]))
+        # A send left unleased (its sink was full, or is stopped) waits to be claimed.
+        self._maybe_due.update({sink for _, sink in pairs} - {s.sink for s in sends})
         if not pairs:
             log.debug("delivery %s: every event dropped by the rules", delivery.delivery_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -181,6 +182,38 @@ async def test_fan_out_with_one_failing_sink() -> None:
     await dispatcher.stop(1)
     assert good.calls == 5
     assert (await journal.counts())[DeliveryState.DONE] == 5
+
+
+async def test_retries_go_out_while_new_deliveries_keep_waking_the_dispatcher() -> None:
+    clock = Clock()
+    sink = RecordingSink()
+    sink.fail_next = 1
+    dispatcher, journal = make([("s", sink)], clock)
+    first = delivery("first")
+    await journal.append(first, first.delivery_id)
+    await dispatcher.start()
+    await until(lambda: sink.calls == 1)
+    [send] = journal.send_rows.values()
+    await until(lambda: send.lease_owner is None)
+    clock.now += 11  # the retry is due
+
+    async def stream() -> None:
+        # New deliveries wake the dispatcher far more often than it polls, for as long as it
+        # takes: it never waits out a whole poll interval.
+        for i in range(5000):
+            d = delivery(f"t{i}")
+            await journal.append(d, d.delivery_id)
+            dispatcher.wake()
+            await asyncio.sleep(0.001)
+
+    streaming = asyncio.create_task(stream())
+    try:
+        await until(lambda: first.event_id(0) in sink.events, within=3)
+    finally:
+        streaming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await streaming
+    await dispatcher.stop(1)
 
 
 async def test_a_slow_sink_does_not_take_a_healthy_sinks_slots() -> None:
