@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ REPO_DIR = BENCH_DIR.parent
 if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
+from handlers.event import Event  # noqa: E402
 from tests.sd_payloads import load  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -260,3 +262,29 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def bench_events(n: int, body_bytes: int = 3072, tag: str | None = None) -> list[Event]:
+    """``n`` distinct text-document events (each its own task id) whose payload is the body a
+    benchmark would POST: what a sink is handed after normalizing, made before any clock runs."""
+    template = body_template(body_bytes)
+    tag = tag or secrets.token_hex(4)
+    now = datetime.now(UTC)
+    events = []
+    for i in range(n):
+        task_id = f"{tag}-4000-8000-{i:012x}"
+        delivery_id = f"{tag}{i:010d}"
+        events.append(
+            Event(
+                event_id=f"{delivery_id}-0",
+                delivery_id=delivery_id,
+                vendor="smartdocumentor",
+                kind="text_document",
+                route=ROUTE,
+                received_at=now,
+                task_id=task_id,
+                workspace_id=template.workspace_id,
+                payload=orjson.loads(template.body(task_id)),
+            )
+        )
+    return events

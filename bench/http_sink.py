@@ -39,14 +39,12 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
-import orjson
-from common import BENCH_DIR, HOST, Server, body_template, free_port, percentile, table
+from common import BENCH_DIR, HOST, Server, bench_events, free_port, percentile, table
 
 from handlers.event import Event
 from handlers.signing import standard_webhook_v1
@@ -150,28 +148,6 @@ async def drive(
     return done, errors, time.perf_counter() - started, latencies
 
 
-def make_events(count: int, payload: dict[str, Any]) -> list[Event]:
-    now = datetime.now(UTC)
-    tag = secrets.token_hex(4)
-    events = []
-    for i in range(count):
-        delivery_id = f"bench{tag}{i:08d}"
-        events.append(
-            Event(
-                event_id=f"{delivery_id}-0",
-                delivery_id=delivery_id,
-                vendor="smartdocumentor",
-                kind="text_document",
-                route="sd-text",
-                received_at=now,
-                task_id=f"{tag}-{i:08d}",
-                workspace_id=str(payload.get("workspaceId")),
-                payload={**payload, "taskId": f"{tag}-{i:08d}"},
-            )
-        )
-    return events
-
-
 async def measure(
     name: str, args: argparse.Namespace, url: str, events: list[Event], server_pid: int
 ) -> tuple[int, int, float, float, float | None, list[float]]:
@@ -248,9 +224,7 @@ async def measure(
 
 
 async def bench(args: argparse.Namespace, url: str, server_pid: int) -> list[Run]:
-    template = body_template(args.body_bytes)
-    payload = orjson.loads(template.body("00000000-0000-4000-8000-000000000000"))
-    events = make_events(args.events + args.warmup, payload)
+    events = bench_events(args.events + args.warmup, args.body_bytes)
     names = ["bare", "signed", "sink"] + ([] if args.no_httpx else ["httpx"])
     print(
         f"{args.events} events per run, concurrency {args.concurrency}, warm-up {args.warmup},"

@@ -36,14 +36,12 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from common import HOST, Server, body_template, free_port, percentile, table
+from common import HOST, Server, bench_events, free_port, percentile, table
 
 from handlers.event import Event
 from handlers.sinks.s3 import S3Sink, S3SinkConfig, metadata
@@ -66,29 +64,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
-
-
-def make_events(n: int, body_bytes: int, tag: str) -> list[Event]:
-    template = body_template(body_bytes)
-    now = datetime.now(UTC)
-    events = []
-    for i in range(n):
-        task_id = f"{tag}-4000-8000-{i:012x}"
-        delivery_id = f"{tag}{i:010d}"
-        events.append(
-            Event(
-                event_id=f"{delivery_id}-0",
-                delivery_id=delivery_id,
-                vendor="smartdocumentor",
-                kind="text_document",
-                route="sd-text",
-                received_at=now,
-                task_id=task_id,
-                workspace_id=template.workspace_id,
-                payload=orjson.loads(template.body(task_id)),
-            )
-        )
-    return events
 
 
 def sink_config(url: str, bucket: str, conditional: bool, concurrency: int) -> S3SinkConfig:
@@ -159,7 +134,7 @@ async def one_run(
     bucket = f"bench-{name}-{round_no}-{secrets.token_hex(3)}"
     await admin.create_bucket(Bucket=bucket)
     tag = secrets.token_hex(4)
-    events = make_events(args.events + args.warmup, args.body_bytes, tag)
+    events = bench_events(args.events + args.warmup, args.body_bytes, tag)
     warm, measured = events[: args.warmup], events[args.warmup :]
     sink = S3Sink(sink_config(url, bucket, not args.no_conditional, args.concurrency))
     stack = AsyncExitStack()
@@ -286,7 +261,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hookdock-bench-s3-"))
     port = free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
-    sample = make_events(1, args.body_bytes, "size")[0]
+    sample = bench_events(1, args.body_bytes, "size")[0]
     print(
         f"moto server on {HOST}; concurrency {args.concurrency}, {args.events} events per run"
         f" (+{args.warmup} warm-up), object {len(sample.model_dump_json(indent=2))} bytes,"
