@@ -165,10 +165,16 @@ class Dispatcher:
         self.stop_claiming()
         if self._loop_task is not None:
             await self._loop_task
-        work = {*self._routing, *self._sending}
-        if not work:
-            return
-        _, pending = await asyncio.wait(work, timeout=grace_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        # Routing that finishes now may still start sends it had leased: wait on whatever is in
+        # flight, not on a snapshot of it.
+        while work := {*self._routing, *self._sending}:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(work, timeout=remaining)
+        pending = {*self._routing, *self._sending}
         if not pending:
             return
         deliveries = [self._routing[t].delivery.delivery_id for t in pending if t in self._routing]
@@ -287,8 +293,13 @@ class Dispatcher:
             for sink in target.router.sinks_for(event)
             if sink in self.sinks
         ]
-        # Reserve a slot for each sink that has one, so that its sends start right away.
-        lease_now = {sink for _, sink in pairs if self._load[sink] < self.sinks[sink].concurrency}
+        # Reserve a slot for each sink that has one, so that its sends start right away; once
+        # shutdown has begun, they wait in the journal for the next start instead.
+        lease_now = {
+            sink
+            for _, sink in pairs
+            if not self._stopping and self._load[sink] < self.sinks[sink].concurrency
+        }
         reserved = Counter(sink for _, sink in pairs if sink in lease_now)
         self._load.update(reserved)
         try:
@@ -301,6 +312,10 @@ class Dispatcher:
             log.exception("cannot record the routing of delivery %s", delivery.delivery_id)
             return
         self._load.subtract(reserved)
+        if self._stopping and sends:
+            # Shutdown began while this commit was on its way: the sends wait for the next start.
+            await self.journal.release_sends(self.owner, [send.send_id for send in sends])
+            return
         for send in sends:
             self._load[send.sink] += 1
             self._track(self._sending, send, self._send(send, events[send.event_index]))

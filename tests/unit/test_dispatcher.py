@@ -7,6 +7,7 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from handlers.testing import RecordingSink
 from receiver.config import DEFAULT_SCHEDULE, DispatcherConfig, RetryConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget, owner_is_gone
 from receiver.ids import new_id
-from receiver.journal.base import DeliveryState, SendState
+from receiver.journal.base import DeliveryState, SendClaim, SendState
 from receiver.journal.memory import MemoryJournal
 from receiver.retry import RetryPolicy
 from receiver.routing import Router, RuleConfig
@@ -373,6 +374,44 @@ async def test_stop_releases_unfinished_work_within_grace() -> None:
     [send] = journal.send_rows.values()
     assert send.lease_owner is None and send.attempts == 0 and send.state is SendState.PENDING
     assert not dispatcher.running
+
+
+class SlowRoutingJournal(MemoryJournal):
+    """Holds every ``route`` commit until ``gate`` is set, as a busy disk would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routing = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def route(self, *args: Any, **kwargs: Any) -> list[SendClaim]:
+        self.routing.set()
+        await self.gate.wait()
+        return await super().route(*args, **kwargs)
+
+
+async def test_routing_that_lands_during_shutdown_leaves_its_sends_in_the_journal() -> None:
+    sink = RecordingSink()
+    journal = SlowRoutingJournal()
+    dispatcher = Dispatcher(
+        journal,
+        {"r": RouteTarget(TextDocumentSource(), Router([], ["s"]))},
+        {"s": SinkTarget(sink, policy(), 4)},
+        DispatcherConfig(poll_seconds=0.01),
+    )
+    d = delivery("t")
+    await journal.append(d, "k")
+    await dispatcher.start()
+    await asyncio.wait_for(journal.routing.wait(), 5)
+    stopping = asyncio.create_task(dispatcher.stop(5))
+    await until(lambda: not dispatcher.running)
+    journal.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert dispatcher.inflight == 0
+    assert sink.calls == 0, "nothing new starts once shutdown has begun"
+    [send] = journal.send_rows.values()
+    assert (send.state, send.lease_owner, send.attempts) == (SendState.PENDING, None, 0)
+    assert journal.rows[d.delivery_id].state == "routed"
 
 
 def test_owner_is_gone_only_for_dead_local_processes() -> None:
