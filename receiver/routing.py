@@ -104,7 +104,7 @@ class _Compiled:
             scope, name = where.split(".", 1)
             target = self.event_conditions if scope == "event" else self.payload_conditions
             target.append((name, wanted))
-        self.sinks: tuple[str, ...] = () if rule.drop else tuple(rule.sinks)
+        self.sinks: tuple[str, ...] = () if rule.drop else tuple(dict.fromkeys(rule.sinks))
 
     def matches(self, event: Event) -> bool:
         for name, wanted in self.event_conditions:
@@ -123,7 +123,7 @@ class Router:
 
     def __init__(self, rules: Sequence[RuleConfig], default_sinks: Sequence[str]) -> None:
         self._rules = [_Compiled(rule) for rule in rules]
-        self._default = tuple(default_sinks)
+        self._default = tuple(dict.fromkeys(default_sinks))
 
     def sinks_for(self, event: Event) -> tuple[str, ...]:
         """The sinks ``event`` goes to, in config order; empty when it is dropped."""

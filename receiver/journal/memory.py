@@ -143,6 +143,7 @@ class MemoryJournal:
         for index, sink in sends:
             if (row.delivery.delivery_id, index, sink) in existing:
                 continue
+            existing.add((row.delivery.delivery_id, index, sink))
             send = _Send(next(self._ids), row.delivery.delivery_id, index, sink)
             send.next_attempt_at = send.updated_at = now
             self.send_rows[send.send_id] = send

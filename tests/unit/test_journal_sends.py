@@ -61,6 +61,15 @@ async def test_route_leases_only_the_sinks_asked_for(journal: Journal) -> None:
     assert await journal.claim("w", 1, 60) == [], "a routed delivery is not claimed again"
 
 
+async def test_the_same_pair_twice_is_one_send(journal: Journal) -> None:
+    d = raw()
+    await journal.append(d, "k")
+    [claim] = await journal.claim("w", 1, 60)
+    sends = await journal.route(claim, "w", [(0, "a"), (0, "a")], {"a"}, 60)
+    assert len(sends) == 1
+    assert len(await journal.sends(d.delivery_id)) == 1
+
+
 async def test_each_send_has_its_own_outcome(journal: Journal) -> None:
     d = raw()
     await journal.append(d, "k")

@@ -34,6 +34,12 @@ def test_first_matching_rule_wins_and_can_fan_out() -> None:
     assert r.sinks_for(make_event(workspace_id="43")) == ("archive",)
 
 
+def test_a_sink_named_twice_is_sent_to_once() -> None:
+    r = router({"kind": "text_document", "sinks": ["s3", "archive", "s3"]}, default=("a", "a"))
+    assert r.sinks_for(make_event()) == ("s3", "archive")
+    assert r.sinks_for(make_event(kind="transcript")) == ("a",)
+
+
 def test_every_condition_of_a_rule_must_hold() -> None:
     r = router({"vendor": "smartdocumentor", "kind": "transcript_file", "sinks": ["s3"]})
     assert r.sinks_for(make_event(kind="transcript_file")) == ("s3",)
