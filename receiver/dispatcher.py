@@ -411,7 +411,8 @@ class Dispatcher:
             after = exc.retry_after if isinstance(exc, RetryableSinkError) else None
             delay = target.policy.delay(claim.attempt, at_least=after)
             if delay is None:
-                return Outcome.dead(f"gave up after {claim.attempt} attempts: {reason}")
+                tries = f"{claim.attempt} attempt{'s' if claim.attempt != 1 else ''}"
+                return Outcome.dead(f"gave up after {tries}: {reason}")
             return Outcome.retry(reason, self.clock() + delay)
         return Outcome.delivered()
 
