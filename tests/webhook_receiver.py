@@ -39,6 +39,8 @@ from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.conftest import wait_until
+
 __all__ = ["ReceivedRequest", "Reply", "WebhookReceiver"]
 
 T = TypeVar("T")
@@ -164,18 +166,12 @@ class WebhookReceiver:
     ) -> T:
         """Call ``predicate`` until it returns something truthy (returned) or ``timeout`` passes;
         then fail with what the receiver has seen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                seen = [(r.path, r.status, r.webhook_id, r.verified) for r in self.requests()]
-                raise AssertionError(
-                    f"timed out after {timeout:.1f}s; requests so far (path, status, id, "
-                    f"verified): {seen}"
-                )
-            time.sleep(interval)
+
+        def seen() -> str:
+            requests = [(r.path, r.status, r.webhook_id, r.verified) for r in self.requests()]
+            return f"requests so far (path, status, id, verified): {requests}"
+
+        return wait_until(predicate, timeout, interval, seen)
 
     # ------------------------------------------------------------------ request handling
 

@@ -320,21 +320,20 @@ async def test_connection_refused_is_retryable(make_sink: MakeSink) -> None:
 
 
 @pytest.mark.anyio
-async def test_read_timeout_is_retryable(rx: WebhookReceiver, make_sink: MakeSink) -> None:
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("read_timeout_seconds", r"sent nothing for 0\.3s"),
+        ("total_timeout_seconds", r"did not answer within 0\.3s"),
+    ],
+)
+async def test_read_and_total_timeouts_are_retryable(
+    rx: WebhookReceiver, make_sink: MakeSink, option: str, message: str
+) -> None:
     rx.script(HOOK, [Reply(200, delay=10)])
-    sink = make_sink(f"{rx.url}{HOOK}", read_timeout_seconds=0.3)
+    sink = make_sink(f"{rx.url}{HOOK}", **{option: 0.3})
     started = time.monotonic()
-    with pytest.raises(RetryableSinkError, match=r"sent nothing for 0\.3s"):
-        await sink.deliver(make_event())
-    assert time.monotonic() - started < 5
-
-
-@pytest.mark.anyio
-async def test_total_timeout_is_retryable(rx: WebhookReceiver, make_sink: MakeSink) -> None:
-    rx.script(HOOK, [Reply(200, delay=10)])
-    sink = make_sink(f"{rx.url}{HOOK}", total_timeout_seconds=0.3)
-    started = time.monotonic()
-    with pytest.raises(RetryableSinkError, match=r"did not answer within 0\.3s"):
+    with pytest.raises(RetryableSinkError, match=message):
         await sink.deliver(make_event())
     assert time.monotonic() - started < 5
 
