@@ -8,7 +8,8 @@ The tree::
     ├── SinkError                a sink could not deliver an event
     │   ├── RetryableSinkError   try again later (network, throttling, a full disk that may clear)
     │   └── PermanentSinkError   retrying cannot help (bad path template, refused by policy)
-    │       └── SinkGone         the destination is gone for good (HTTP 410): stop the sink
+    │       ├── SinkGone         the destination is gone for good (HTTP 410): stop the sink
+    │       └── FileUnavailable  a referenced file cannot be fetched (expired, deleted, ...)
     └── PluginConfigError        a handler's own configuration is invalid
 
 Every message is written for the person who reads it: the vendor's reviewer for
@@ -18,6 +19,7 @@ Every message is written for the person who reads it: the vendor's reviewer for
 from __future__ import annotations
 
 __all__ = [
+    "FileUnavailable",
     "HandlerError",
     "NormalizeError",
     "PayloadRejected",
@@ -51,9 +53,15 @@ class NormalizeError(HandlerError):
 
 
 class SinkError(HandlerError):
-    """A sink could not deliver an event."""
+    """A sink could not deliver an event.
+
+    ``code`` is a short, stable name for the kind of failure (``link_expired``,
+    ``file_too_large``, ...) that the host counts where an operator looks (``hookdock status``);
+    None for the run of the mill.
+    """
 
     retryable: bool = True
+    code: str | None = None
 
 
 class RetryableSinkError(SinkError):
@@ -82,6 +90,20 @@ class SinkGone(PermanentSinkError):
     The host stops the sink: its events wait, none is lost, until an operator has fixed the
     destination and resumes the sink (``hookdock sinks resume NAME``).
     """
+
+
+class FileUnavailable(PermanentSinkError):
+    """A file an event refers to cannot be fetched, and trying again will not change that.
+
+    ``code`` says why, for counting: ``link_expired`` (the vendor's link ran out, or its
+    signature no longer holds), ``file_deleted`` (the vendor no longer has it),
+    ``file_too_large`` (over the route's cap), ``address_refused`` (the SSRF guard refused the
+    host or address) or ``file_refused`` (any other refusal).
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PluginConfigError(HandlerError):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.redact import redact_url
+
+if TYPE_CHECKING:
+    from handlers.files import FileInfo
 
 __all__ = ["TEMPLATE_FIELDS", "Event", "FileRef", "RawDelivery"]
 
@@ -71,6 +75,12 @@ class FileRef(_Frozen):
     url: str = Field(repr=False)
     """The full URL.  Its query string can be a credential: log ``redacted_url`` instead."""
     expires_at: datetime | None = None
+    size: int | None = None
+    """Set once hookdock has stored the file: its size in bytes, and the fields below."""
+    sha256: str | None = None
+    content_type: str | None = None
+    filename: str | None = None
+    """The vendor's name for the file (``Content-Disposition`` or the URL), sanitized."""
 
     @property
     def redacted_url(self) -> str:
@@ -113,6 +123,27 @@ class Event(_Frozen):
         except orjson.JSONEncodeError:
             return self.model_dump_json(indent=2 if indent else None).encode()
 
+    def with_files(self, stored: Mapping[str, FileInfo]) -> Event:
+        """This event with ``stored`` (role to info) recorded on its files.
+
+        A stored file's URL has served its purpose, and its query string is a credential that
+        must not outlive the fetch: it is redacted, in ``files`` and wherever the payload
+        holds the same URL.  Files not stored keep their URL, for whoever fetches them.
+        """
+        if not stored:
+            return self
+        files = []
+        secret_urls: dict[str, str] = {}
+        for ref in self.files:
+            info = stored.get(ref.role)
+            if info is None:
+                files.append(ref)
+                continue
+            secret_urls[ref.url] = ref.redacted_url
+            files.append(ref.model_copy(update={"url": ref.redacted_url, **info.model_dump()}))
+        payload = _replace_strings(self.payload, secret_urls)
+        return self.model_copy(update={"files": tuple(files), "payload": payload})
+
     def template_fields(self) -> dict[str, str]:
         """Scalar fields as strings for path and key templates (a missing one is ``none``)."""
         fields: dict[str, str] = {}
@@ -121,3 +152,13 @@ class Event(_Frozen):
             fields[name] = "none" if value is None else str(value)
         fields["received_date"] = self.received_at.strftime("%Y-%m-%d")
         return fields
+
+
+def _replace_strings(value: Any, replacements: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return replacements.get(value, value)
+    if isinstance(value, dict):
+        return {k: _replace_strings(v, replacements) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_strings(v, replacements) for v in value]
+    return value

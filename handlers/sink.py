@@ -18,12 +18,33 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from handlers.event import Event
+from handlers.files import IncomingFile
 
-__all__ = ["Sink"]
+__all__ = ["FileSink", "Sink"]
 
 
 @runtime_checkable
 class Sink(Protocol):
     async def deliver(self, event: Event) -> None:
         """Deliver ``event``; a second call with the same event id must not duplicate it."""
+        ...
+
+
+@runtime_checkable
+class FileSink(Protocol):
+    """A sink that also stores the files events refer to (SAS links, result downloads).
+
+    For each file of an event the route fetches, the host calls ``deliver_file`` with the
+    download as an ``IncomingFile`` stream, then ``deliver`` with the event, whose ``files``
+    now record each stored file's size, SHA-256, content type and name.  Read the stream once,
+    to the end, into the destination, next to where ``deliver`` puts the event (name it with
+    ``handlers.files.stored_name``); never hold it whole in memory.  Like ``deliver``,
+    ``deliver_file`` must be idempotent on (``event.event_id``, ``file.role``).  Errors raised
+    by the stream are the download's: let them propagate.
+    """
+
+    async def deliver(self, event: Event) -> None: ...
+
+    async def deliver_file(self, event: Event, file: IncomingFile) -> None:
+        """Store ``file`` (read to its end) beside where ``event`` will go."""
         ...

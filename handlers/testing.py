@@ -15,6 +15,10 @@
           async def copies(self, sink, event):
               return len(list(sink.config.root.glob(f"*{event.event_id}*")))
 
+  A sink that takes files (``FileSink``) also provides ``stored_file(sink, event, role)``: the
+  bytes of the stored file, read back from the destination, or None; the file tests are
+  skipped for sinks that take no files.
+
   It needs pytest and anyio (its tests are async and run on asyncio).
 """
 
@@ -30,8 +34,9 @@ import pytest
 from pydantic import BaseModel
 
 from handlers.errors import PermanentSinkError, RetryableSinkError
-from handlers.event import Event
-from handlers.sink import Sink
+from handlers.event import Event, FileRef
+from handlers.files import IncomingFile
+from handlers.sink import FileSink, Sink
 
 __all__ = ["RecordingSink", "SinkContract", "make_event"]
 
@@ -105,6 +110,14 @@ class SinkContract:
     async def copies(self, sink: Any, event: Event) -> int:
         raise NotImplementedError("read the destination back: how many copies of the event")
 
+    async def stored_file(self, sink: Any, event: Event, role: str) -> bytes | None:
+        raise NotImplementedError("read the destination back: the stored file's bytes, or None")
+
+    def _file_sink(self, sink: Any) -> FileSink:
+        if not isinstance(sink, FileSink):
+            pytest.skip("the sink takes no files")
+        return sink
+
     @pytest.mark.anyio
     async def test_is_a_sink_with_a_strict_config_model(self, sink: Any) -> None:
         assert isinstance(sink, Sink)
@@ -155,3 +168,52 @@ class SinkContract:
             pytest.skip("the sink has no aclose()")
         await aclose()
         await aclose()
+
+    # ------------------------------------------------------------------ files
+
+    @staticmethod
+    def _file_event() -> Event:
+        url = "https://vendor.example/files/scan%20one.pdf?se=2030-01-01T00:00:00Z&sig=SECRET"
+        return make_event(files=(FileRef(role="exported", url=url),))
+
+    @pytest.mark.anyio
+    async def test_stores_a_file_byte_identical(self, sink: Any) -> None:
+        file_sink = self._file_sink(sink)
+        event = self._file_event()
+        data = os.urandom(300_000)
+        incoming = IncomingFile.from_bytes("exported", data, filename="scan one.pdf")
+        await file_sink.deliver_file(event, incoming)
+        assert incoming.done, "deliver_file must read the stream to its end"
+        assert await self.stored_file(sink, event, "exported") == data
+        await file_sink.deliver(event.with_files({"exported": incoming.info()}))
+        assert await self.copies(sink, event) >= 1
+
+    @pytest.mark.anyio
+    async def test_a_file_stored_twice_is_one_file(self, sink: Any) -> None:
+        file_sink = self._file_sink(sink)
+        event = self._file_event()
+        data = os.urandom(70_000)
+        for _ in range(2):
+            await file_sink.deliver_file(
+                event, IncomingFile.from_bytes("exported", data, filename="a.pdf")
+            )
+        assert await self.stored_file(sink, event, "exported") == data
+
+    @pytest.mark.anyio
+    async def test_a_download_that_fails_midway_stores_nothing(self, sink: Any) -> None:
+        file_sink = self._file_sink(sink)
+        event = self._file_event()
+
+        async def broken() -> Any:
+            yield b"x" * 100_000
+            raise RetryableSinkError("download cut")
+
+        incoming = IncomingFile("exported", broken(), filename="a.pdf")
+        raised: BaseException | None = None
+        try:
+            await file_sink.deliver_file(event, incoming)
+        except Exception as exc:  # whatever the sink made of it, it must not pass as stored
+            raised = exc
+        assert raised is not None, "a cut download must not count as a stored file"
+        assert isinstance(incoming.failure, RetryableSinkError)
+        assert await self.stored_file(sink, event, "exported") is None
