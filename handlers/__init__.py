@@ -4,6 +4,7 @@ A plugin author needs only this package; it never imports ``receiver``.
 """
 
 from handlers.errors import (
+    FileUnavailable,
     HandlerError,
     NormalizeError,
     PayloadRejected,
@@ -14,14 +15,19 @@ from handlers.errors import (
     SinkGone,
 )
 from handlers.event import Event, FileRef, RawDelivery
+from handlers.files import FileInfo, IncomingFile
 from handlers.redact import redact_text, redact_url
-from handlers.sink import Sink
+from handlers.sink import FileSink, Sink
 from handlers.source import Source
 
 __all__ = [
     "Event",
+    "FileInfo",
     "FileRef",
+    "FileSink",
+    "FileUnavailable",
     "HandlerError",
+    "IncomingFile",
     "NormalizeError",
     "PayloadRejected",
     "PermanentSinkError",

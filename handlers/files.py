@@ -14,6 +14,7 @@ host reports them as the fetch's, whatever a sink made of them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import tempfile
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_SPOOL_CHUNK = 1024 * 1024
+_HASH_IN_THREAD = 256 * 1024
 
 
 class FileInfo(BaseModel):
@@ -184,6 +185,10 @@ class IncomingFile:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        # hashlib lets go of the GIL on large inputs, so a large chunk is hashed in a thread
+        # while the consumer stores it and the download goes on: one hash in flight at a time
+        # keeps the updates in order.
+        hashing: asyncio.Future[None] | None = None
         try:
             async for chunk in self._chunks:
                 if not chunk:
@@ -195,8 +200,16 @@ class IncomingFile:
                         f"{format_bytes(self.max_bytes)} (files.max_bytes); not stored",
                         code="file_too_large",
                     )
-                self._sha256.update(chunk)
+                if hashing is not None:
+                    await hashing
+                    hashing = None
+                if len(chunk) >= _HASH_IN_THREAD:
+                    hashing = asyncio.ensure_future(asyncio.to_thread(self._sha256.update, chunk))
+                else:
+                    self._sha256.update(chunk)
                 yield chunk
+            if hashing is not None:
+                await hashing
             if self.declared_size is not None and self._size != self.declared_size:
                 raise HandlerError(
                     f"the {self.role} file ended after {self._size} of "

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from handlers.files import format_bytes
 from handlers.redact import redact_text
 from handlers.sink import Sink
 from receiver.config import Config, load_config
@@ -205,6 +206,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 }
                 for name in sorted({*runtime.config.sinks, *counts, *stopped})
             }
+            # Dead sends by cause (link_expired, file_deleted, ...): what an operator acts on.
+            out["failures"] = await journal.dead_codes()
             return out
         finally:
             await runtime.stop()
@@ -226,11 +229,17 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
                 )
                 if args.sends:
                     for send in await runtime.journal.sends(info.delivery_id):
-                        why = f"  {send.last_error}" if send.last_error else ""
+                        code = f"  [{send.code}]" if send.code else ""
+                        why = f"{code}  {send.last_error}" if send.last_error else code
                         print(
                             f"    {send.event_id}  -> {send.sink:16} {send.state.value:9}"
                             f" {send.attempts:3}{why}"
                         )
+                        for role, stored in sorted(send.files.items()):
+                            print(
+                                f"      file {role}: {format_bytes(stored.size)}"
+                                f"  sha256 {stored.sha256[:12]}  {stored.filename}"
+                            )
         finally:
             await runtime.stop()
 

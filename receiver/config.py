@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from handlers.netguard import AllowedNetwork, HostPattern
 from receiver.auth import AuthConfig
 from receiver.errors import ConfigError
 from receiver.routing import RuleConfig
@@ -22,6 +23,7 @@ from receiver.routing import RuleConfig
 __all__ = [
     "Config",
     "DispatcherConfig",
+    "FilesConfig",
     "JournalConfig",
     "RetryConfig",
     "RouteConfig",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -114,6 +117,33 @@ class DispatcherConfig(_Model):
     retry: RetryConfig = RetryConfig()
 
 
+class FilesConfig(_Model):
+    """What a route does with the files its events refer to (``[routes.files]``).
+
+    SmartDocumentor's ``exportedFileUrl`` (role ``exported``) is fetched by default and
+    ``originalFileUrl`` (``original``) on request: ``fetch = ["exported", "original"]``;
+    ``fetch = []`` leaves every link to whoever reads the event.  Each file goes to every sink
+    of the event that takes files, next to the event.
+    """
+
+    fetch: tuple[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")], ...] = ("exported",)
+    """The roles of the file references to fetch."""
+    max_bytes: Annotated[int, Field(ge=1, le=1024 * GiB)] = 2 * GiB
+    """A larger file is refused (dead-lettered with the reason), not stored."""
+    allow_hosts: tuple[HostPattern, ...] = ()
+    """Host patterns files may come from, e.g. ``*.blob.core.windows.net``; empty: any host."""
+    allow_networks: tuple[AllowedNetwork, ...] = ()
+    """Opt-in: private, loopback or other internal networks that may be reached, such as
+    ``127.0.0.1/32``.  Without it such addresses are refused (SSRF guard); cloud metadata
+    addresses are refused always."""
+    connect_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    read_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Idle read: the longest wait for the next bytes of a file."""
+    total_seconds: Annotated[float, Field(gt=0, le=86400)] = 3600.0
+    """The longest one transfer may take, start to end."""
+    max_redirects: Annotated[int, Field(ge=0, le=3)] = 3
+
+
 class RouteConfig(_Model):
     name: Annotated[str, Field(pattern=_NAME)]
     source: str
@@ -123,6 +153,7 @@ class RouteConfig(_Model):
     rules: list[RuleConfig] = []
     """Tried in order; the first that matches an event picks its sinks (or drops it)."""
     max_body_bytes: Annotated[int, Field(ge=1, le=1024 * MiB)] = MiB
+    files: FilesConfig = FilesConfig()
 
     @model_validator(mode="after")
     def _has_destination(self) -> RouteConfig:

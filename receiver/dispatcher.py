@@ -14,6 +14,14 @@ Two kinds of work, both leased from the journal:
 A retryable error waits by the sink's retry policy (never less than a ``Retry-After``) and is
 dead-lettered after its last attempt; a permanent one at once; ``SinkGone`` (HTTP 410) stops
 the sink, durably, and its sends wait until an operator resumes it.
+
+**Files.**  When the route fetches files (``[routes.files]``) and the sink takes them
+(``FileSink``), a send first streams each file its event refers to from the vendor into the
+sink, records it in the journal (a retry does not fetch it again), and only then delivers the
+event, which carries each file's size, SHA-256, type and name.  A link that expires (the SAS
+``se``) bounds the retries: a retry that would come after it is pulled in to one last try
+before it, or, without time for one, dead-lettered as ``link_expired``.  Leases of sends in
+flight are renewed while they run, so a long transfer keeps its send.
 """
 
 from __future__ import annotations
@@ -27,14 +35,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from handlers.errors import PermanentSinkError, RetryableSinkError, SinkGone
-from handlers.event import Event
+from handlers.event import Event, FileRef
+from handlers.files import FileInfo, format_bytes
 from handlers.redact import redact_text
-from handlers.sink import Sink
+from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.config import DispatcherConfig
+from receiver.fetch import Fetcher
 from receiver.journal.base import Claim, Journal, Outcome, SendClaim
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -49,14 +61,20 @@ _C = TypeVar("_C", Claim, SendClaim)
 _BUSY_RECHECK_SECONDS = 0.05
 # A delivery whose routing never finishes (its worker dies every time) is given up after this.
 ROUTE_MAX_ATTEMPTS = 5
+# A retry due after a file's link expires is pulled in to this long before the expiry...
+LAST_CHANCE_SECONDS = 5.0
+# ...when that is at least this far away; else the send is dead-lettered as link_expired.
+MIN_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class RouteTarget:
-    """What the dispatcher needs of a route: its source and its rules."""
+    """What the dispatcher needs of a route: its source, its rules, and its file fetcher."""
 
     source: Source
     router: Router
+    fetcher: Fetcher | None = None
+    """None when the route fetches no files."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +141,7 @@ class Dispatcher:
         self._busy_batch = float("-inf")
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
         self._routing: dict[asyncio.Task[None], Claim] = {}
         self._sending: dict[asyncio.Task[None], SendClaim] = {}
         self._load: Counter[str] = Counter()
@@ -154,6 +173,7 @@ class Dispatcher:
                 stopped.sink,
             )
         self._loop_task = asyncio.create_task(self._run(), name="hookdock-dispatcher")
+        self._renew_task = asyncio.create_task(self._renew_leases(), name="hookdock-leases")
 
     def stop_claiming(self) -> None:
         self._stopping = True
@@ -175,6 +195,10 @@ class Dispatcher:
                 break
             await asyncio.wait(work, timeout=remaining)
         pending = {*self._routing, *self._sending}
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renew_task
         if not pending:
             return
         deliveries = [self._routing[t].delivery.delivery_id for t in pending if t in self._routing]
@@ -269,6 +293,19 @@ class Dispatcher:
             self._load[claim.sink] -= 1
         self._slot_free.set()
         self._wake.set()
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of sends in flight: a transfer of a large file outlasts a lease."""
+        interval = self.config.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = [claim.send_id for claim in self._sending.values()]
+            if not ids:
+                continue
+            try:
+                await self.journal.renew_sends(self.owner, ids, self.config.lease_seconds)
+            except Exception as exc:
+                log.warning("cannot renew the leases of %d sends, trying again: %s", len(ids), exc)
 
     # ------------------------------------------------------------------ routing
 
@@ -389,8 +426,8 @@ class Dispatcher:
         target = self.sinks.get(claim.sink)
         if target is None:
             return Outcome.dead(f"sink {claim.sink!r} is no longer configured")
+        route = self.routes.get(claim.delivery.route)
         if event is None:
-            route = self.routes.get(claim.delivery.route)
             if route is None:
                 return Outcome.dead(f"route {claim.delivery.route!r} is no longer configured")
             try:
@@ -400,21 +437,76 @@ class Dispatcher:
             if claim.event_index >= len(events):
                 return Outcome.dead("the delivery no longer normalizes to this event")
             event = events[claim.event_index]
+        fetcher = route.fetcher if route is not None else None
+        sink = target.sink
+        wanted: list[FileRef] = []
+        if fetcher is not None and isinstance(sink, FileSink):
+            wanted = [ref for ref in event.files if fetcher.wants(ref)]
+        stored: dict[str, FileInfo] = dict(claim.files)
         try:
-            await target.sink.deliver(event)
+            if wanted and fetcher is not None and isinstance(sink, FileSink):
+                for ref in wanted:
+                    if ref.role not in stored:
+                        stored[ref.role] = await self._store_file(claim, event, ref, fetcher, sink)
+                event = event.with_files(stored)
+            await sink.deliver(event)
         except SinkGone as exc:
             return Outcome.gone(_describe(exc))
         except PermanentSinkError as exc:
-            return Outcome.dead(_describe(exc))
+            return Outcome.dead(_describe(exc), code=exc.code)
         except Exception as exc:
             reason = _describe(exc)
+            code = getattr(exc, "code", None)
             after = exc.retry_after if isinstance(exc, RetryableSinkError) else None
             delay = target.policy.delay(claim.attempt, at_least=after)
             if delay is None:
                 tries = f"{claim.attempt} attempt{'s' if claim.attempt != 1 else ''}"
-                return Outcome.dead(f"gave up after {tries}: {reason}")
-            return Outcome.retry(reason, self.clock() + delay)
+                return Outcome.dead(f"gave up after {tries}: {reason}", code=code)
+            now = self.clock()
+            expiries = [
+                ref.expires_at for ref in wanted if ref.role not in stored and ref.expires_at
+            ]
+            if not expiries:
+                return Outcome.retry(reason, now + delay, code=code)
+            return self._retry_before_expiry(reason, code, now, now + delay, min(expiries))
         return Outcome.delivered()
+
+    async def _store_file(
+        self, claim: SendClaim, event: Event, ref: FileRef, fetcher: Fetcher, sink: FileSink
+    ) -> FileInfo:
+        info = await fetcher.transfer(ref, partial(sink.deliver_file, event))
+        if not await self.journal.record_file(claim, self.owner, ref.role, info):
+            # Another worker took the send over; it finds the file in place or stores it again.
+            log.warning("event %s: lost the lease of its send to %s", claim.event_id, claim.sink)
+        log.debug(
+            "stored the %s file of event %s (%s, sha256 %s) in sink %s",
+            ref.role,
+            claim.event_id,
+            format_bytes(info.size),
+            info.sha256[:12],
+            claim.sink,
+        )
+        return info
+
+    @staticmethod
+    def _retry_before_expiry(
+        reason: str, code: str | None, now: float, retry_at: float, expires: datetime
+    ) -> Outcome:
+        expiry = expires.timestamp()
+        if retry_at < expiry:
+            return Outcome.retry(reason, retry_at, code=code)
+        when = expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        last_chance = expiry - LAST_CHANCE_SECONDS
+        if last_chance - now >= MIN_RETRY_SECONDS:
+            return Outcome.retry(
+                f"{reason} (one last try before the file's link expires at {when})",
+                last_chance,
+                code=code,
+            )
+        return Outcome.dead(
+            f"the file's link expires at {when}, with no time left for another try: {reason}",
+            code="link_expired",
+        )
 
 
 class _Unroutable(Exception):

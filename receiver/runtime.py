@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handlers.sink import Sink
+from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
+from receiver.fetch import Fetcher
 from receiver.journal.base import Journal
 from receiver.journal.sqlite import SqliteJournal
 from receiver.plugins import Plugins, close_sinks, load_plugins
@@ -54,6 +55,7 @@ class Runtime:
     """Requests between arrival and answer; the dispatcher yields to them."""
     shutdown_deadline: float | None = None
     _started: bool = field(default=False, repr=False)
+    _fetchers: dict[str, Fetcher] = field(default_factory=dict, repr=False)
     _watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -90,11 +92,45 @@ class Runtime:
             run_dispatcher=config.dispatcher.enabled if run_dispatcher is None else run_dispatcher,
         )
 
+    @property
+    def spool_dir(self) -> Path:
+        """Where sinks that must read a file twice spool it (anonymous files only)."""
+        return self.config.journal.path.parent / "spool"
+
     def route_targets(self) -> dict[str, RouteTarget]:
         return {
-            name: RouteTarget(route.source, Router(route.config.rules, route.config.sinks))
+            name: RouteTarget(
+                route.source,
+                Router(route.config.rules, route.config.sinks),
+                self._fetcher(route.config),
+            )
             for name, route in self.routes.items()
         }
+
+    def _fetcher(self, route: RouteConfig) -> Fetcher | None:
+        """The route's fetcher, if it fetches files and one of its sinks takes them."""
+        if not route.files.fetch:
+            return None
+        names = route.sink_names()
+        takers = [name for name in names if isinstance(self.sinks.get(name), FileSink)]
+        others = [name for name in names if name not in takers]
+        if others:
+            log.info(
+                "route %s: sink%s %s take%s no files; %s get%s the events with their links",
+                route.name,
+                "s" if len(others) > 1 else "",
+                ", ".join(others),
+                "" if len(others) > 1 else "s",
+                "they" if len(others) > 1 else "it",
+                "" if len(others) > 1 else "s",
+            )
+        if not takers:
+            return None
+        fetcher = self._fetchers.get(route.name)
+        if fetcher is None:
+            fetcher = Fetcher(route.name, route.files, self.spool_dir)
+            self._fetchers[route.name] = fetcher
+        return fetcher
 
     def sink_targets(self) -> dict[str, SinkTarget]:
         targets = {}
@@ -113,6 +149,7 @@ class Runtime:
             )
         self._started = True
         if self.run_dispatcher:
+            await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
             self.dispatcher = Dispatcher(
                 self.journal,
                 self.route_targets(),
@@ -136,6 +173,8 @@ class Runtime:
         if self.dispatcher is not None:
             await self.dispatcher.stop(max(0.5, deadline - time.monotonic()))
         await close_sinks(self.sinks)
+        for fetcher in self._fetchers.values():
+            await fetcher.aclose()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

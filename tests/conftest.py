@@ -212,7 +212,12 @@ def route(
     sinks: Sequence[str] = ("exports",),
     **options: Any,
 ) -> dict[str, Any]:
-    """One ``[[routes]]`` entry."""
+    """One ``[[routes]]`` entry.
+
+    It fetches no files unless ``files`` says so: the recorded payloads link to real Azure
+    hosts, which tests must not (and here cannot) reach.
+    """
+    options.setdefault("files", {"fetch": []})
     return {"name": name, "source": source, "auth": dict(auth), "sinks": list(sinks), **options}
 
 

@@ -1,4 +1,4 @@
-"""The HTTP sink: POSTs each event, signed with Standard Webhooks, to a URL of yours.
+"""The HTTP sink: POSTs each event, and each file, signed with Standard Webhooks, to a URL of yours.
 
 The body is the normalized event (``body = "event"``, ``Event.to_json()``) or the
 vendor's payload (``body = "payload"``), as JSON.  Every request carries ``webhook-id`` (the
@@ -6,17 +6,44 @@ event id, so the receiver can dedupe redeliveries), ``webhook-timestamp`` and
 ``webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`` made with ``secret``.  The
 secret is required: an unsigned webhook is easy to forge, so going without takes an explicit
 ``sign = false``.  Custom ``headers`` (e.g. ``Authorization``) are added, but may not replace
-``content-type``, ``webhook-*`` or the framing headers the client owns.
+``content-type``, ``content-disposition``, ``webhook-*``, ``hookdock-*`` or the framing headers
+the client owns.
 
-What an answer means::
+Files (``deliver_file``, so the sink is a ``FileSink``): each file an event carries is POSTed
+as its own request to the same ``url``, before the event.  The body is the file's raw bytes;
+the headers are ``content-type`` (the file's), ``content-length``, ``content-disposition:
+attachment; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded name>`` (RFC 6266,
+RFC 8187), ``webhook-id: <event id>.<role>``, ``webhook-timestamp``, ``webhook-signature``
+(over ``id.timestamp.<file bytes>``), ``hookdock-event-id``, ``hookdock-file-role``,
+``hookdock-file-sha256`` and ``hookdock-file-size``.  The event that follows records the same
+SHA-256 and size in its ``files``.  The signature and the hash come before the body but cover
+all of it, so the file is read twice: spooled into an anonymous temporary file (unsigned too,
+for the hash and size), hashed for the signature in a thread, then streamed from the spool,
+never whole in memory.  The same file delivered twice is sent twice with the same
+``webhook-id``: the receiver dedupes it like an event.  An error of the download itself
+(``IncomingFile.failure``) propagates as it is; nothing is sent then.  Large files need a
+``total_timeout_seconds`` that covers their upload.
+
+The SSRF guard (``handlers.netguard``): the sink reaches no loopback, private, link-local or
+otherwise internal address, nor a cloud metadata address (never, whatever the options say).
+``allow_networks`` opts networks in (``["127.0.0.1/32"]`` for a receiver on this machine);
+``allow_hosts`` (fnmatch patterns) restricts which host names ``url`` may have.  A host name
+is checked at every connection, on every address it resolves to, and the connection goes to
+the checked address (a DNS answer cannot change in between); an IP address in ``url``, which
+is never resolved, and ``allow_hosts`` are checked once, when the sink is made, and reported
+at every delivery and by ``check()``.  A refusal is ``AddressRefused``, permanent, saying
+which option would allow it.
+
+What an answer means (events and files alike)::
 
     2xx                        delivered
     408, 429, 5xx              RetryableSinkError (Retry-After, seconds or HTTP-date, honoured)
     connection error, timeout  RetryableSinkError
     410                        SinkGone: the host stops the sink until someone resumes it
-    3xx                        PermanentSinkError: redirects are not followed (a later SSRF guard
-                               will check them); point ``url`` at the final address
+    3xx                        PermanentSinkError: redirects are not followed; point ``url``
+                               at the final address
     any other 4xx              PermanentSinkError
+    refused address            AddressRefused (permanent), before any request
 
 Messages carry the status, at most 200 characters of the answer (redacted) and the redacted
 URL; never the secret nor a header value.
@@ -34,10 +61,11 @@ import contextlib
 import re
 import socket
 import time
+from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import IO, Annotated, Any, ClassVar, Literal
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -47,18 +75,46 @@ from yarl import URL
 
 from handlers.errors import PermanentSinkError, RetryableSinkError, SinkGone
 from handlers.event import Event
+from handlers.files import DEFAULT_CONTENT_TYPE, IncomingFile
+from handlers.netguard import (
+    AddressRefused,
+    AllowedNetwork,
+    GuardedResolver,
+    HostPattern,
+    NetPolicy,
+    check_url,
+    guarded_connector,
+)
 from handlers.redact import REDACTED, redact_text, redact_url
-from handlers.signing import decode_whsec, standard_webhook_v1
+from handlers.signing import (
+    decode_whsec,
+    standard_webhook_hmac,
+    standard_webhook_v1,
+    v1_signature,
+)
 
 __all__ = ["HttpSink", "HttpSinkConfig"]
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 # The signature, the body's framing and the connection belong to the sink and the client.
-_RESERVED = frozenset({"content-type", "content-length", "transfer-encoding", "host", "connection"})
+_RESERVED = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "content-disposition",
+        "transfer-encoding",
+        "host",
+        "connection",
+    }
+)
 _SNIPPET = 200
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _READ_CAP = 64 * 1024
+_FILE_CHUNK = 1024 * 1024
+_CONTENT_TYPE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+# RFC 8187 attr-char, less ALPHA and DIGIT (which quote() keeps anyway).
+_ATTR_CHARS = "!#$&+-.^_`|~"
 
 
 def _url(value: str) -> str:
@@ -95,6 +151,11 @@ class HttpSinkConfig(BaseModel):
     max_connections: Annotated[int, Field(ge=1)] = 100
     check_connection: bool = True
     """``hookdock check`` also opens (and closes) a connection, TLS included; it POSTs nothing."""
+    allow_networks: tuple[AllowedNetwork, ...] = ()
+    """Networks the sink may reach although they are internal (loopback, private, ...), e.g.
+    ``["127.0.0.1/32"]``; cloud metadata addresses stay refused."""
+    allow_hosts: tuple[HostPattern, ...] = ()
+    """Host name patterns (``*.example.com``) ``url`` must match; empty: any host."""
 
     @field_validator("secret")
     @classmethod
@@ -122,7 +183,7 @@ class HttpSinkConfig(BaseModel):
             lowered = name.lower()
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name[:60]!r} is not a valid header name")
-            if lowered in _RESERVED or lowered.startswith("webhook-"):
+            if lowered in _RESERVED or lowered.startswith(("webhook-", "hookdock-")):
                 raise ValueError(f"header {name!r} is set by the sink and cannot be overridden")
             if lowered in seen:
                 raise ValueError(f"header {name!r} is given twice (names ignore case)")
@@ -158,6 +219,16 @@ class HttpSink:
         hidden = [secret, self._url.password, *self._url.query.values()]
         hidden += [v.get_secret_value() for v in config.headers.values()]
         self._hidden = sorted((h for h in hidden if h and len(h) >= 4), key=len, reverse=True)
+        self._policy = NetPolicy(
+            allow_networks=config.allow_networks, allow_hosts=config.allow_hosts
+        )
+        # What the guard says of the URL itself cannot change (an IP address is never
+        # resolved), so it is judged once; host names are judged at every connection.
+        self._refused: str | None = None
+        try:
+            check_url(self._url, self._policy)
+        except AddressRefused as exc:
+            self._refused = f"http sink: {exc}"
         self._session: aiohttp.ClientSession | None = None
         # POSTs in progress by event id: a retry racing a slow first attempt joins it and
         # shares its outcome instead of sending a second request.
@@ -176,7 +247,7 @@ class HttpSink:
                 sock_connect=c.connect_timeout_seconds,
                 sock_read=c.read_timeout_seconds,
             )
-            connector = aiohttp.TCPConnector(limit=c.max_connections, limit_per_host=0)
+            connector = guarded_connector(self._policy, limit=c.max_connections, limit_per_host=0)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=timeout, raise_for_status=False, trust_env=False
             )
@@ -212,15 +283,58 @@ class HttpSink:
             headers["webhook-signature"] = standard_webhook_v1(
                 self._key, event.event_id, stamp, body
             )
+        await self._send(body, headers, "")
+
+    async def deliver_file(self, event: Event, file: IncomingFile) -> None:
+        """POST ``file`` on its own to ``url``, before ``event``; see the module docstring."""
+        self._check_refused()
+        # Read to the end before anything is sent: the headers need the hash, size and
+        # signature.  An error of the download propagates from here, untouched.
+        async with file.spooled() as spool:
+            info = file.info()
+            msg_id = f"{event.event_id}.{file.role}"
+            headers = dict(self._headers)
+            content_type = info.content_type
+            headers["content-type"] = (
+                content_type if _CONTENT_TYPE.fullmatch(content_type) else DEFAULT_CONTENT_TYPE
+            )
+            headers["content-length"] = str(info.size)
+            headers["content-disposition"] = _attachment(info.filename)
+            headers["webhook-id"] = msg_id
+            headers["hookdock-event-id"] = event.event_id
+            headers["hookdock-file-role"] = file.role
+            headers["hookdock-file-sha256"] = info.sha256
+            headers["hookdock-file-size"] = str(info.size)
+            if self._key is not None:
+                stamp = int(time.time())
+                headers["webhook-timestamp"] = str(stamp)
+                headers["webhook-signature"] = await asyncio.to_thread(
+                    _sign_spool, self._key, msg_id, stamp, spool
+                )
+            await self._send(_stream(spool), headers, f" to the {file.role} file")
+
+    def _check_refused(self) -> None:
+        if self._refused is not None:
+            raise AddressRefused(self._refused)
+
+    async def _send(
+        self, data: bytes | AsyncIterator[bytes], headers: dict[str, str], to: str
+    ) -> None:
+        """POST ``data``; return on 2xx, else raise what the answer means (``to`` says what
+        was sent, for the messages)."""
+        self._check_refused()
         where = self.shown_url
         try:
             async with self._client().post(
-                self._url, data=body, headers=headers, allow_redirects=False
+                self._url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 answer = await _read_capped(response)
                 retry_after = response.headers.get("retry-after")
                 location = response.headers.get("location")
+        except AddressRefused as exc:
+            # From the resolver, unwrapped by aiohttp (it wraps OSErrors only).
+            raise AddressRefused(f"http sink: {where}: {exc}") from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise RetryableSinkError(
                 f"http sink: no connection to {where} within {self.config.connect_timeout_seconds}s"
@@ -242,7 +356,7 @@ class HttpSink:
             ) from exc
         if 200 <= status < 300:
             return
-        said = f"http sink: {where} answered {status} {_PHRASES.get(status, '')}"
+        said = f"http sink: {where} answered {status} {_PHRASES.get(status, '')}{to}"
         quoted = self._quote(answer[: _SNIPPET * 4].decode("utf-8", "replace"))
         detail = f": {quoted}" if quoted else ""
         if status in (408, 429) or 500 <= status < 600:
@@ -268,31 +382,47 @@ class HttpSink:
         return redact_text(" ".join(text.split())[:_SNIPPET])
 
     async def check(self) -> list[str]:
-        """Whether the host resolves and (``check_connection``) accepts a connection."""
-        host, port = self._url.host or "", self._url.port or 0
+        """Whether the host resolves to addresses the guard allows and (``check_connection``)
+        one of them accepts a connection."""
+        if self._refused is not None:
+            return [self._refused]
+        host, port = self._url.raw_host or "", self._url.port or 0
+        resolver = GuardedResolver(self._policy)
         try:
-            await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
+            resolved = await resolver.resolve(host, port, family=socket.AF_UNSPEC)
+        except AddressRefused as exc:
+            return [f"http sink: {self.shown_url}: {exc}"]
+        except (OSError, UnicodeError) as exc:
             return [f"http sink: the host of {self.shown_url} does not resolve: {exc}"]
+        finally:
+            await resolver.close()
         if not self.config.check_connection:
             return []
+        # Connect to the addresses just checked, not to the name, which could resolve anew.
         tls = self._url.scheme == "https"
-        try:
-            async with asyncio.timeout(self.config.connect_timeout_seconds):
-                _, writer = await asyncio.open_connection(host, port, ssl=tls or None)
-        except TimeoutError:
-            return [
-                f"http sink: {self.shown_url} accepted no connection within"
-                f" {self.config.connect_timeout_seconds}s"
-            ]
-        except OSError as exc:
-            reason = self._quote(exc.strerror or str(exc))
-            return [f"http sink: {self.shown_url} accepted no connection: {reason}"]
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(self.config.connect_timeout_seconds):
-                await writer.wait_closed()
-        return []
+        problem = ""
+        for address in dict.fromkeys(r["host"] for r in resolved):
+            try:
+                async with asyncio.timeout(self.config.connect_timeout_seconds):
+                    _, writer = await asyncio.open_connection(
+                        address, port, ssl=tls or None, server_hostname=host if tls else None
+                    )
+            except TimeoutError:
+                problem = (
+                    f"http sink: {self.shown_url} accepted no connection within"
+                    f" {self.config.connect_timeout_seconds}s"
+                )
+                continue
+            except OSError as exc:
+                reason = self._quote(exc.strerror or str(exc))
+                problem = f"http sink: {self.shown_url} accepted no connection: {reason}"
+                continue
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(self.config.connect_timeout_seconds):
+                    await writer.wait_closed()
+            return []
+        return [problem]
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -302,6 +432,28 @@ class HttpSink:
 
 def _cancelled() -> RetryableSinkError:
     return RetryableSinkError("http sink: the request this delivery joined was cancelled")
+
+
+def _sign_spool(key: bytes, msg_id: str, stamp: int, spool: IO[bytes]) -> str:
+    """The signature over the whole spool (in a thread: it reads the disk), rewound after."""
+    mac = standard_webhook_hmac(key, msg_id, stamp)
+    while chunk := spool.read(_FILE_CHUNK):
+        mac.update(chunk)
+    spool.seek(0)
+    return v1_signature(mac)
+
+
+async def _stream(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(spool.read, _FILE_CHUNK):
+        yield chunk
+
+
+def _attachment(filename: str) -> str:
+    """``content-disposition`` naming ``filename``: an ASCII fallback for old readers and the
+    exact name as RFC 8187 UTF-8 (``filename*``), which readers that know it prefer."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    exact = quote(filename, safe=_ATTR_CHARS)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

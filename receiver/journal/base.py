@@ -8,7 +8,9 @@ crashed worker's lease simply runs out:
 * a **delivery** is claimed to be *routed*: normalized into events, each event matched to its
   sinks; ``route`` then records one **send** per (event, sink) pair, atomically;
 * a **send** is claimed, per sink, to be delivered; each has its own attempts, next attempt
-  time, last error and delivered time, so one failing sink never holds back another.
+  time, last error (and its short ``code``) and delivered time, so one failing sink never
+  holds back another.  The files a send has stored are recorded with it as they land, so a
+  retry never fetches them again (the links they came from may have expired by then).
 
 A delivery as a whole is *pending* while it is unrouted or any of its sends is, *dead* when it
 could not be routed or a send gave up, and *done* when every send was delivered (or the rules
@@ -19,11 +21,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from handlers.event import RawDelivery
+from handlers.files import FileInfo
 
 __all__ = [
     "AppendResult",
@@ -82,6 +85,8 @@ class SendClaim:
     sink: str
     attempt: int
     claimed_at: float
+    files: Mapping[str, FileInfo] = field(default_factory=dict)
+    """Role -> file already stored by an earlier attempt (``record_file``): not to fetch again."""
 
     @property
     def event_id(self) -> str:
@@ -93,24 +98,27 @@ class Outcome:
     """How an attempt ended: ``delivered``, ``retry`` (at ``retry_at``, epoch s) or ``dead``.
 
     For a send, ``gone`` also stops its sink (the destination said 410 Gone): the send waits,
-    pending, until the sink is resumed.
+    pending, until the sink is resumed.  ``code`` is a short, stable name for the failure
+    (``link_expired``, ``file_too_large``...), kept with a send next to its error so that
+    operators can count failures by kind; a routing attempt does not store it.
     """
 
     kind: str
     error: str | None = None
     retry_at: float | None = None
+    code: str | None = None
 
     @classmethod
     def delivered(cls) -> Outcome:
         return cls("delivered")
 
     @classmethod
-    def retry(cls, error: str, at: float) -> Outcome:
-        return cls("retry", error, at)
+    def retry(cls, error: str, at: float, code: str | None = None) -> Outcome:
+        return cls("retry", error, at, code)
 
     @classmethod
-    def dead(cls, error: str) -> Outcome:
-        return cls("dead", error)
+    def dead(cls, error: str, code: str | None = None) -> Outcome:
+        return cls("dead", error, None, code)
 
     @classmethod
     def gone(cls, error: str) -> Outcome:
@@ -141,6 +149,10 @@ class SendInfo:
     next_attempt_at: datetime | None
     last_error: str | None
     delivered_at: datetime | None
+    code: str | None = None
+    """The last failure's code, if it had one; cleared once delivered or requeued."""
+    files: Mapping[str, FileInfo] = field(default_factory=dict)
+    """Role -> file stored for this send so far."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +202,24 @@ class Journal(Protocol):
         ...
 
     async def finish_send(self, claim: SendClaim, owner: str, outcome: Outcome) -> None:
-        """Record the outcome of ``owner``'s attempt at a send and end its lease."""
+        """Record the outcome of ``owner``'s attempt at a send and end its lease.
+
+        The outcome's error and code replace the send's; a delivered send has neither.
+        """
+        ...
+
+    async def record_file(self, claim: SendClaim, owner: str, role: str, info: FileInfo) -> bool:
+        """Durably record that the send stored its ``role`` file, as ``info``.
+
+        Merged into the send's files (replacing an earlier ``role``), which later claims of
+        the send carry, through retries and requeues, so that no attempt fetches it again.
+        False, and nothing stored, if ``owner`` no longer holds the send's lease.
+        """
+        ...
+
+    async def renew_sends(self, owner: str, send_ids: Sequence[int], lease_seconds: float) -> int:
+        """Extend to ``lease_seconds`` from now the leases ``owner`` still holds among
+        ``send_ids`` (a long file transfer); returns how many it still held."""
         ...
 
     async def release(self, owner: str, delivery_ids: Sequence[str]) -> None:
@@ -233,6 +262,10 @@ class Journal(Protocol):
     async def sends(self, delivery_id: str) -> list[SendInfo]: ...
 
     async def sink_counts(self) -> dict[str, dict[SendState, int]]: ...
+
+    async def dead_codes(self) -> dict[str, int]:
+        """How many dead sends there are per failure code (sends without a code left out)."""
+        ...
 
     async def get(self, delivery_id: str) -> DeliveryInfo | None: ...
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from handlers.event import RawDelivery
+from handlers.files import FileInfo
 from receiver.errors import JournalUnavailable
 from receiver.journal.base import (
     AppendResult,
@@ -57,6 +58,8 @@ class _Send:
     last_error: str | None = None
     delivered_at: float | None = None
     updated_at: float = 0.0
+    code: str | None = None
+    files: dict[str, FileInfo] = field(default_factory=dict)
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -178,8 +181,12 @@ class MemoryJournal:
                 send.lease_owner, send.lease_until = owner, now + lease_seconds
                 send.attempts += 1
                 delivery = self.rows[send.delivery_id].delivery
+                # A copy: like a row read from SQLite, a claim does not change after the fact.
+                files = dict(send.files)
                 claims.append(
-                    SendClaim(send.send_id, delivery, send.event_index, sink, send.attempts, now)
+                    SendClaim(
+                        send.send_id, delivery, send.event_index, sink, send.attempts, now, files
+                    )
                 )
         return sorted(claims, key=lambda c: c.send_id)
 
@@ -190,10 +197,11 @@ class MemoryJournal:
             return
         now = self.clock()
         send.lease_owner, send.last_error, send.updated_at = None, outcome.error, now
+        send.code = outcome.code
         key = f"{send.delivery_id}/{send.event_index}/{send.sink}"
         self.attempt_log.append((key, send.attempts, outcome.kind))
         if outcome.kind == "delivered":
-            send.state, send.delivered_at = SendState.DELIVERED, now
+            send.state, send.delivered_at, send.code = SendState.DELIVERED, now, None
         elif outcome.kind == "retry":
             send.next_attempt_at = outcome.retry_at or now
         elif outcome.kind == "gone":
@@ -201,6 +209,25 @@ class MemoryJournal:
             await self.stop_sink(send.sink, outcome.error or "stopped")
         else:
             send.state = SendState.DEAD
+
+    async def record_file(self, claim: SendClaim, owner: str, role: str, info: FileInfo) -> bool:
+        self._check()
+        send = self.send_rows.get(claim.send_id)
+        if send is None or send.lease_owner != owner:
+            return False
+        send.files[role] = info
+        return True
+
+    async def renew_sends(self, owner: str, send_ids: Sequence[int], lease_seconds: float) -> int:
+        self._check()
+        until = self.clock() + lease_seconds
+        renewed = 0
+        for send_id in set(send_ids):
+            send = self.send_rows.get(send_id)
+            if send is not None and send.lease_owner == owner:
+                send.lease_until = until
+                renewed += 1
+        return renewed
 
     # ------------------------------------------------------------------ leases
 
@@ -261,6 +288,7 @@ class MemoryJournal:
             wanted = delivery_ids is None or send.delivery_id in delivery_ids
             if wanted and send.state is SendState.DEAD and sink in (None, send.sink):
                 send.state, send.attempts, send.last_error = SendState.PENDING, 0, None
+                send.code = None
                 send.next_attempt_at = now
                 touched.add(send.delivery_id)
         for row in self.rows.values():
@@ -294,6 +322,8 @@ class MemoryJournal:
                 next_attempt_at=_ts(s.next_attempt_at) if s.state is SendState.PENDING else None,
                 last_error=s.last_error,
                 delivered_at=_ts(s.delivered_at),
+                code=s.code,
+                files=dict(s.files),
             )
             for s in sorted(self._sends_of(delivery_id), key=lambda s: (s.event_index, s.sink))
         ]
@@ -303,6 +333,13 @@ class MemoryJournal:
         for send in self.send_rows.values():
             out.setdefault(send.sink, dict.fromkeys(SendState, 0))[send.state] += 1
         return out
+
+    async def dead_codes(self) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for send in self.send_rows.values():
+            if send.state is SendState.DEAD and send.code is not None:
+                codes[send.code] = codes.get(send.code, 0) + 1
+        return dict(sorted(codes.items()))
 
     def _info(self, row: _Row) -> DeliveryInfo:
         sends = self._sends_of(row.delivery.delivery_id)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from handlers.event import RawDelivery
+from handlers.files import FileInfo
 from receiver.errors import JournalError
 from receiver.journal.base import (
     AppendResult,
@@ -35,11 +36,21 @@ from receiver.journal.sqlite_bulk import (
     record_send_attempts,
     sent_many,
 )
-from receiver.journal.sqlite_schema import RAW_COLUMNS, marks, migrate, raw_delivery
+from receiver.journal.sqlite_schema import (
+    RAW_COLUMNS,
+    files_json,
+    marks,
+    migrate,
+    parse_files,
+    raw_delivery,
+)
 
 __all__ = ["SqliteJournal"]
 
 log = logging.getLogger("hookdock.journal")
+
+_IDS_PER_STATEMENT = 30_000
+"""Ids bound in one ``IN (...)``: under SQLite's 32766 bound variables, with room to spare."""
 
 
 def _routing_outcome(outcome: Outcome) -> None:
@@ -200,7 +211,7 @@ class SqliteJournal(SqliteAdmin):
                     " AND (lease_until IS NULL OR lease_until < ?)"
                     " AND NOT EXISTS (SELECT 1 FROM stopped_sinks WHERE stopped_sinks.sink = ?)"
                     " ORDER BY next_attempt_at LIMIT ?)"
-                    " RETURNING id, delivery_id, event_index, sink, attempts",
+                    " RETURNING id, delivery_id, event_index, sink, attempts, files",
                     (owner, now + lease_seconds, now, sink, now, now, sink, limit),
                 ).fetchall()
             if not leased:
@@ -213,7 +224,10 @@ class SqliteJournal(SqliteAdmin):
                     ids,
                 )
             }
-            return [SendClaim(r[0], raws[r[1]], r[2], r[3], r[4], now) for r in leased]
+            return [
+                SendClaim(r[0], raws[r[1]], r[2], r[3], r[4], now, parse_files(r[5]))
+                for r in leased
+            ]
 
         if not wanted:
             return []
@@ -241,13 +255,56 @@ class SqliteJournal(SqliteAdmin):
                 state, next_at = "dead", now
             conn.execute(
                 "UPDATE sends SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
-                " lease_until = NULL, last_error = ?, updated_at = ?"
+                " lease_until = NULL, last_error = ?, code = ?, updated_at = ?"
                 " WHERE id = ? AND lease_owner = ?",
-                (state, next_at, outcome.error, now, claim.send_id, owner),
+                (state, next_at, outcome.error, outcome.code, now, claim.send_id, owner),
             )
             record_send_attempts(conn, [(claim, owner, outcome.kind, outcome.error)], now)
 
         await self._run(work)
+
+    async def record_file(self, claim: SendClaim, owner: str, role: str, info: FileInfo) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT files FROM sends WHERE id = ? AND lease_owner = ?", (claim.send_id, owner)
+            ).fetchone()
+            if row is None:
+                return False  # our lease ran out and the send is someone else's now
+            # Read and written in one job on the commit thread: nothing can come in between,
+            # so files recorded at the same time for other roles are all kept.
+            files = parse_files(row[0])
+            files[role] = info
+            # updated_at stays: it is when the attempt began (release_stale logs it so).
+            conn.execute(
+                "UPDATE sends SET files = ? WHERE id = ?", (files_json(files), claim.send_id)
+            )
+            return True
+
+        recorded: bool = await self._run(work)
+        return recorded
+
+    async def renew_sends(self, owner: str, send_ids: Sequence[int], lease_seconds: float) -> int:
+        ids = list(send_ids)
+        if not ids:
+            return 0
+
+        chunks = [ids[i : i + _IDS_PER_STATEMENT] for i in range(0, len(ids), _IDS_PER_STATEMENT)]
+
+        def work(conn: sqlite3.Connection) -> int:
+            until = time.time() + lease_seconds
+            return sum(
+                conn.execute(
+                    "UPDATE sends SET lease_until = ?"
+                    f" WHERE lease_owner = ? AND id IN ({marks(len(chunk))})",
+                    [until, owner, *chunk],
+                ).rowcount
+                for chunk in chunks
+            )
+
+        # A process holds far fewer leases than fit one statement, so this is one UPDATE,
+        # committed without a savepoint of its own.
+        count: int = await self._run(work, single_statement=len(chunks) == 1)
+        return count
 
     # ------------------------------------------------------------------ leases
 

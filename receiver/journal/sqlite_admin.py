@@ -14,7 +14,13 @@ from typing import Any
 
 from handlers.event import RawDelivery
 from receiver.journal.base import DeliveryInfo, DeliveryState, SendInfo, SendState, StoppedSink
-from receiver.journal.sqlite_schema import OVERALL_STATE, RAW_COLUMNS, marks, raw_delivery
+from receiver.journal.sqlite_schema import (
+    OVERALL_STATE,
+    RAW_COLUMNS,
+    marks,
+    parse_files,
+    raw_delivery,
+)
 
 __all__ = ["SqliteAdmin"]
 
@@ -107,7 +113,7 @@ class SqliteAdmin:
                 r[0]
                 for r in conn.execute(
                     f"UPDATE sends SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                    f" last_error = NULL, updated_at = ? WHERE state = 'dead'{only}"
+                    f" last_error = NULL, code = NULL, updated_at = ? WHERE state = 'dead'{only}"
                     " RETURNING delivery_id",
                     [now, now, *args],
                 )
@@ -159,7 +165,7 @@ class SqliteAdmin:
         def work(conn: sqlite3.Connection) -> list[SendInfo]:
             rows = conn.execute(
                 "SELECT id, delivery_id, event_index, sink, state, attempts, next_attempt_at,"
-                " last_error, delivered_at FROM sends WHERE delivery_id = ?"
+                " last_error, delivered_at, code, files FROM sends WHERE delivery_id = ?"
                 " ORDER BY event_index, sink",
                 (delivery_id,),
             )
@@ -174,6 +180,8 @@ class SqliteAdmin:
                     next_attempt_at=_ts(r[6]) if r[4] == "pending" else None,
                     last_error=r[7],
                     delivered_at=_ts(r[8]),
+                    code=r[9],
+                    files=parse_files(r[10]),
                 )
                 for r in rows
             ]
@@ -192,6 +200,17 @@ class SqliteAdmin:
 
         counts: dict[str, dict[SendState, int]] = await self._run(work)
         return counts
+
+    async def dead_codes(self) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT code, count(*) FROM sends WHERE state = 'dead' AND code IS NOT NULL"
+                " GROUP BY code ORDER BY code"
+            )
+            return {code: n for code, n in rows}
+
+        codes: dict[str, int] = await self._run(work)
+        return codes
 
     async def get(self, delivery_id: str) -> DeliveryInfo | None:
         def work(conn: sqlite3.Connection) -> DeliveryInfo | None:

@@ -101,7 +101,7 @@ def sent_many(conn: sqlite3.Connection, items: list[tuple[SendClaim, str]]) -> l
             chunk = ids[start : start + _ROWS_PER_INSERT]
             conn.execute(
                 "UPDATE sends SET state = 'delivered', delivered_at = ?, lease_owner = NULL,"
-                " lease_until = NULL, last_error = NULL, updated_at = ?"
+                " lease_until = NULL, last_error = NULL, code = NULL, updated_at = ?"
                 f" WHERE lease_owner = ? AND id IN ({','.join('?' * len(chunk))})",
                 [now, now, owner, *chunk],
             )

@@ -67,6 +67,7 @@ def fanout_config(tmp_path: Path, s3: MotoServer, hook_url: str) -> str:
                 "type": "http",
                 "url": hook_url,
                 "secret": SECRET,
+                "allow_networks": ["127.0.0.1/32"],  # the test receiver; the guard refuses it else
                 "retry": {"max_attempts": 3, "schedule": SCHEDULE, "jitter": 0},
             },
         },

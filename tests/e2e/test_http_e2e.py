@@ -35,6 +35,8 @@ pytestmark = pytest.mark.e2e
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 API_KEY = "key-" + secrets.token_hex(20)
+# The receiver runs on 127.0.0.1, which the HTTP sink's SSRF guard refuses unless opted in.
+LOCAL = ["127.0.0.1/32"]
 URL_TOKEN = {"type": "url-token", "token": CREDS.url_token}
 FLAKY_ROUTE = "sd-flaky"
 TIMEOUT = 20.0
@@ -82,11 +84,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     folder = tmp_path_factory.mktemp("http-sink")
     with WebhookReceiver(secret=SECRET) as rx:
         sinks = {
-            "downstream": {"type": "http", "url": f"{rx.url}/events", "secret": SECRET},
+            "downstream": {
+                "type": "http",
+                "url": f"{rx.url}/events",
+                "secret": SECRET,
+                "allow_networks": LOCAL,
+            },
             "downstream-payload": {
                 "type": "http",
                 "url": f"{rx.url}/payloads",
                 "secret": SECRET,
+                "allow_networks": LOCAL,
                 "body": "payload",
                 "headers": {"X-Api-Key": API_KEY},
                 "retry": {"schedule": [0.2], "max_attempts": 5, "jitter": 0},
@@ -95,6 +103,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 "type": "http",
                 "url": f"{rx.url}/flaky",
                 "secret": SECRET,
+                "allow_networks": LOCAL,
                 "retry": {"schedule": [0.2], "max_attempts": 5, "jitter": 0},
             },
         }

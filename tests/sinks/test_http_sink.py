@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,8 +24,17 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
-from handlers.errors import PermanentSinkError, RetryableSinkError, SinkError, SinkGone
-from handlers.event import Event
+from handlers.errors import (
+    FileUnavailable,
+    PermanentSinkError,
+    RetryableSinkError,
+    SinkError,
+    SinkGone,
+)
+from handlers.event import Event, FileRef
+from handlers.files import IncomingFile
+from handlers.netguard import AddressRefused
+from handlers.sink import FileSink
 from handlers.sinks.http import HttpSink, HttpSinkConfig
 from handlers.testing import SinkContract, make_event
 from receiver.config import format_validation_error
@@ -35,6 +47,8 @@ AUTH_VALUE = "Bearer hdr-" + secrets.token_hex(16)
 URL_CODE = "code-" + secrets.token_hex(12)
 LEAKABLE = [SECRET, SECRET.removeprefix("whsec_"), AUTH_VALUE, URL_CODE]
 HOOK = "/hook"
+# The receiver runs on 127.0.0.1, which the SSRF guard refuses unless opted in.
+LOCAL = ["127.0.0.1/32"]
 
 
 @pytest.fixture
@@ -57,6 +71,7 @@ async def make_sink() -> AsyncIterator[MakeSink]:
 
     def make(url: str, **options: Any) -> HttpSink:
         options.setdefault("secret", SECRET)
+        options.setdefault("allow_networks", LOCAL)
         sink = HttpSink(HttpSinkConfig(url=url, **options))
         made.append(sink)
         return sink
@@ -75,12 +90,15 @@ class TestHttpSinkContract(SinkContract):
     @pytest.fixture
     async def sink(self, rx: WebhookReceiver) -> AsyncIterator[HttpSink]:
         self.rx = rx
-        sink = HttpSink(HttpSinkConfig(url=f"{rx.url}{HOOK}", secret=SECRET))
+        sink = HttpSink(HttpSinkConfig(url=f"{rx.url}{HOOK}", secret=SECRET, allow_networks=LOCAL))
         yield sink
         await sink.aclose()
 
     async def copies(self, sink: HttpSink, event: Event) -> int:
         return copies_in(self.rx, event)
+
+    async def stored_file(self, sink: HttpSink, event: Event, role: str) -> bytes | None:
+        return self.rx.stored_files(HOOK).get(f"{event.event_id}.{role}")
 
 
 # --------------------------------------------------------------------------- what is sent
@@ -156,7 +174,8 @@ async def test_custom_headers_arrive(rx: WebhookReceiver, make_sink: MakeSink) -
 @pytest.mark.parametrize(
     "name",
     ["Content-Type", "content-type", "webhook-id", "Webhook-Timestamp", "webhook-signature",
-     "webhook-anything", "Content-Length", "Host"],
+     "webhook-anything", "Content-Length", "Host", "Content-Disposition", "hookdock-file-role",
+     "Hookdock-Anything"],
 )  # fmt: skip
 def test_custom_headers_cannot_override_reserved_ones(name: str) -> None:
     with pytest.raises(ValidationError) as caught:
@@ -413,7 +432,9 @@ async def test_the_same_event_at_once_is_one_request(
 async def test_check_resolves_and_connects_without_posting(
     rx: WebhookReceiver, make_sink: MakeSink
 ) -> None:
-    assert await make_sink(f"http://localhost:{rx.port}{HOOK}").check() == []
+    # localhost may resolve to ::1 too; every address it resolves to must be allowed.
+    local = [*LOCAL, "::1/128"]
+    assert await make_sink(f"http://localhost:{rx.port}{HOOK}", allow_networks=local).check() == []
     assert await make_sink(f"{rx.url}{HOOK}").check() == []
     assert rx.requests() == []
 
@@ -459,6 +480,8 @@ async def test_check_a_closed_port(make_sink: MakeSink) -> None:
             "user info",
         ),
         ({"urll": "http://x.test"}, "urll", "unknown key"),
+        ({"allow_networks": ["10.0.0.1/8"]}, "allow_networks[0]", "127.0.0.1/32"),
+        ({"allow_hosts": ["https://x.test"]}, "allow_hosts[0]", "without a scheme"),
     ],
 )
 def test_config_errors_name_the_key(options: dict[str, Any], key: str, words: str) -> None:
@@ -481,3 +504,221 @@ def test_defaults() -> None:
         config.total_timeout_seconds,
     ) == (5.0, 30.0, 60.0)
     assert HttpSink.config_model is HttpSinkConfig
+
+
+def test_guard_options_default_to_nothing_allowed() -> None:
+    config = HttpSinkConfig(url="https://example.test/hook", secret=SECRET)
+    assert (config.allow_networks, config.allow_hosts) == ((), ())
+
+
+# --------------------------------------------------------------------------- the SSRF guard
+
+
+@pytest.mark.anyio
+async def test_a_local_address_without_opt_in_is_refused_for_good(
+    rx: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    sink = make_sink(f"{rx.url}{HOOK}", allow_networks=[])
+    event = make_event()
+    with pytest.raises(AddressRefused) as caught:
+        await sink.deliver(event)
+    message = str(caught.value)
+    assert "127.0.0.1 is a loopback address" in message
+    assert "allow_networks" in message
+    assert not caught.value.retryable
+    assert caught.value.code == "address_refused"
+    with pytest.raises(AddressRefused):
+        await sink.deliver_file(event, IncomingFile.from_bytes("exported", b"data"))
+    [problem] = await sink.check()
+    assert "127.0.0.1 is a loopback address" in problem
+    assert rx.requests() == []
+
+
+@pytest.mark.anyio
+async def test_a_name_that_resolves_to_a_local_address_is_refused_at_connect(
+    rx: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    # A name is judged by what it resolves to, when the connection is made.
+    sink = make_sink(f"http://localhost:{rx.port}{HOOK}", allow_networks=[])
+    with pytest.raises(AddressRefused) as caught:
+        await sink.deliver(make_event())
+    message = str(caught.value)
+    assert "refused localhost" in message
+    assert "loopback" in message
+    assert "allow_networks" in message
+    assert f"http://localhost:{rx.port}{HOOK}" in message
+    [problem] = await sink.check()
+    assert "refused localhost" in problem
+    assert rx.requests() == []
+
+
+@pytest.mark.anyio
+async def test_allow_hosts_refuses_other_hosts(rx: WebhookReceiver, make_sink: MakeSink) -> None:
+    sink = make_sink(f"{rx.url}{HOOK}", allow_hosts=["*.example.com"])
+    with pytest.raises(AddressRefused, match="matches none of allow_hosts"):
+        await sink.deliver(make_event())
+    assert rx.requests() == []
+    allowed = make_sink(f"{rx.url}{HOOK}", allow_hosts=["127.0.0.1"])
+    await allowed.deliver(make_event())
+    assert len(rx.requests(HOOK)) == 1
+
+
+@pytest.mark.anyio
+async def test_cloud_metadata_cannot_be_opted_in(make_sink: MakeSink) -> None:
+    sink = make_sink("http://169.254.169.254/latest", allow_networks=["169.254.0.0/16"])
+    with pytest.raises(AddressRefused, match="cloud metadata"):
+        await sink.deliver(make_event())
+
+
+# --------------------------------------------------------------------------- files
+
+
+def file_event() -> Event:
+    url = "https://vendor.example/files/scan.pdf?se=2030-01-01T00:00:00Z&sig=SECRET"
+    return make_event(files=(FileRef(role="exported", url=url),))
+
+
+def hmac_v1(key: bytes, msg_id: str, stamp: str, body: bytes) -> str:
+    mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+@pytest.mark.anyio
+async def test_a_file_arrives_byte_identical_signed_then_the_event(
+    rx: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    sink = make_sink(f"{rx.url}{HOOK}")
+    assert isinstance(sink, FileSink)
+    event = file_event()
+    data = os.urandom(3 * 1024 * 1024)
+    incoming = IncomingFile.from_bytes(
+        "exported", data, filename="scan one.pdf", content_type="application/pdf"
+    )
+    await sink.deliver_file(event, incoming)
+    await sink.deliver(event.with_files({"exported": incoming.info()}))
+
+    file_request, event_request = rx.requests(HOOK)
+    msg_id = f"{event.event_id}.exported"
+    assert rx.stored_files(HOOK) == {msg_id: data}
+    assert file_request.body == data
+    assert file_request.verified is True
+    headers = file_request.headers
+    # The signature, checked here too, independently of the receiver and of the sink's code.
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    assert headers["webhook-signature"] == hmac_v1(key, msg_id, headers["webhook-timestamp"], data)
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 30
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert headers["webhook-id"] == msg_id
+    assert headers["content-type"] == "application/pdf"
+    assert headers["content-length"] == str(len(data))
+    assert headers["hookdock-event-id"] == event.event_id
+    assert headers["hookdock-file-role"] == "exported"
+    assert headers["hookdock-file-sha256"] == sha256
+    assert headers["hookdock-file-size"] == str(len(data))
+    assert headers["content-disposition"] == (
+        "attachment; filename=\"scan one.pdf\"; filename*=UTF-8''scan%20one.pdf"
+    )
+    assert "transfer-encoding" not in headers
+
+    assert event_request.webhook_id == event.event_id
+    [stored] = rx.stored(HOOK)[event.event_id]["files"]
+    assert stored["sha256"] == headers["hookdock-file-sha256"]
+    assert stored["size"] == len(data)
+    assert "SECRET" not in stored["url"]
+
+
+@pytest.mark.anyio
+async def test_a_text_file_verifies_with_the_reference_library(
+    rx: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    # standardwebhooks reads bodies as UTF-8, so it can check a text file (not a binary one).
+    event = file_event()
+    text = "name;amount\nCaf\u00e9;12,50\n".encode()
+    incoming = IncomingFile.from_bytes(
+        "exported", text, filename="r\u00e9sum\u00e9 \u2116 1.csv", content_type="text/csv"
+    )
+    await make_sink(f"{rx.url}{HOOK}").deliver_file(event, incoming)
+    [request] = rx.requests(HOOK)
+    assert request.verified is True
+    Webhook(SECRET).verify(request.body, request.headers, json_parse=False)
+    disposition = request.headers["content-disposition"]
+    assert disposition == (
+        'attachment; filename="r_sum_ _ 1.csv"; '
+        "filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%84%96%201.csv"
+    )
+
+
+@pytest.mark.anyio
+async def test_an_unsigned_file_still_carries_its_hash_and_size(make_sink: MakeSink) -> None:
+    with WebhookReceiver() as plain:
+        event = file_event()
+        data = os.urandom(10_000)
+        await make_sink(f"{plain.url}{HOOK}", sign=False, secret=None).deliver_file(
+            event, IncomingFile.from_bytes("original", data)
+        )
+        [request] = plain.requests(HOOK)
+        assert plain.stored_files(HOOK) == {f"{event.event_id}.original": data}
+    assert "webhook-signature" not in request.headers
+    assert request.headers["hookdock-file-sha256"] == hashlib.sha256(data).hexdigest()
+    assert request.headers["hookdock-file-size"] == "10000"
+    assert request.headers["content-type"] == "application/octet-stream"
+
+
+@pytest.mark.anyio
+async def test_a_file_answered_503_is_retried_then_delivered(
+    rx: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    rx.script(HOOK, [Reply(503, headers={"Retry-After": "3"}, body=b"busy"), 200])
+    sink = make_sink(f"{rx.url}{HOOK}")
+    event = file_event()
+    data = os.urandom(200_000)
+    with pytest.raises(RetryableSinkError) as caught:
+        await sink.deliver_file(event, IncomingFile.from_bytes("exported", data))
+    assert caught.value.retry_after == 3.0
+    assert "answered 503" in str(caught.value)
+    assert "exported file" in str(caught.value)
+    assert rx.stored_files(HOOK) == {}
+    await sink.deliver_file(event, IncomingFile.from_bytes("exported", data))
+    assert [r.status for r in rx.requests(HOOK)] == [503, 200]
+    assert {r.webhook_id for r in rx.requests(HOOK)} == {f"{event.event_id}.exported"}
+    assert rx.stored_files(HOOK) == {f"{event.event_id}.exported": data}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("status", "kind"), [(410, SinkGone), (413, PermanentSinkError)])
+async def test_a_file_answer_is_classified_like_an_event_answer(
+    rx: WebhookReceiver, make_sink: MakeSink, status: int, kind: type[SinkError]
+) -> None:
+    rx.script(HOOK, [status])
+    with pytest.raises(kind, match=f"answered {status}"):
+        await make_sink(f"{rx.url}{HOOK}").deliver_file(
+            file_event(), IncomingFile.from_bytes("exported", b"x" * 1000)
+        )
+
+
+@pytest.mark.anyio
+async def test_a_failing_download_propagates_as_the_downloads_error(
+    rx: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    async def cut() -> AsyncIterator[bytes]:
+        yield b"x" * 300_000
+        raise FileUnavailable("the link expired midway", code="link_expired")
+
+    incoming = IncomingFile("exported", cut(), filename="a.pdf")
+    with pytest.raises(FileUnavailable) as caught:
+        await make_sink(f"{rx.url}{HOOK}").deliver_file(file_event(), incoming)
+    assert caught.value is incoming.failure
+    assert caught.value.code == "link_expired"
+    assert rx.requests() == []
+
+
+@pytest.mark.anyio
+async def test_a_file_signed_with_another_secret_is_refused(make_sink: MakeSink) -> None:
+    # The receiver's own check of file signatures can fail: this is what it looks like.
+    with WebhookReceiver(secret=OTHER_SECRET) as other:
+        with pytest.raises(PermanentSinkError, match="answered 401"):
+            await make_sink(f"{other.url}{HOOK}").deliver_file(
+                file_event(), IncomingFile.from_bytes("exported", os.urandom(5000))
+            )
+        assert [r.verified for r in other.requests(HOOK)] == [False]
+        assert other.stored_files(HOOK) == {}

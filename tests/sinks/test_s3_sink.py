@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import logging
 import os
+import random
+import re
 import secrets
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,9 @@ from pydantic import ValidationError
 
 from handlers.errors import PermanentSinkError, RetryableSinkError
 from handlers.event import Event
-from handlers.sinks.s3 import PROBE_PREFIX, S3Sink, S3SinkConfig, classify
+from handlers.files import IncomingFile
+from handlers.sinks import s3 as s3_module
+from handlers.sinks.s3 import MAX_PARTS, MIB, PROBE_PREFIX, S3Sink, S3SinkConfig, classify
 from handlers.testing import SinkContract, make_event
 from tests.conftest import free_port
 from tests.s3server import S3_ENV, MotoServer, boto3_s3, moto_server
@@ -104,6 +111,20 @@ def read(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any], Any]:
     return answer, json.loads(answer["Body"].read())
 
 
+def holds_event(s3: Any, bucket: str, key: str, event: Event) -> bool:
+    try:
+        return bool(read(s3, bucket, key)[1]["event_id"] == event.event_id)
+    except (ValueError, KeyError, TypeError):  # one of the event's files, not JSON
+        return False
+
+
+def stored_files(s3: Any, sink: S3Sink, event: Event, role: str) -> list[str]:
+    """Keys of ``event``'s stored ``role`` file: ``<stem>.<role>`` and an optional extension."""
+    prefix = f"{sink.key_for(event).removesuffix('.json')}.{role}"
+    pattern = re.compile(re.escape(prefix) + r"(\.[a-z0-9]+)?")
+    return [k for k in objects(s3, sink.config.bucket, prefix) if pattern.fullmatch(k)]
+
+
 class TestS3SinkContract(SinkContract):
     @pytest.fixture
     async def sink(self, moto: MotoServer, bucket: str) -> AsyncIterator[S3Sink]:
@@ -115,7 +136,16 @@ class TestS3SinkContract(SinkContract):
         s3 = boto3_s3(str(sink.config.endpoint_url))
         keys = [k for k in objects(s3, sink.config.bucket) if event.event_id in k]
         # Count only objects that really hold this event.
-        return sum(read(s3, sink.config.bucket, k)[1]["event_id"] == event.event_id for k in keys)
+        return sum(holds_event(s3, sink.config.bucket, k, event) for k in keys)
+
+    async def stored_file(self, sink: S3Sink, event: Event, role: str) -> bytes | None:
+        s3 = boto3_s3(str(sink.config.endpoint_url))
+        keys = stored_files(s3, sink, event, role)
+        assert len(keys) <= 1, keys
+        if not keys:
+            return None
+        data: bytes = s3.get_object(Bucket=sink.config.bucket, Key=keys[0])["Body"].read()
+        return data
 
 
 # ---------------------------------------------------------------- keys, body, metadata
@@ -203,6 +233,363 @@ async def test_encryption_and_storage_class(
     await sink.deliver(event)
     head = s3.head_object(Bucket=bucket, Key=sink.key_for(event))
     assert {k: head.get(k) for k in expected} == expected
+
+
+# ---------------------------------------------------------------- files
+
+
+def decode(value: str) -> str:
+    """S3 metadata that is not plain ASCII is stored as an RFC 2047 encoded word."""
+    if value.startswith("=?UTF-8?B?") and value.endswith("?="):
+        return base64.b64decode(value[10:-2]).decode()
+    return value
+
+
+def data_of(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def generated(size: int, seed: int = 0, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """``data_of(size, seed)``'s bytes, made chunk by chunk: never whole in memory."""
+    rng = random.Random(seed)
+    for start in range(0, size, chunk):
+        yield rng.randbytes(min(chunk, size - start))
+
+
+def streamed_sha256(s3: Any, bucket: str, key: str) -> str:
+    digest = hashlib.sha256()
+    for piece in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(MIB):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+async def record_calls(sink: S3Sink) -> list[tuple[str, dict[str, Any]]]:
+    """Every S3 call the sink makes from now on: operation and parameters (bodies left out)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def note(model: Any, params: dict[str, Any], **_: Any) -> None:
+        calls.append((model.name, {k: v for k, v in params.items() if k != "Body"}))
+
+    (await sink.client()).meta.events.register("before-parameter-build.s3", note)
+    return calls
+
+
+def names(calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [name for name, _ in calls]
+
+
+def open_uploads(s3: Any, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+async def test_a_small_file_is_one_put_with_its_metadata(
+    make_sink: Any, s3: Any, bucket: str
+) -> None:
+    sink = make_sink()
+    calls = await record_calls(sink)
+    event = make_event(task_id="T-1")
+    data = data_of(200_000)
+    incoming = IncomingFile.from_bytes(
+        "exported", data, filename="Scan 1.PDF", content_type="application/pdf"
+    )
+    await sink.deliver_file(event, incoming)
+    assert names(calls) == ["PutObject"]
+    key = sink.key_for(event).removesuffix(".json") + ".exported.pdf"
+    assert sink.file_key_for(event, "exported", "Scan 1.PDF") == key
+    answer = s3.get_object(Bucket=bucket, Key=key)
+    assert answer["Body"].read() == data
+    assert answer["ContentType"] == "application/pdf"
+    assert answer["Metadata"] == {
+        "event-id": event.event_id,
+        "vendor": "smartdocumentor",
+        "kind": "text_document",
+        "task-id": "T-1",
+        "file-role": "exported",
+        "filename": "Scan 1.PDF",
+        "size": "200000",
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    assert incoming.info().sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_large_file_goes_up_in_parts(make_sink: Any, s3: Any, bucket: str) -> None:
+    sink = make_sink(part_size_mb=5, sse="AES256", storage_class="STANDARD_IA")
+    calls = await record_calls(sink)
+    completed: list[str] = []
+    (await sink.client()).meta.events.register(
+        "after-call.s3.CompleteMultipartUpload",
+        lambda parsed, **_: completed.append(parsed["ETag"]),
+    )
+    event = make_event()
+    data = data_of(40_000_000, seed=40)
+    incoming = IncomingFile.from_bytes(
+        "exported", data, filename="scan.tiff", content_type="image/tiff", chunk_size=256 * 1024
+    )
+    await sink.deliver_file(event, incoming)
+
+    parts = -(-len(data) // (5 * MIB))
+    assert parts == 8
+    assert names(calls) == [
+        "CreateMultipartUpload",
+        *["UploadPart"] * parts,
+        "CompleteMultipartUpload",
+        "CopyObject",
+    ]
+    assert len(completed) == 1 and completed[0].strip('"').endswith(f"-{parts}")
+    sizes = {params["PartNumber"]: params for name, params in calls if name == "UploadPart"}
+    assert sorted(sizes) == list(range(1, parts + 1))
+    key = sink.file_key_for(event, "exported", "scan.tiff")
+    answer = s3.get_object(Bucket=bucket, Key=key)
+    assert answer["Body"].read() == data
+    assert answer["ContentType"] == "image/tiff"
+    assert answer["ServerSideEncryption"] == "AES256"
+    assert answer["StorageClass"] == "STANDARD_IA"
+    meta = answer["Metadata"]
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest() == incoming.info().sha256
+    assert meta["size"] == str(len(data))
+    assert meta["file-role"] == "exported" and meta["filename"] == "scan.tiff"
+    assert meta["event-id"] == event.event_id
+    assert open_uploads(s3, bucket) == []
+
+
+async def test_parts_declare_crc32_as_boto3_does(make_sink: Any, s3: Any, bucket: str) -> None:
+    sink = make_sink(part_size_mb=5)
+    calls = await record_calls(sink)
+    await sink.deliver_file(make_event(), IncomingFile.from_bytes("exported", data_of(6 * MIB)))
+    create, *uploads, complete, copy = (params for _, params in calls)
+    assert create["ChecksumAlgorithm"] == "CRC32"
+    assert [p["ChecksumAlgorithm"] for p in uploads] == ["CRC32", "CRC32"]
+    assert all(p["ChecksumCRC32"] for p in complete["MultipartUpload"]["Parts"])
+    # The copy makes it a CRC32 of the whole object, which readers check.
+    assert copy["ChecksumAlgorithm"] == "CRC32"
+
+
+async def test_when_required_checksums_are_left_out(
+    make_sink: Any, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The standard setting for stores that refuse flexible checksums.
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    sink = make_sink(part_size_mb=5)
+    calls = await record_calls(sink)
+    event = make_event()
+    data = data_of(6 * MIB)
+    await sink.deliver_file(event, IncomingFile.from_bytes("exported", data))
+    create, *_, complete, copy = (params for _, params in calls)
+    assert "ChecksumAlgorithm" not in create and "ChecksumAlgorithm" not in copy
+    assert not any("ChecksumCRC32" in p for p in complete["MultipartUpload"]["Parts"])
+    key = sink.file_key_for(event, "exported", "file.bin")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
+@pytest.mark.parametrize("size", [1000, 6 * MIB], ids=["put", "multipart"])
+async def test_a_name_that_is_not_ascii_round_trips(
+    make_sink: Any, s3: Any, bucket: str, size: int
+) -> None:
+    sink = make_sink(part_size_mb=5)
+    event = make_event()
+    name = "Fatura nº 1, ação 請求書.pdf"
+    await sink.deliver_file(
+        event, IncomingFile.from_bytes("original", data_of(size), filename=name)
+    )
+    key = sink.file_key_for(event, "original", name)
+    assert key.endswith(".original.pdf")
+    meta = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    assert meta["filename"].startswith("=?UTF-8?B?")
+    assert decode(meta["filename"]) == name
+    assert meta["size"] == str(size)
+
+
+async def test_memory_stays_bounded_by_the_parts(make_sink: Any, s3: Any, bucket: str) -> None:
+    sink = make_sink(part_size_mb=5, upload_concurrency=2)
+    # The client, its service model and its connections exist before the measuring starts.
+    await sink.deliver_file(make_event(), IncomingFile.from_bytes("exported", data_of(6 * MIB)))
+    event = make_event()
+    size = 60_000_000
+    incoming = IncomingFile("exported", generated(size, seed=60), filename="big.bin")
+    tracemalloc.start()
+    try:
+        await sink.deliver_file(event, incoming)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # (upload_concurrency + 1) parts of 5 MiB, and a part's worth of slack for the HTTP
+    # stack's buffers (about 2 MiB here); never the file.
+    assert peak < 4 * 5 * MIB, f"peak {peak / MIB:.1f} MiB for a {size / MIB:.1f} MiB file"
+    key = sink.file_key_for(event, "exported", "big.bin")
+    assert streamed_sha256(s3, bucket, key) == incoming.info().sha256
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == size
+
+
+async def test_a_download_that_fails_after_two_parts_leaves_nothing(
+    make_sink: Any, s3: Any, bucket: str
+) -> None:
+    sink = make_sink(part_size_mb=5, upload_concurrency=1)
+    event = make_event()
+    part = 5 * MIB
+    cut = RetryableSinkError("download cut")
+    parts_seen: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        # One part at a time: the fourth part's first chunk sends the third, once the second
+        # is up; so when the next chunk is asked for, parts 1 and 2 are stored.
+        async for chunk in generated(3 * part + 64 * 1024, chunk=256 * 1024):
+            yield chunk
+        (upload,) = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+        listing = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        parts_seen.extend(p["PartNumber"] for p in listing["Parts"])
+        raise cut
+
+    incoming = IncomingFile("exported", chunks(), filename="a.pdf")
+    with pytest.raises(RetryableSinkError) as info:
+        await sink.deliver_file(event, incoming)
+    assert info.value is cut, "the download's own error, unchanged"
+    assert incoming.failure is cut
+    assert parts_seen[:2] == [1, 2]
+    assert stored_files(s3, sink, event, "exported") == []
+    assert open_uploads(s3, bucket) == []
+
+
+async def test_a_part_that_fails_aborts_and_is_a_sink_error(
+    make_sink: Any, s3: Any, bucket: str
+) -> None:
+    sink = make_sink(part_size_mb=5, upload_concurrency=2)
+
+    def refuse_part_two(params: dict[str, Any], **_: Any) -> None:
+        # The store refuses the second part, as a bucket policy would; the rest is real.
+        if params["PartNumber"] == 2:
+            raise _client_error("AccessDenied", 403, "UploadPart")
+
+    (await sink.client()).meta.events.register(
+        "before-parameter-build.s3.UploadPart", refuse_part_two
+    )
+    event = make_event()
+    incoming = IncomingFile("exported", generated(4 * 5 * MIB), filename="a.pdf")
+    with pytest.raises(PermanentSinkError, match="access denied") as info:
+        await sink.deliver_file(event, incoming)
+    assert sink.file_key_for(event, "exported", "a.pdf") in str(info.value)
+    assert incoming.failure is None, "not the download's fault"
+    assert not incoming.done, "reading stops once a part has failed"
+    assert stored_files(s3, sink, event, "exported") == []
+    assert open_uploads(s3, bucket) == []
+
+
+async def test_a_cancelled_upload_is_aborted_even_if_cancelled_again(
+    make_sink: Any, s3: Any, bucket: str
+) -> None:
+    sink = make_sink(part_size_mb=5, upload_concurrency=2)
+    reading = asyncio.Event()
+    aborting = asyncio.Event()
+    (await sink.client()).meta.events.register(
+        "before-parameter-build.s3.AbortMultipartUpload", lambda **_: aborting.set()
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in generated(2 * 5 * MIB + 1, chunk=256 * 1024):
+            yield chunk
+        reading.set()
+        await asyncio.Event().wait()  # a download that hangs, until the delivery is cancelled
+        yield b""
+
+    event = make_event()
+    incoming = IncomingFile("exported", chunks(), filename="a.bin")
+    delivery = asyncio.create_task(sink.deliver_file(event, incoming))
+    await reading.wait()
+    assert open_uploads(s3, bucket) != []
+    delivery.cancel()
+    await aborting.wait()
+    delivery.cancel()  # shutdown's second cancellation lands while the abort runs
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+    await sink.aclose()  # waits for the abort that outlived the delivery
+    assert open_uploads(s3, bucket) == []
+    assert stored_files(s3, sink, event, "exported") == []
+
+
+async def test_a_large_file_stored_twice_is_one_object(
+    make_sink: Any, s3: Any, bucket: str
+) -> None:
+    sink = make_sink(part_size_mb=5)
+    calls = await record_calls(sink)
+    event = make_event()
+    data = data_of(11 * MIB, seed=2)
+    for _ in range(2):
+        await sink.deliver_file(event, IncomingFile.from_bytes("exported", data))
+    # The second completion is refused (If-None-Match): its parts are dropped, the first kept.
+    assert names(calls)[-3:] == ["CompleteMultipartUpload", "AbortMultipartUpload", "HeadObject"]
+    assert names(calls).count("CopyObject") == 1
+    (key,) = stored_files(s3, sink, event, "exported")
+    answer = s3.get_object(Bucket=bucket, Key=key)
+    assert answer["Body"].read() == data
+    assert answer["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert open_uploads(s3, bucket) == []
+
+
+async def test_a_retry_adds_the_sums_an_interrupted_attempt_left_out(
+    make_sink: Any, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = make_sink(part_size_mb=5)
+    event = make_event()
+    data = data_of(7 * MIB, seed=3)
+    add_sums = sink._add_sums
+    cut = RetryableSinkError("cut between the completion and the copy")
+
+    async def cut_once(*args: Any) -> None:
+        monkeypatch.setattr(sink, "_add_sums", add_sums)
+        raise cut
+
+    monkeypatch.setattr(sink, "_add_sums", cut_once)
+    with pytest.raises(RetryableSinkError) as info:
+        await sink.deliver_file(event, IncomingFile.from_bytes("exported", data))
+    assert info.value is cut
+    key = sink.file_key_for(event, "exported", "file.bin")
+    assert "sha256" not in s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+
+    await sink.deliver_file(event, IncomingFile.from_bytes("exported", data))
+    answer = s3.get_object(Bucket=bucket, Key=key)
+    assert answer["Body"].read() == data
+    assert answer["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert answer["Metadata"]["size"] == str(len(data))
+    assert open_uploads(s3, bucket) == []
+
+
+async def test_files_beyond_the_copy_limit_keep_their_first_metadata(
+    make_sink: Any,
+    s3: Any,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 5 GiB is too much for a test: the limit is lowered instead.
+    monkeypatch.setattr(s3_module, "COPY_LIMIT", 6 * MIB)
+    sink = make_sink(part_size_mb=5)
+    calls = await record_calls(sink)
+    events = [make_event() for _ in range(2)]
+    with caplog.at_level(logging.INFO, logger="handlers.sinks.s3"):
+        for event in events:
+            await sink.deliver_file(event, IncomingFile.from_bytes("exported", data_of(7 * MIB)))
+    assert "CopyObject" not in names(calls)
+    told = [r for r in caplog.records if "event JSON only" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.INFO
+    for event in events:
+        meta = s3.head_object(Bucket=bucket, Key=sink.file_key_for(event, "exported", "x.bin"))
+        assert meta["Metadata"]["file-role"] == "exported"
+        assert "sha256" not in meta["Metadata"]
+
+
+async def test_a_file_over_the_part_limit_is_refused_before_reading(make_sink: Any) -> None:
+    sink = make_sink(part_size_mb=5)
+
+    async def never() -> AsyncIterator[bytes]:
+        nothing: tuple[bytes, ...] = ()
+        for chunk in nothing:
+            yield chunk
+        raise AssertionError("the stream was read")
+
+    too_big = MAX_PARTS * 5 * MIB + 1
+    incoming = IncomingFile("exported", never(), filename="a.bin", declared_size=too_big)
+    with pytest.raises(PermanentSinkError, match="raise part_size_mb"):
+        await sink.deliver_file(make_event(), incoming)
+    assert incoming.bytes_read == 0
 
 
 # ---------------------------------------------------------------- idempotence
@@ -529,6 +916,9 @@ async def test_one_client_made_lazily_reused_and_closed(
         ({"addressing_style": "dns"}, "addressing_style", "'auto', 'path' or 'virtual'"),
         ({"access_key_id": "AKIA"}, "", "access_key_id and secret_access_key"),
         ({"sse": "aws:kms2"}, "sse", "AES256"),
+        ({"part_size_mb": 4}, "part_size_mb", "greater than or equal to 5"),
+        ({"part_size_mb": 513}, "part_size_mb", "less than or equal to 512"),
+        ({"upload_concurrency": 0}, "upload_concurrency", "greater than or equal to 1"),
     ],
 )
 def test_config_errors_name_the_key(values: dict[str, Any], where: str, message: str) -> None:

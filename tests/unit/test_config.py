@@ -141,3 +141,28 @@ def test_embedded_defaults_keep_one_token(tmp_path: Path) -> None:
     for route in (*config.routes, *again.routes):
         assert route.auth.type == "url-token"
         assert route.auth.token.get_secret_value() == token
+
+
+def test_routes_fetch_exported_files_by_default_with_a_2_gib_cap(tmp_path: Path) -> None:
+    config, _ = load_config(write(tmp_path, GOOD), env={"SD_TOKEN": TOKEN})
+    files = config.routes[0].files
+    assert files.fetch == ("exported",)
+    assert files.max_bytes == 2 * 1024**3
+    assert (files.allow_networks, files.allow_hosts) == ((), ())
+    assert (files.connect_seconds, files.read_seconds, files.total_seconds) == (10, 60, 3600)
+
+
+def test_the_files_table_names_each_bad_key(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'sinks = ["archive"]',
+        'sinks = ["archive"]\n'
+        'files = { fetch = ["Exported!"], max_bytes = 0, max_redirects = 5,'
+        ' allow_networks = ["10.0.0.1/8"], allow_hosts = ["https://x.example"], timeout = 3 }',
+    )
+    message = error_of(tmp_path, text)
+    assert "routes[0].files.fetch[0]: String should match pattern" in message
+    assert "routes[0].files.max_bytes: Input should be greater than or equal to 1" in message
+    assert "routes[0].files.max_redirects: Input should be less than or equal to 3" in message
+    assert "routes[0].files.allow_networks[0]: must be an address or a network" in message
+    assert "routes[0].files.allow_hosts[0]: 'https://x.example': write the host only" in message
+    assert "routes[0].files.timeout: unknown key (check its spelling)" in message

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from handlers.event import RawDelivery
+from handlers.files import FileInfo
 from receiver.ids import new_id
 from receiver.journal import DeliveryState, Outcome, SqliteJournal
 from receiver.journal.base import Journal, SendState
@@ -196,3 +197,74 @@ async def test_prune_keeps_deliveries_with_unfinished_sends(journal: Journal) ->
     assert await journal.get(done.delivery_id) is None
     assert await journal.sends(done.delivery_id) == []
     assert await journal.get(waiting.delivery_id) is not None
+
+
+def file_info(name: str, size: int = 3) -> FileInfo:
+    digest = format(size, "x").rjust(64, "0")
+    return FileInfo(size=size, sha256=digest, content_type="application/pdf", filename=name)
+
+
+async def test_failure_codes_are_kept_with_the_error_until_delivered_or_requeued(
+    journal: Journal,
+) -> None:
+    d = raw()
+    await journal.append(d, "k")
+    [claim] = await journal.claim("w", 1, 60)
+    a, b, c = await journal.route(claim, "w", [(0, "a"), (0, "b"), (0, "c")], {"a", "b", "c"}, 60)
+    await journal.finish_send(a, "w", Outcome.dead("the link expired", code="link_expired"))
+    await journal.finish_send(b, "w", Outcome.retry("refused", at=0, code="address_refused"))
+    await journal.finish_send(c, "w", Outcome.dead("no code"))
+    sends = {s.sink: s for s in await journal.sends(d.delivery_id)}
+    assert (sends["a"].code, sends["a"].last_error) == ("link_expired", "the link expired")
+    assert (sends["b"].code, sends["c"].code) == ("address_refused", None)
+    # Only dead sends count, and only those with a code.
+    assert await journal.dead_codes() == {"link_expired": 1}
+    [again] = await journal.claim_sends("w", {"b": 1}, 60)
+    await journal.finish_send(again, "w", Outcome.delivered())
+    assert {s.sink: s.code for s in await journal.sends(d.delivery_id)}["b"] is None
+    assert await journal.requeue(sink="a") == 1
+    sends = {s.sink: s for s in await journal.sends(d.delivery_id)}
+    assert (sends["a"].code, sends["a"].last_error) == (None, None)
+    assert await journal.dead_codes() == {}
+
+
+async def test_recorded_files_come_with_every_later_claim_of_the_send(journal: Journal) -> None:
+    d = raw()
+    await journal.append(d, "k")
+    [claim] = await journal.claim("w", 1, 60)
+    [send] = await journal.route(claim, "w", [(0, "a")], {"a"}, 60)
+    assert send.files == {}
+    pdf, xml, pdf_again = file_info("a.pdf"), file_info("a.xml", 5), file_info("b.pdf", 7)
+    assert await journal.record_file(send, "v", "pdf", pdf) is False, "v holds no lease"
+    assert await journal.record_file(send, "w", "pdf", pdf) is True
+    assert await journal.record_file(send, "w", "xml", xml) is True
+    assert await journal.record_file(send, "w", "pdf", pdf_again) is True  # replaces
+    await journal.finish_send(send, "w", Outcome.retry("503", at=0))
+    assert await journal.record_file(send, "w", "late", pdf) is False, "the lease ended"
+    [retry] = await journal.claim_sends("w", {"a": 1}, 60)
+    assert retry.files == {"pdf": pdf_again, "xml": xml}
+    await journal.finish_send(retry, "w", Outcome.dead("gone for good", code="file_deleted"))
+    [info] = await journal.sends(d.delivery_id)
+    assert info.files == {"pdf": pdf_again, "xml": xml}
+    # A requeue after a fix keeps them too: what was stored is not fetched again.
+    assert await journal.requeue([d.delivery_id]) == 1
+    [requeued] = await journal.claim_sends("w", {"a": 1}, 60)
+    assert requeued.files == {"pdf": pdf_again, "xml": xml}
+    await journal.finish_send(requeued, "w", Outcome.delivered())
+    [info] = await journal.sends(d.delivery_id)
+    assert info.files == {"pdf": pdf_again, "xml": xml}
+
+
+async def test_renew_sends_extends_only_the_leases_still_held(journal: Journal) -> None:
+    await routed(journal, ["a"], set())
+    await routed(journal, ["a"], set())
+    # Leases that lapse at once: only a renewal keeps them from being claimed by another.
+    kept, lapsed = await journal.claim_sends("w", {"a": 2}, -1)
+    assert await journal.renew_sends("w", [], 60) == 0
+    assert await journal.renew_sends("x", [kept.send_id], 60) == 0
+    assert await journal.renew_sends("w", [kept.send_id], 60) == 1
+    [taken] = await journal.claim_sends("v", {"a": 5}, 60)
+    assert taken.send_id == lapsed.send_id
+    assert await journal.renew_sends("w", [kept.send_id, lapsed.send_id], 60) == 1
+    await journal.finish_send(kept, "w", Outcome.delivered())
+    assert await journal.renew_sends("w", [kept.send_id], 60) == 0, "finished: no lease"

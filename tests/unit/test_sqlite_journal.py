@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from handlers.event import RawDelivery
+from handlers.files import FileInfo
 from receiver.errors import JournalUnavailable
 from receiver.ids import new_id
 from receiver.journal import DeliveryState, Outcome, SqliteJournal
+from receiver.journal.base import SendState
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +305,129 @@ async def test_a_journal_from_the_previous_release_opens_with_its_states(
         assert (await again.counts())[DeliveryState.DONE] == 1
     finally:
         await again.close()
+
+
+# The schema as the previous release (version 2) made it, before sends kept files and codes.
+_V2_SCHEMA = """
+CREATE TABLE deliveries (id TEXT PRIMARY KEY, route TEXT NOT NULL, source TEXT NOT NULL,
+    received_at TEXT NOT NULL, content_type TEXT NOT NULL, headers BLOB NOT NULL,
+    body BLOB NOT NULL, dedupe_key TEXT NOT NULL UNIQUE, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, lease_owner TEXT,
+    lease_until REAL, last_error TEXT, updated_at REAL NOT NULL);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_leased ON deliveries (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE attempts (delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    owner TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, outcome TEXT,
+    error TEXT, PRIMARY KEY (delivery_id, attempt));
+CREATE TABLE sends (id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL,
+    event_index INTEGER NOT NULL, sink TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, lease_owner TEXT,
+    lease_until REAL, last_error TEXT, delivered_at REAL, updated_at REAL NOT NULL,
+    UNIQUE (delivery_id, event_index, sink));
+CREATE INDEX sends_due ON sends (sink, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX sends_leased ON sends (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE send_attempts (send_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    owner TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL, outcome TEXT,
+    error TEXT, PRIMARY KEY (send_id, attempt));
+CREATE TABLE stopped_sinks (sink TEXT PRIMARY KEY, stopped_at REAL NOT NULL,
+    reason TEXT NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('schema_version', '2');
+"""
+
+
+def _v2_file(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(_V2_SCHEMA)
+    stamp = datetime.now(UTC).isoformat()
+    for delivery_id in ("a", "b"):
+        conn.execute(
+            "INSERT INTO deliveries (id, route, source, received_at, content_type, headers,"
+            " body, dedupe_key, state, next_attempt_at, updated_at)"
+            " VALUES (?, 'r', 's', ?, 'application/json', '{}', x'7b7d', ?, 'routed', 0, 0)",
+            (delivery_id, stamp, delivery_id),
+        )
+    conn.executemany(
+        "INSERT INTO sends (id, delivery_id, event_index, sink, state, attempts,"
+        " next_attempt_at, last_error, delivered_at, updated_at) VALUES (?, ?, 0, ?, ?, ?, 0, ?,"
+        " ?, 0)",
+        [
+            (1, "a", "x", "delivered", 1, None, 1.0),
+            (2, "a", "y", "dead", 3, "refused", None),
+            (3, "b", "x", "pending", 1, "busy", None),
+        ],
+    )
+    conn.close()
+
+
+def _at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _file_info() -> FileInfo:
+    return FileInfo(size=5, sha256="ab" * 32, content_type="application/pdf", filename="a.pdf")
+
+
+async def test_a_journal_from_release_2_opens_with_its_sends_kept(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    _v2_file(path)
+    journal = SqliteJournal(path).open()
+    try:
+        states = {i.delivery_id: i.state for i in await journal.list()}
+        assert states == {"a": DeliveryState.DEAD, "b": DeliveryState.PENDING}
+        old = {s.sink: s for s in await journal.sends("a")}
+        assert (old["x"].state, old["x"].delivered_at) == (SendState.DELIVERED, _at(1.0))
+        assert (old["y"].state, old["y"].attempts, old["y"].last_error) == (
+            SendState.DEAD,
+            3,
+            "refused",
+        )
+        assert (old["y"].code, old["y"].files) == (None, {})
+        assert await journal.dead_codes() == {}
+        # The new columns work on the old rows.
+        [claim] = await journal.claim_sends("w", {"x": 5}, 60)
+        assert (claim.send_id, claim.attempt, claim.files) == (3, 2, {})
+        assert await journal.record_file(claim, "w", "pdf", _file_info())
+        await journal.finish_send(claim, "w", Outcome.dead("expired", code="link_expired"))
+        assert await journal.dead_codes() == {"link_expired": 1}
+    finally:
+        await journal.close()
+    # Opening it again migrates nothing twice, and what was recorded is there.
+    again = SqliteJournal(path).open()
+    try:
+        [send] = await again.sends("b")
+        assert (send.code, send.files) == ("link_expired", {"pdf": _file_info()})
+    finally:
+        await again.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    db.close()
+
+
+async def test_recorded_files_are_stored_as_json_by_role(journal: SqliteJournal) -> None:
+    d = raw()
+    await journal.append(d, "k")
+    [claim] = await journal.claim("w", 1, 60)
+    [send] = await journal.route(claim, "w", [(0, "s")], {"s"}, 60)
+    info = _file_info()
+    # Recorded at once from several transfers: one batch, none lost.
+    recorded = await asyncio.gather(
+        *(journal.record_file(send, "w", role, info) for role in ("pdf", "xml", 'odd."role'))
+    )
+    assert recorded == [True, True, True]
+    db = sqlite3.connect(journal.path)
+    [(stored,)] = db.execute("SELECT files FROM sends WHERE id = ?", (send.send_id,))
+    db.close()
+    assert json.loads(stored) == dict.fromkeys(("pdf", "xml", 'odd."role'), info.model_dump())
+
+
+async def test_renewing_many_leases_at_once(journal: SqliteJournal) -> None:
+    d = raw()
+    await journal.append(d, "k")
+    [claim] = await journal.claim("w", 1, 60)
+    sends = await journal.route(claim, "w", [(i, "s") for i in range(50)], {"s"}, 60)
+    ids = [s.send_id for s in sends]
+    # Ids past SQLite's limit on bound variables (unknown ones count for nothing).
+    many = [*ids, *range(10**6, 10**6 + 40_000)]
+    assert await journal.renew_sends("w", many, 60) == 50
