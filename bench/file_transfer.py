@@ -74,7 +74,7 @@ TEMPLATE = "{task_id}/{event_id}.json"
 S3_KEYS = {"access_key_id": "testing", "secret_access_key": "testing"}
 # The S3 sink's defaults (part_size_mb, upload_concurrency), for the boto3 baseline.
 SINK_PART_BYTES = 8 * MiB
-SINK_UPLOAD_CONCURRENCY = 4
+SINK_UPLOAD_CONCURRENCY = 2
 
 
 class BenchError(RuntimeError):
@@ -232,7 +232,7 @@ def report(rows: list[Row]) -> str:
             f"{r.mb_per_s:.0f}",
             ratio(r, "curl"),
             ratio(r, "curl+fsync"),
-            ratio(r, "s3 bare") if r.name == "s3" else "-",
+            ratio(r, "s3 bare") if r.name.startswith("s3") and r.name != "s3 bare" else "-",
             _mib(r.peak_rss_kib),
             _mib(r.sampled_rss_kib),
             "-" if r.cpu is None else f"{r.cpu:.1f}",
@@ -261,7 +261,16 @@ def report(rows: list[Row]) -> str:
         " fast).  peak RSS: VmHWM of the process after the transfer."
     )
     medians: dict[str, float] = {}
-    for name in ("curl", "curl+fsync", "folder", "s3 bare", "s3"):
+    rows_in_order = (
+        "curl",
+        "curl+fsync",
+        "folder",
+        "folder-nosync",
+        "s3 bare",
+        "s3",
+        "s3-nocopy",
+    )
+    for name in rows_in_order:
         measured = [r for r in rows if r.name == name]
         if measured:
             medians[name] = statistics.median(r.seconds for r in measured)
@@ -269,7 +278,14 @@ def report(rows: list[Row]) -> str:
                 f"median {name}: {medians[name]:.2f} s,"
                 f" {measured[0].size / medians[name] / 1e6:.0f} MB/s over {len(measured)} run(s)"
             )
-    for name, base in (("folder", "curl"), ("folder", "curl+fsync"), ("s3", "s3 bare")):
+    pairs = (
+        ("folder", "curl"),
+        ("folder", "curl+fsync"),
+        ("folder-nosync", "curl"),
+        ("s3", "s3 bare"),
+        ("s3-nocopy", "s3 bare"),
+    )
+    for name, base in pairs:
         if name in medians and base in medians:
             lines.append(
                 f"{name} / {base} throughput (medians): {medians[base] / medians[name]:.2f}"
@@ -355,12 +371,19 @@ def run_s3_bare(moto: MotoServer, source: Source, run: int) -> Row:
 
 def hookdock_config(sink: str, size: int, token: str, moto_url: str | None) -> str:
     sinks: dict[str, Any]
-    if sink == "folder":
-        sinks = {"folder": {"type": "local", "root": "exports", "path_template": TEMPLATE}}
+    if sink.startswith("folder"):
+        # "folder-nosync": the same without fsync, to compare the pipeline with curl alone.
+        options = {"type": "local", "root": "exports", "path_template": TEMPLATE}
+        sinks = {"folder": {**options, "fsync": sink == "folder"}}
+        sink = "folder"
     else:
         assert moto_url is not None
+        # "s3-nocopy": without the copy in place that adds sha256 to a multipart object.
+        copy = sink == "s3"
+        sink = "s3"
         sinks = {
             "s3": {
+                "sha256_metadata": copy,
                 "type": "s3",
                 "bucket": BUCKET,
                 "key_template": TEMPLATE,
@@ -619,8 +642,9 @@ def main() -> int:
                 # up to three times slower than the next; only the steady state is measured.
                 run_curl(url, work / "curl.out", source, 0, time.monotonic() + args.deadline)
             for run in range(1, args.runs + 1):
-                for name in ("curl", "folder", "s3 bare", "s3"):
-                    if name.split()[0] not in wanted:
+                names = ("curl", "folder", "folder-nosync", "s3 bare", "s3", "s3-nocopy")
+                for name in names:
+                    if name.split()[0].split("-")[0] not in wanted:
                         continue
                     deadline = time.monotonic() + args.deadline
                     if name == "curl":
@@ -637,7 +661,7 @@ def main() -> int:
                                 url,
                                 source,
                                 file_server.log_path,
-                                moto if name == "s3" else None,
+                                moto if name.startswith("s3") else None,
                                 deadline,
                             )
                         ]

@@ -114,6 +114,9 @@ class DispatcherConfig(_Model):
     ``busy_pause_seconds``), so a burst is journaled and answered at full speed and exported
     right after.  0: never pause."""
     busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    file_transfers: Annotated[int, Field(ge=1, le=256)] = 4
+    """Files downloaded at once, across every sink: each transfer takes a few MiB (a part or
+    two for S3), so this bounds the memory files take, however many wait."""
     retry: RetryConfig = RetryConfig()
 
 

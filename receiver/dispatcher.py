@@ -142,6 +142,7 @@ class Dispatcher:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
+        self._transfers = asyncio.Semaphore(config.file_transfers)
         self._routing: dict[asyncio.Task[None], Claim] = {}
         self._sending: dict[asyncio.Task[None], SendClaim] = {}
         self._load: Counter[str] = Counter()
@@ -474,7 +475,8 @@ class Dispatcher:
     async def _store_file(
         self, claim: SendClaim, event: Event, ref: FileRef, fetcher: Fetcher, sink: FileSink
     ) -> FileInfo:
-        info = await fetcher.transfer(ref, partial(sink.deliver_file, event))
+        async with self._transfers:
+            info = await fetcher.transfer(ref, partial(sink.deliver_file, event))
         if not await self.journal.record_file(claim, self.owner, ref.role, info):
             # Another worker took the send over; it finds the file in place or stores it again.
             log.warning("event %s: lost the lease of its send to %s", claim.event_id, claim.sink)

@@ -52,10 +52,10 @@ __all__ = ["FetchRetryable", "Fetcher"]
 
 log = logging.getLogger("hookdock.fetch")
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 4 * 1024 * 1024
 # aiohttp buffers at most this much of a body ahead of the reader: big enough to keep a fast
 # local link busy, small enough to stay far below the memory budget per transfer.
-_READ_BUFFER = 4 * CHUNK_BYTES
+_READ_BUFFER = CHUNK_BYTES
 _ERROR_BODY = 4096
 _AZURE_CODE = re.compile(rb"<Code>([A-Za-z0-9]{1,64})</Code>")
 

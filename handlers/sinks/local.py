@@ -164,6 +164,7 @@ class LocalSink:
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+_WRITEBACK_BYTES = 32 * 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -182,6 +183,8 @@ class _FileWriter:
         self.fd = fd
         self.temp: Path | None = temp
         self.closed = False
+        self.written = 0
+        self.flushed = 0
 
     @classmethod
     def open(cls, target: Path) -> _FileWriter:
@@ -197,6 +200,16 @@ class _FileWriter:
         view = memoryview(chunk)
         while view:
             view = view[os.write(self.fd, view) :]
+        self.written += len(chunk)
+        if self.written - self.flushed >= _WRITEBACK_BYTES:
+            # Start writing the file out while it downloads (DONTNEED starts writeback of
+            # dirty pages and drops clean ones), so the fsync at the end has little left to
+            # do and a large file does not crowd the page cache.
+            # The window before the last one is on its way to disk by now: dropped this time.
+            start = max(0, self.flushed - _WRITEBACK_BYTES)
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(self.fd, start, self.written - start, os.POSIX_FADV_DONTNEED)
+            self.flushed = self.written
 
     def commit(self, info: FileInfo, event_id: str, fsync: bool) -> None:
         _set_attributes(self.fd, info, event_id)

@@ -11,35 +11,26 @@ for those.
 
 **Files** (``deliver_file``) go next to the event: ``<event key without .json>.<role><.ext>``
 (``handlers.files.stored_name``).  A file that ends within one part (``part_size_mb``) is one
-conditional put with all its metadata.  A larger one is a multipart upload: the stream is cut
-into parts of exactly ``part_size_mb`` (constant parts keep the multipart ETag checkable by
-the usual tools), at most ``upload_concurrency`` go up at once, and reading waits for a free
-slot, so a file never takes more than about (``upload_concurrency`` + 1) parts of memory,
-whatever its size.  Any failure (of the download, of S3, a cancellation) aborts the upload,
-shielded from cancellation, so no parts are left behind to be billed; errors of the download
-itself propagate as they are.  The completion is conditional like the put.  S3 fixes an
-object's metadata when the upload starts, before the SHA-256 and size are known, so a
-completed upload is then copied onto itself (server-side, no bytes pass through hookdock)
-with those added.  CopyObject stops at 5 GiB: a larger file keeps the metadata it started
-with, and its SHA-256 is in the event JSON only.  A retry that finds the object already
-completed (412) but without its SHA-256, because the copy never happened, adds it when the
-object's multipart ETag shows that it holds the very bytes just uploaded.
+conditional put with all its metadata.  A larger one is a multipart upload
+(``s3_multipart``): the stream is cut into parts of exactly ``part_size_mb`` (constant parts
+keep the multipart ETag checkable by the usual tools), at most ``upload_concurrency`` go up at
+once, and reading waits for a free slot, so a file never takes more than about
+``upload_concurrency`` parts of memory, whatever its size.  Any failure (of the download, of
+S3, a cancellation) aborts the upload, shielded from cancellation, so no parts are left behind
+to be billed; errors of the download itself propagate as they are.  The completion is
+conditional like the put.
 
-Parts go to botocore as ``bytes``, joined once from the downloaded chunks, and the sink keeps
-no reference to them: botocore wraps them in a ``BytesIO`` that shares them (a ``bytearray``
-would be copied whole there) and takes its checksums in place; over HTTPS it streams them
-aws-chunked, 1 MiB at a time, and over plain HTTP aiohttp copies the ``BytesIO`` once, after
-which the original can go.  Like boto3's transfer manager, the upload declares CRC32 when
-botocore computes checksums (``request_checksum_calculation``, ``when_supported`` by default),
-gives each part's back at completion, and the copy makes it a CRC32 of the whole object;
-``when_required`` (for stores that refuse flexible checksums) turns all of that off.
+S3 fixes an object's metadata when the upload starts, before the SHA-256 and size are known,
+so with ``sha256_metadata`` (on by default) a completed upload is then copied onto itself
+(server-side, no bytes pass through hookdock) with those added.  CopyObject stops at 5 GiB: a
+larger file keeps the metadata it started with, and its SHA-256 is in the event JSON only.  A
+retry that finds the object already completed (412) but without its SHA-256, because the copy
+never happened, adds it when the object's multipart ETag shows that it holds the very bytes
+just uploaded.
 
-**Errors.**  What may pass is ``RetryableSinkError``: no connection, timeouts, throttling
-(SlowDown, Throttling, RequestTimeout, 429), 5xx, and 409 ConditionalRequestConflict (two
-conditional puts of one key racing).  What needs a person is ``PermanentSinkError``: a missing
-bucket, refused or unknown credentials, any other 4xx, with a message that says what to fix.
-botocore retries a few times itself (``client_attempts``) before the host's backoff takes over.
-Messages name the bucket and key, never a credential.
+**Errors** (``s3_errors``): ``RetryableSinkError`` for what may pass, ``PermanentSinkError``
+with what to fix for the rest.  botocore retries a few times itself (``client_attempts``)
+before the host's backoff takes over.
 
 One client per sink, made on first use on the running loop and closed by ``aclose()``.
 """
@@ -48,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import io
 import logging
 import os
 import secrets
@@ -66,59 +57,30 @@ from pydantic import (
     model_validator,
 )
 
-from handlers.errors import PermanentSinkError, RetryableSinkError, SinkError
+from handlers.errors import RetryableSinkError
 from handlers.event import Event
 from handlers.files import FileInfo, IncomingFile, format_bytes, stored_name
-from handlers.redact import redact_text
+from handlers.sinks.s3_errors import FAILURES, INSTALL_HINT, classify, http_status
+from handlers.sinks.s3_multipart import COPY_LIMIT, MAX_PARTS, MultipartUpload, too_many_parts
 from handlers.templates import EventTemplate, check_template
 
 try:
     from aiobotocore.config import AioConfig
     from aiobotocore.session import AioSession
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectionError,
-        CredentialRetrievalError,
-        HTTPClientError,
-    )
+    from botocore.exceptions import ClientError
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        f"the s3 sink needs aiobotocore ({exc}); install it with: pip install 'hookdock[s3]'"
-    ) from exc
+    raise ImportError(f"the s3 sink needs aiobotocore ({exc}); {INSTALL_HINT}") from exc
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
-__all__ = ["S3Sink", "S3SinkConfig"]
+__all__ = ["COPY_LIMIT", "MAX_PARTS", "S3Sink", "S3SinkConfig", "classify"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY_TEMPLATE = "{vendor}/{workspace_id}/{task_id}/{kind}-{event_id}.json"
 PROBE_PREFIX = ".hookdock-probe/"
 MIB = 1024 * 1024
-MAX_PARTS = 10_000
-"""S3's limit on the parts of one multipart upload."""
-COPY_LIMIT = 5 * 1024**3
-"""The largest object CopyObject copies: beyond it the SHA-256 is not added as metadata."""
-
-# What an S3 call can raise besides our own errors (TimeoutError is an OSError).
-_FAILURES = (ClientError, BotoCoreError, OSError)
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"}
-_RETRYABLE_409 = {"ConditionalRequestConflict", "OperationAborted"}
-_HINTS = {
-    "NoSuchBucket": "bucket {bucket} does not exist (check bucket, region and endpoint_url)",
-    "AccessDenied": "access denied writing {where} (the credentials need s3:PutObject there)",
-    "InvalidAccessKeyId": "the store does not know the access key id used for {where}",
-    "SignatureDoesNotMatch": "the secret access key does not match its key id, for {where}",
-    "ExpiredToken": "the session token has expired, writing {where}",
-    "InvalidToken": "the session token is not valid, writing {where}",
-    "PermanentRedirect": "bucket {bucket} is in another region: set region to the bucket's",
-    "AuthorizationHeaderMalformed": "bucket {bucket} is in another region: set region",
-    "NotImplemented": "the store cannot do this request for {where} (if it is the conditional"
-    " put, set conditional_put = false)",
-}
 
 
 class S3SinkConfig(BaseModel):
@@ -147,9 +109,15 @@ class S3SinkConfig(BaseModel):
     part_size_mb: int = Field(default=8, ge=5, le=512)
     """Files up to this size (MiB) are one put; larger ones go up in parts of this size.
     5 is S3's smallest part; a file can have at most 10,000 parts."""
-    upload_concurrency: int = Field(default=4, ge=1, le=64)
-    """Parts of one file uploading at once: a file holds about this many parts plus one in
-    memory."""
+    upload_concurrency: int = Field(default=2, ge=1, le=64)
+    """Parts of one file uploading at once; a file holds about this many parts in memory.
+    2 reads one part while another goes up, and is about as fast as more against a store
+    on the same machine; over a network with latency, to AWS, 4 to 8 go faster per file, at
+    one more part of memory each."""
+    sha256_metadata: bool = True
+    """After a multipart upload, copy the object onto itself server-side to add ``sha256``
+    and ``size`` to its metadata; false leaves them in the event JSON only and saves one
+    CopyObject per large file.  A file stored with one put always has them."""
 
     @field_validator("key_template")
     @classmethod
@@ -199,43 +167,6 @@ def file_metadata(event: Event, file: IncomingFile, info: FileInfo | None = None
         meta["size"] = str(info.size)
         meta["sha256"] = info.sha256
     return meta
-
-
-def classify(exc: BaseException, bucket: str, key: str | None = None) -> SinkError:
-    """The sink error for a failed S3 call: retryable if it may pass, else what to fix."""
-    where = f"s3://{bucket}/{key}" if key else f"bucket {bucket}"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        meta = exc.response.get("ResponseMetadata", {})
-        code, status = str(error.get("Code", "")), int(meta.get("HTTPStatusCode", 0))
-        if status == 404 and code in ("", "404", "NotFound") and key is None:
-            code = "NoSuchBucket"  # HEAD answers have no body, so no code
-        hint = _HINTS.get(code)
-        if code in _THROTTLED or status in (408, 429) or (status == 409 and code in _RETRYABLE_409):
-            after = meta.get("HTTPHeaders", {}).get("retry-after")
-            wait = float(after) if after and after.isdigit() else None
-            return RetryableSinkError(
-                f"s3 sink: {code or status} writing {where}", retry_after=wait
-            )
-        if status >= 500 and code != "NotImplemented":
-            return RetryableSinkError(f"s3 sink: the store answered {status} {code} for {where}")
-        if hint is not None:
-            return PermanentSinkError(
-                f"s3 sink: {hint.format(bucket=bucket, where=where)} [{code}]"
-            )
-        # Other codes keep the store's own message: it says what is wrong with the request.
-        message = redact_text(str(error.get("Message", "")))[:200]
-        return PermanentSinkError(f"s3 sink: {code or status} for {where}: {message}")
-    if isinstance(exc, HTTPClientError | ConnectionError | CredentialRetrievalError):
-        return RetryableSinkError(
-            f"s3 sink: cannot reach the store for {where}: {redact_text(str(exc))}"
-        )
-    if isinstance(exc, OSError):  # timeouts included
-        return RetryableSinkError(f"s3 sink: network error for {where}: {type(exc).__name__}")
-    if isinstance(exc, BotoCoreError):
-        # No credentials anywhere in the chain, an unknown profile, a bad parameter: config.
-        return PermanentSinkError(f"s3 sink: cannot write {where}: {redact_text(str(exc))}")
-    return RetryableSinkError(f"s3 sink: {type(exc).__name__} writing {where}")
 
 
 class S3Sink:
@@ -327,10 +258,10 @@ class S3Sink:
                 **self._put_args,  # type: ignore[arg-type]
             )
         except ClientError as exc:
-            if self.config.conditional_put and _status(exc) == 412:
+            if self.config.conditional_put and http_status(exc) == 412:
                 return  # an object is already at this key: this event was delivered before
             raise classify(exc, self.config.bucket, key) from exc
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise classify(exc, self.config.bucket, key) from exc
 
     async def deliver_file(self, event: Event, file: IncomingFile) -> None:
@@ -338,38 +269,46 @@ class S3Sink:
         key = self.file_key_for(event, file.role, file.filename)
         part_size = self.config.part_size_mb * MIB
         if file.declared_size is not None and file.declared_size > MAX_PARTS * part_size:
-            raise _too_many_parts(file, part_size)
+            raise too_many_parts(file, part_size)
         try:
             client = await self.client()
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise classify(exc, bucket, key) from exc
-        # Views into the downloaded chunks, joined only when the part goes up: one copy each.
-        pieces: list[memoryview] = []
-        filled = 0
-        upload: _Multipart | None = None
+        # The first part grows with the file, so a small one takes no more than its size; once
+        # the file turns out larger, the upload hands out the buffers of the parts after it.
+        part = io.BytesIO()
+        upload: MultipartUpload | None = None
         try:
             async for chunk in file:
                 view = memoryview(chunk)
                 while view:
-                    if filled == part_size:  # a full part with more after it: multipart
+                    if part.tell() == part_size:  # a full part with more after it: multipart
                         if upload is None:
-                            upload = await self._start_multipart(client, key, event, file)
+                            upload = await MultipartUpload.start(
+                                client,
+                                bucket,
+                                key,
+                                content_type=file.content_type,
+                                metadata=file_metadata(event, file),
+                                store=self._store_args,
+                                limit=self.config.upload_concurrency,
+                                part_size=part_size,
+                            )
                         elif len(upload) >= MAX_PARTS - 1:  # this one, and the last after it
-                            raise _too_many_parts(file, part_size)
-                        await upload.send(pieces)
-                        filled = 0
-                    take = min(len(view), part_size - filled)
-                    pieces.append(view[:take])
-                    filled += take
-                    view = view[take:]
+                            raise too_many_parts(file, part_size)
+                        upload.send(part)
+                        part = await upload.part_buffer()
+                    view = view[part.write(view[: part_size - part.tell()]) :]
                 if upload is not None:
                     upload.raise_failure()  # stop downloading as soon as a part has failed
             info = file.info()
             meta = file_metadata(event, file, info)
             if upload is None:
-                await self._put_file(client, key, b"".join(pieces), file.content_type, meta)
+                part.seek(0)
+                await self._put_file(client, key, part, file.content_type, meta)
                 return
-            await upload.send(pieces)
+            upload.send(part)
+            del part  # the upload's now: not to be held through the completion and the copy
             etag = await upload.complete(self._condition)
             if etag is None:
                 await self._shielded(upload.abort())  # its parts are not needed: drop them
@@ -377,13 +316,15 @@ class S3Sink:
             if upload is not None and not upload.finished:
                 await self._shielded(upload.abort())
             raise
-        if etag is not None:
-            await self._add_sums(client, upload, info.size, file.content_type, meta)
-        else:
-            await self._add_missing_sums(client, upload, info, file.content_type, meta)
+        if not self.config.sha256_metadata:
+            return
+        # A refused completion (412) found the file stored before, perhaps by an attempt cut
+        # off before its copy: the sums are added only to an object made of these very parts.
+        if etag is not None or await upload.stored_without_sums():
+            await self._add_sums(upload, info.size, file.content_type, meta)
 
     async def _put_file(
-        self, client: S3Client, key: str, body: bytes, content_type: str, meta: dict[str, str]
+        self, client: S3Client, key: str, body: io.BytesIO, content_type: str, meta: dict[str, str]
     ) -> None:
         try:
             await client.put_object(
@@ -396,105 +337,27 @@ class S3Sink:
                 **self._condition,  # type: ignore[arg-type]
             )
         except ClientError as exc:
-            if self.config.conditional_put and _status(exc) == 412:
+            if self.config.conditional_put and http_status(exc) == 412:
                 return  # stored before: the key holds the event id and the role
             raise classify(exc, self.config.bucket, key) from exc
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise classify(exc, self.config.bucket, key) from exc
-
-    async def _start_multipart(
-        self, client: S3Client, key: str, event: Event, file: IncomingFile
-    ) -> _Multipart:
-        # The same setting botocore reads to add CRC32 to each part; declaring it at the start
-        # is what lets S3 check the parts' checksums at completion, as boto3's uploads do.
-        setting = getattr(client.meta.config, "request_checksum_calculation", None)
-        crc32 = setting == "when_supported"
-        extra: dict[str, str] = {"ChecksumAlgorithm": "CRC32"} if crc32 else {}
-        try:
-            answer = await client.create_multipart_upload(
-                Bucket=self.config.bucket,
-                Key=key,
-                ContentType=file.content_type,
-                Metadata=file_metadata(event, file),
-                **self._store_args,  # type: ignore[arg-type]
-                **extra,  # type: ignore[arg-type]
-            )
-        except _FAILURES as exc:
-            raise classify(exc, self.config.bucket, key) from exc
-        return _Multipart(
-            client,
-            self.config.bucket,
-            key,
-            answer["UploadId"],
-            limit=self.config.upload_concurrency,
-            crc32=crc32,
-        )
 
     async def _add_sums(
-        self,
-        client: S3Client,
-        upload: _Multipart,
-        size: int,
-        content_type: str,
-        meta: dict[str, str],
+        self, upload: MultipartUpload, size: int, content_type: str, meta: dict[str, str]
     ) -> None:
         """Copy the object onto itself with ``meta``, which now holds its size and SHA-256."""
-        key = upload.key
-        if size > COPY_LIMIT:
-            if not self._told_copy_limit:
-                self._told_copy_limit = True
-                log.info(
-                    "s3 sink: files over %s (CopyObject's limit), such as s3://%s/%s, get no"
-                    " sha256 and size metadata; their SHA-256 is in the event JSON only",
-                    format_bytes(COPY_LIMIT),
-                    self.config.bucket,
-                    key,
-                )
-            return
-        # The copy gets a CRC32 of the whole object, which any reader can check, where the
-        # upload's is a CRC32 of its parts' CRC32s.  (moto also needs it: it keeps that
-        # composite value on a copy but forgets it is one, and then fails boto3's check.)
-        try:
-            await client.copy_object(
-                Bucket=self.config.bucket,
-                Key=key,
-                CopySource={"Bucket": self.config.bucket, "Key": key},
-                MetadataDirective="REPLACE",
-                ContentType=content_type,
-                Metadata=meta,
-                **self._store_args,  # type: ignore[arg-type]
-                **upload.checksum,  # type: ignore[arg-type]
-            )
-        except _FAILURES as exc:
-            raise classify(exc, self.config.bucket, key) from exc
-
-    async def _add_missing_sums(
-        self,
-        client: S3Client,
-        upload: _Multipart,
-        info: FileInfo,
-        content_type: str,
-        meta: dict[str, str],
-    ) -> None:
-        """The completion found an object at ``key`` (412): stored before.  An attempt cut off
-        between its completion and its copy left it without its SHA-256; add it, but only when
-        the object's ETag shows that it holds the very parts this attempt uploaded."""
-        key = upload.key
-        try:
-            head = await client.head_object(Bucket=self.config.bucket, Key=key)
-        except _FAILURES as exc:
-            raise classify(exc, self.config.bucket, key) from exc
-        if "sha256" in head.get("Metadata", {}):
-            return
-        if head.get("ETag", "").strip('"') != upload.expected_etag():
-            log.warning(
-                "s3 sink: s3://%s/%s was stored before with other bytes or parts; it is kept"
-                " as it is, without sha256 metadata",
+        if size <= COPY_LIMIT:
+            await upload.copy_onto_itself(content_type, meta, self._store_args)
+        elif not self._told_copy_limit:
+            self._told_copy_limit = True
+            log.info(
+                "s3 sink: files over %s (CopyObject's limit), such as s3://%s/%s, get no"
+                " sha256 and size metadata; their SHA-256 is in the event JSON only",
+                format_bytes(COPY_LIMIT),
                 self.config.bucket,
-                key,
+                upload.key,
             )
-            return
-        await self._add_sums(client, upload, info.size, content_type, meta)
 
     async def _shielded(self, cleanup: Coroutine[Any, Any, None]) -> None:
         """Run ``cleanup`` to its end even if the caller is cancelled while it waits."""
@@ -510,9 +373,9 @@ class S3Sink:
             await client.head_bucket(Bucket=bucket)
         except ClientError as exc:
             # 403 on HEAD can mean only s3:ListBucket is missing; the probe put below decides.
-            if _status(exc) != 403:
+            if http_status(exc) != 403:
                 return [str(classify(exc, bucket))]
-        except _FAILURES as exc:
+        except FAILURES as exc:
             return [str(classify(exc, bucket))]
         probe = f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         try:
@@ -522,11 +385,11 @@ class S3Sink:
                 Body=b"",
                 **self._put_args,  # type: ignore[arg-type]
             )
-        except _FAILURES as exc:
+        except FAILURES as exc:
             return [f"{classify(exc, bucket, probe)} (a probe object written by `check`)"]
         try:
             await client.delete_object(Bucket=bucket, Key=probe)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             # The sink never deletes, so a missing s3:DeleteObject is no problem for it.
             log.warning("s3 sink: could not delete the probe s3://%s/%s: %s", bucket, probe, exc)
         return []
@@ -539,141 +402,3 @@ class S3Sink:
             stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _too_many_parts(file: IncomingFile, part_size: int) -> PermanentSinkError:
-    return PermanentSinkError(
-        f"s3 sink: the {file.role} file is larger than {MAX_PARTS} parts of"
-        f" {format_bytes(part_size)} ({format_bytes(MAX_PARTS * part_size)}), the most S3 takes"
-        " in one upload; raise part_size_mb"
-    )
-
-
-class _Multipart:
-    """One multipart upload under way: parts go up as tasks, at most ``limit`` at once."""
-
-    def __init__(
-        self, client: S3Client, bucket: str, key: str, upload_id: str, *, limit: int, crc32: bool
-    ) -> None:
-        self._client = client
-        self._bucket = bucket
-        self.key = key
-        self._upload_id = upload_id
-        self._limit = limit
-        self.checksum: dict[str, str] = {"ChecksumAlgorithm": "CRC32"} if crc32 else {}
-        """What the upload's calls (and the copy after it) declare of checksums."""
-        self._parts: dict[int, CompletedPartTypeDef] = {}
-        self._running: set[asyncio.Task[CompletedPartTypeDef]] = set()
-        self._failure: BaseException | None = None
-        self.finished = False
-        """Completed or aborted: nothing is left to abort."""
-
-    def __len__(self) -> int:
-        """Parts sent so far."""
-        return len(self._parts) + len(self._running)
-
-    def raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-    async def send(self, pieces: list[memoryview]) -> None:
-        """Upload ``pieces`` (emptied) as the next part once a slot is free."""
-        while len(self._running) >= self._limit:
-            await self._reap(asyncio.FIRST_COMPLETED)
-        self.raise_failure()
-        number = len(self) + 1
-        # Joined only now that a slot is free, so that at most ``limit`` parts and the one
-        # being read are in memory; clearing drops the views, and with them the chunks.
-        body = [b"".join(pieces)]
-        pieces.clear()
-        task = asyncio.create_task(self._upload(number, body))
-        self._running.add(task)
-        task.add_done_callback(self._note_failure)
-
-    async def _upload(self, number: int, body: list[bytes]) -> CompletedPartTypeDef:
-        try:
-            answer = await self._client.upload_part(
-                Bucket=self._bucket,
-                Key=self.key,
-                UploadId=self._upload_id,
-                PartNumber=number,
-                # Handed over, not kept: botocore wraps the bytes in a BytesIO that shares
-                # them, and when aiohttp (BytesIOPayload) makes that BytesIO copy them, the
-                # original can go, instead of staying as a second copy until the answer.
-                Body=body.pop(),
-                **self.checksum,  # type: ignore[arg-type]
-            )
-        except _FAILURES as exc:
-            raise classify(exc, self._bucket, self.key) from exc
-        part: CompletedPartTypeDef = {"PartNumber": number, "ETag": answer["ETag"]}
-        if self.checksum and "ChecksumCRC32" in answer:
-            part["ChecksumCRC32"] = answer["ChecksumCRC32"]
-        return part
-
-    def _note_failure(self, task: asyncio.Task[CompletedPartTypeDef]) -> None:
-        if not task.cancelled() and self._failure is None:
-            self._failure = task.exception()
-
-    async def _reap(self, when: str) -> None:
-        done, _ = await asyncio.wait(self._running, return_when=when)
-        for task in done:
-            self._running.discard(task)
-            if not task.cancelled() and task.exception() is None:
-                part = task.result()
-                self._parts[part["PartNumber"]] = part
-        self.raise_failure()
-
-    async def complete(self, condition: dict[str, str]) -> str | None:
-        """Complete the upload once every part is up: the object's ETag, or None when
-        ``condition`` (If-None-Match) found an object there already (412)."""
-        while self._running:
-            await self._reap(asyncio.FIRST_EXCEPTION)
-        parts = [self._parts[n] for n in sorted(self._parts)]
-        try:
-            answer = await self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=self.key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts},
-                **condition,  # type: ignore[arg-type]
-            )
-        except ClientError as exc:
-            if condition and _status(exc) == 412:
-                return None  # the upload stays open: the caller aborts it
-            raise classify(exc, self._bucket, self.key) from exc
-        except _FAILURES as exc:
-            raise classify(exc, self._bucket, self.key) from exc
-        self.finished = True
-        return answer.get("ETag", "")
-
-    def expected_etag(self) -> str:
-        """The ETag S3 gives the object these parts make: MD5 of the parts' MD5s, ``-N``."""
-        digests = b"".join(
-            bytes.fromhex(self._parts[n]["ETag"].strip('"')) for n in sorted(self._parts)
-        )
-        return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(self._parts)}"
-
-    async def abort(self) -> None:
-        """Stop the parts under way and abort the upload; S3 then drops the parts it has."""
-        self.finished = True  # one abort is enough, even if this one is cut short
-        for task in self._running:
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
-        self._running.clear()
-        try:
-            await self._client.abort_multipart_upload(
-                Bucket=self._bucket, Key=self.key, UploadId=self._upload_id
-            )
-        except _FAILURES as exc:
-            # Its parts stay (and are billed) until a lifecycle rule removes them.
-            log.warning(
-                "s3 sink: could not abort the upload of s3://%s/%s (id %s): %s",
-                self._bucket,
-                self.key,
-                self._upload_id,
-                redact_text(str(exc)),
-            )

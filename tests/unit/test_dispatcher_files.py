@@ -314,3 +314,39 @@ async def test_leases_of_long_transfers_are_renewed() -> None:
     await until(lambda: bool(sink.events))
     await dispatcher.stop(1)
     assert all(len(ids) == 1 for ids in renewed)
+
+
+async def test_file_transfers_are_bounded_across_sinks() -> None:
+    clock = Clock()
+    running = 0
+    most = 0
+    gate = asyncio.Event()
+
+    async def counted(_: FileRef) -> bytes:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        running -= 1
+        return DATA
+
+    journal = MemoryJournal(clock)
+    retry = RetryConfig(max_attempts=3, base_seconds=1, jitter=0)
+    sinks = {f"out{n}": FileRecordingSink() for n in range(3)}
+    targets = {n: SinkTarget(s, RetryPolicy.from_config(retry), 8) for n, s in sinks.items()}
+    fetcher = ScriptedFetcher(clock, *([counted] * 12))
+    route = RouteTarget(TranscriptFileSource(), Router([], list(sinks)), fetcher)
+    config = DispatcherConfig(concurrency=8, poll_seconds=0.01, file_transfers=2)
+    dispatcher = Dispatcher(journal, {"r": route}, targets, config, clock=clock)
+    for _ in range(4):
+        d = delivery(body(moment(clock, 3600)), clock)
+        await journal.append(d, d.delivery_id)
+    await dispatcher.start()
+    try:
+        await until(lambda: running == 2)
+        gate.set()
+        await until(lambda: sum(len(s.events) for s in sinks.values()) == 12)
+    finally:
+        gate.set()
+        await dispatcher.stop(1)
+    assert most == 2
