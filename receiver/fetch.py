@@ -53,8 +53,9 @@ __all__ = ["FetchRetryable", "Fetcher"]
 log = logging.getLogger("hookdock.fetch")
 
 CHUNK_BYTES = 4 * 1024 * 1024
-# aiohttp buffers at most this much of a body ahead of the reader: big enough to keep a fast
-# local link busy, small enough to stay far below the memory budget per transfer.
+# aiohttp buffers about this much of a body ahead of the reader (it pauses reading at twice
+# it): large chunks keep the per-chunk work (hash, write) small next to the bytes, and a
+# transfer still takes only a few chunks of memory (bench/file_transfer.py).
 _READ_BUFFER = CHUNK_BYTES
 _ERROR_BODY = 4096
 _AZURE_CODE = re.compile(rb"<Code>([A-Za-z0-9]{1,64})</Code>")
