@@ -8,9 +8,9 @@ Files an event refers to are stored beside its JSON, named ``<event name>.<role>
 (``evt-0.exported.pdf``), streamed chunk by chunk straight into the folder through a
 ``.<name>.part`` temp file, renamed once complete and fsync'd; the next attempt removes what a
 writer killed mid-transfer left.  Writeback starts while the file downloads (every 32 MiB), so
-the fsync at the end waits for the last few MiB, not the whole file.  Size, SHA-256, content type and the
-vendor's file name go into the event JSON beside it and, where the file system keeps extended
-attributes, into ``user.mime_type`` and ``user.hookdock.*`` of the file.
+the fsync at the end waits for the last few MiB, not the whole file.  Size, SHA-256, content
+type and the vendor's file name go into the event JSON beside it and, where the file system
+keeps extended attributes, into ``user.mime_type`` and ``user.hookdock.*`` of the file.
 """
 
 from __future__ import annotations
