@@ -51,7 +51,9 @@ def sas_expiry(url: str) -> datetime | None:
     return None
 
 
-_SIG_IN_TEXT = re.compile(r"(?i)((?:[?&]|\b)sig=)[^&\s\"'<>]+")
+# A signature runs to the next separator; punctuation that ends the sentence around it (``sig=x:
+# reason``) stays.
+_SIG_IN_TEXT = re.compile(r"(?i)((?:[?&]|\b)sig=)[^&\s\"'<>]+?(?=[&\s\"'<>]|[:;,.)]+(?:\s|$)|$)")
 _USERINFO_IN_TEXT = re.compile(r"(?i)(https?://)[^/@\s\"'<>]+@")
 
 

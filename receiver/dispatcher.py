@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from handlers.errors import PermanentSinkError, RetryableSinkError, SinkGone
+from handlers.errors import HandlerError, PermanentSinkError, RetryableSinkError, SinkGone
 from handlers.event import Event, FileRef
 from handlers.files import FileInfo, format_bytes
 from handlers.redact import redact_text
@@ -110,7 +110,7 @@ def owner_is_gone(owner: str) -> bool:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    if not isinstance(exc, Exception) or type(exc).__module__.startswith("handlers"):
+    if not isinstance(exc, Exception) or isinstance(exc, HandlerError):
         return redact_text(text)
     return redact_text(f"{type(exc).__name__}: {text}")
 

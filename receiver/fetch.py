@@ -258,8 +258,13 @@ class Fetcher:
         return None
 
     def _retryable(self, ref: FileRef, what: str, exc: BaseException) -> FetchRetryable:
-        if isinstance(exc, TimeoutError):
-            reason = "timed out"
+        config = self.config
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            reason = f"timed out: no connection within {config.connect_seconds:g} s"
+        elif isinstance(exc, aiohttp.SocketTimeoutError):
+            reason = f"timed out: nothing received for {config.read_seconds:g} s"
+        elif isinstance(exc, TimeoutError):
+            reason = f"timed out: not done within {config.total_seconds:g} s"
         else:
             reason = redact_text(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         host = URL(ref.url).host or "?"

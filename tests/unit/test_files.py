@@ -175,3 +175,22 @@ def test_with_files_records_each_stored_file_and_redacts_its_link() -> None:
     assert recorded.payload["originalFileUrl"] == other
     assert original.size is None
     assert event.with_files({}) is event
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "refused http://h/x?se=1&sig=S3cr%2Bt: it is",
+            "refused http://h/x?se=1&sig=REDACTED: it is",
+        ),
+        ("x sig=ab%2Bc/d==&sp=r", "x sig=REDACTED&sp=r"),
+        ("(see sig=abc), then", "(see sig=REDACTED), then"),
+        ("sig=abc:def more", "sig=REDACTED more"),
+        ("end sig=abc", "end sig=REDACTED"),
+    ],
+)
+def test_redact_text_hides_the_signature_and_keeps_the_sentence(text: str, expected: str) -> None:
+    from handlers.redact import redact_text
+
+    assert redact_text(text) == expected
