@@ -27,7 +27,6 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import aiohttp
@@ -46,6 +45,7 @@ from handlers.files import (
 )
 from handlers.netguard import AddressRefused, NetPolicy, get_following, guarded_connector
 from handlers.redact import redact_text
+from handlers.retry_after import parse_retry_after
 from receiver.config import FilesConfig
 
 __all__ = ["FetchRetryable", "Fetcher"]
@@ -73,21 +73,6 @@ class FetchRetryable(RetryableSinkError):
 
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _filename(response: aiohttp.ClientResponse, url: str) -> str:
@@ -226,7 +211,7 @@ class Fetcher:
             raise FetchRetryable(
                 f"cannot fetch {what}: {said}",
                 expires_at=ref.expires_at,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         raise FileUnavailable(f"{what} was refused: {said}", code="file_refused")
 

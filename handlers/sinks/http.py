@@ -62,7 +62,6 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator
-from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import IO, Annotated, Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit
@@ -86,6 +85,7 @@ from handlers.netguard import (
     guarded_connector,
 )
 from handlers.redact import REDACTED, redact_text, redact_url
+from handlers.retry_after import parse_retry_after
 from handlers.signing import (
     decode_whsec,
     standard_webhook_hmac,
@@ -360,7 +360,7 @@ class HttpSink:
         quoted = self._quote(answer[: _SNIPPET * 4].decode("utf-8", "replace"))
         detail = f": {quoted}" if quoted else ""
         if status in (408, 429) or 500 <= status < 600:
-            raise RetryableSinkError(f"{said}{detail}", retry_after=_retry_after(retry_after))
+            raise RetryableSinkError(f"{said}{detail}", retry_after=parse_retry_after(retry_after))
         if status == 410:
             raise SinkGone(
                 f"{said}: the endpoint is gone for good; the sink stops until it is fixed"
@@ -468,19 +468,3 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP-date; None if invalid."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
