@@ -21,8 +21,9 @@ all of it, so the file is read twice: spooled into an anonymous temporary file (
 for the hash and size), hashed for the signature in a thread, then streamed from the spool,
 never whole in memory.  The same file delivered twice is sent twice with the same
 ``webhook-id``: the receiver dedupes it like an event.  An error of the download itself
-(``IncomingFile.failure``) propagates as it is; nothing is sent then.  Large files need a
-``total_timeout_seconds`` that covers their upload.
+(``IncomingFile.failure``) propagates as it is; nothing is sent then.  A file request has its
+own total timeout, ``file_total_timeout_seconds`` (1 h): an event's 60 s would cut off the upload
+of a large file every time.
 
 The SSRF guard (``handlers.netguard``): the sink reaches no loopback, private, link-local or
 otherwise internal address, nor a cloud metadata address (never, whatever the options say).
@@ -148,6 +149,9 @@ class HttpSinkConfig(BaseModel):
     connect_timeout_seconds: Seconds = 5.0
     read_timeout_seconds: Seconds = 30.0
     total_timeout_seconds: Seconds = 60.0
+    file_total_timeout_seconds: Seconds = 3600.0
+    """The longest a file's request may take, upload included (an event's:
+    ``total_timeout_seconds``)."""
     max_connections: Annotated[int, Field(ge=1)] = 100
     check_connection: bool = True
     """``hookdock check`` also opens (and closes) a connection, TLS included; it POSTs nothing."""
@@ -311,22 +315,36 @@ class HttpSink:
                 headers["webhook-signature"] = await asyncio.to_thread(
                     _sign_spool, self._key, msg_id, stamp, spool
                 )
-            await self._send(_stream(spool), headers, f" to the {file.role} file")
+            await self._send(
+                _stream(spool),
+                headers,
+                f" to the {file.role} file",
+                total=self.config.file_total_timeout_seconds,
+            )
 
     def _check_refused(self) -> None:
         if self._refused is not None:
             raise AddressRefused(self._refused)
 
     async def _send(
-        self, data: bytes | AsyncIterator[bytes], headers: dict[str, str], to: str
+        self,
+        data: bytes | AsyncIterator[bytes],
+        headers: dict[str, str],
+        to: str,
+        total: float | None = None,
     ) -> None:
         """POST ``data``; return on 2xx, else raise what the answer means (``to`` says what
-        was sent, for the messages)."""
+        was sent, for the messages; ``total`` replaces ``total_timeout_seconds``)."""
         self._check_refused()
         where = self.shown_url
+        c = self.config
+        total = c.total_timeout_seconds if total is None else total
+        timeout = aiohttp.ClientTimeout(
+            total=total, sock_connect=c.connect_timeout_seconds, sock_read=c.read_timeout_seconds
+        )
         try:
             async with self._client().post(
-                self._url, data=data, headers=headers, allow_redirects=False
+                self._url, data=data, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 status = response.status
                 answer = await _read_capped(response)
@@ -345,7 +363,7 @@ class HttpSink:
             ) from exc
         except TimeoutError as exc:
             raise RetryableSinkError(
-                f"http sink: {where} did not answer within {self.config.total_timeout_seconds}s"
+                f"http sink: {where} did not answer within {total:g}s"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or type(exc.os_error).__name__

@@ -722,3 +722,18 @@ async def test_a_file_signed_with_another_secret_is_refused(make_sink: MakeSink)
             )
         assert [r.verified for r in other.requests(HOOK)] == [False]
         assert other.stored_files(HOOK) == {}
+
+
+@pytest.mark.anyio
+async def test_a_file_request_has_its_own_total_timeout(
+    rx: WebhookReceiver, make_sink: MakeSink
+) -> None:
+    # An event's total timeout would cut off every large upload: files get their own.
+    rx.script(HOOK, [Reply(200, delay=0.8), Reply(200, delay=10)])
+    sink = make_sink(f"{rx.url}{HOOK}", total_timeout_seconds=0.3)
+    event = file_event()
+    await sink.deliver_file(event, IncomingFile.from_bytes("exported", b"slow to answer"))
+    assert len(rx.stored_files(HOOK)) == 1
+    strict = make_sink(f"{rx.url}{HOOK}", file_total_timeout_seconds=0.3)
+    with pytest.raises(RetryableSinkError, match=r"did not answer within 0\.3s"):
+        await strict.deliver_file(file_event(), IncomingFile.from_bytes("exported", b"x"))
