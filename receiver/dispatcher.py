@@ -438,18 +438,15 @@ class Dispatcher:
             if claim.event_index >= len(events):
                 return Outcome.dead("the delivery no longer normalizes to this event")
             event = events[claim.event_index]
-        fetcher = route.fetcher if route is not None else None
         sink = target.sink
+        fetcher = route.fetcher if route is not None else None
         wanted: list[FileRef] = []
-        if fetcher is not None and isinstance(sink, FileSink):
+        if fetcher is not None and event.files and isinstance(sink, FileSink):
             wanted = [ref for ref in event.files if fetcher.wants(ref)]
         stored: dict[str, FileInfo] = dict(claim.files)
         try:
-            if wanted and fetcher is not None and isinstance(sink, FileSink):
-                for ref in wanted:
-                    if ref.role not in stored:
-                        stored[ref.role] = await self._store_file(claim, event, ref, fetcher, sink)
-                event = event.with_files(stored)
+            if wanted:
+                event = await self._store_files(claim, event, wanted, stored)
             await sink.deliver(event)
         except SinkGone as exc:
             return Outcome.gone(_describe(exc))
@@ -471,6 +468,20 @@ class Dispatcher:
                 return Outcome.retry(reason, now + delay, code=code)
             return self._retry_before_expiry(reason, code, now, now + delay, min(expiries))
         return Outcome.delivered()
+
+    async def _store_files(
+        self, claim: SendClaim, event: Event, wanted: list[FileRef], stored: dict[str, FileInfo]
+    ) -> Event:
+        """Store each wanted file not stored yet (``stored`` grows as they are); the event
+        with every stored file recorded."""
+        fetcher = self.routes[claim.delivery.route].fetcher
+        sink = self.sinks[claim.sink].sink
+        if fetcher is None or not isinstance(sink, FileSink):  # checked by the caller
+            return event
+        for ref in wanted:
+            if ref.role not in stored:
+                stored[ref.role] = await self._store_file(claim, event, ref, fetcher, sink)
+        return event.with_files(stored)
 
     async def _store_file(
         self, claim: SendClaim, event: Event, ref: FileRef, fetcher: Fetcher, sink: FileSink

@@ -116,13 +116,9 @@ class Runtime:
         others = [name for name in names if name not in takers]
         if others:
             log.info(
-                "route %s: sink%s %s take%s no files; %s get%s the events with their links",
+                "route %s: no files for sinks that take none (%s): they get events with links",
                 route.name,
-                "s" if len(others) > 1 else "",
                 ", ".join(others),
-                "" if len(others) > 1 else "s",
-                "they" if len(others) > 1 else "it",
-                "" if len(others) > 1 else "s",
             )
         if not takers:
             return None
