@@ -20,6 +20,12 @@ from handlers.sink import Sink
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import ConfigError, ReceiverError
+from receiver.journal import (
+    JournalError,
+    SqliteConfig,
+    SqlJournal,
+    make_journal,
+)
 from receiver.journal.base import DeliveryState, SendState
 from receiver.plugins import (
     PluginError,
@@ -57,7 +63,8 @@ def _resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
 def _print_default_urls(config: Config, host: str, port: int) -> None:
     shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
     print("hookdock is running on its embedded defaults.", flush=True)
-    print(f"  journal: {config.journal.path}")
+    if isinstance(config.journal, SqliteConfig):
+        print(f"  journal: {config.journal.path}")
     print(f"  exports: {config.sinks['exports']['root']}")
     print("Paste these URLs into SmartDocumentor's export settings (keep them secret):")
     for route in config.routes:
@@ -182,11 +189,25 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def _with_journal(args: argparse.Namespace) -> Runtime:
-    config, base_dir, _ = _resolve(args)
-    runtime = Runtime.build(config, base_dir, run_dispatcher=False, log_plugins=False)
-    await runtime.start()
-    return runtime
+class _Operator:
+    """What the operator's commands hold: the configuration and the journal, opened without a
+    dispatcher and without loading a plugin."""
+
+    def __init__(self, config: Config, journal: SqlJournal) -> None:
+        self.config = config
+        self.journal = journal
+
+    async def stop(self) -> None:
+        await self.journal.close()
+
+
+async def _with_journal(args: argparse.Namespace) -> _Operator:
+    config, _, _ = _resolve(args)
+    # create=False: run from the wrong folder, a command says so instead of counting an empty
+    # journal it has just made.
+    journal = make_journal(config.journal, create=False)
+    await asyncio.to_thread(journal.open)
+    return _Operator(config, journal)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -256,12 +277,18 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         runtime = await _with_journal(args)
         try:
             ids = None if args.all_dead else args.ids
+            if args.renormalize:
+                return await runtime.journal.renormalize(ids)
             return await runtime.journal.requeue(ids, sink=args.sink)
         finally:
             await runtime.stop()
 
+    if args.renormalize and args.sink:
+        print("hookdock retry: --renormalize routes whole deliveries; drop --sink", file=sys.stderr)
+        return 2
     count = asyncio.run(run())
-    print(f"requeued {count} dead-lettered deliveries")
+    how = "to be normalized and routed again" if args.renormalize else "dead-lettered deliveries"
+    print(f"requeued {count} {how}")
     return 0 if count or args.all_dead else 1
 
 
@@ -316,6 +343,52 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from receiver.journal.migrate import check_schema, migrate_schema
+
+    config, _, _ = _resolve(args)
+    if args.check:
+        status = check_schema(config.journal)
+        if status.current:
+            print(f"the journal's schema is current (version {status.expected})")
+            return 0
+        found = "no journal yet" if status.found is None else f"version {status.found}"
+        print(
+            f"the journal's schema needs migrating: {found}, this hookdock uses"
+            f" version {status.expected}: run `hookdock migrate`"
+        )
+        return 1
+    before, now = migrate_schema(config.journal)
+    if before is None:
+        print(f"created the journal's schema (version {now})")
+    elif before == now:
+        print(f"the journal's schema is current (version {now}); nothing to do")
+    else:
+        print(f"migrated the journal's schema from version {before} to {now}")
+    return 0
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    from receiver.journal.copy import copy_journal
+    from receiver.journal.postgres import PostgresJournal
+    from receiver.journal.sqlite import SqliteJournal
+
+    config, _, _ = _resolve(args)
+    if not isinstance(config.journal, SqliteConfig):
+        print("hookdock journal copy: the configured journal is not SQLite", file=sys.stderr)
+        return 2
+    if not config.journal.path.exists():
+        print(f"hookdock: there is no journal at {config.journal.path}", file=sys.stderr)
+        return 1
+    source = SqliteJournal(config.journal.path, create=False)
+    target = PostgresJournal(args.to, schema=args.schema)
+    counts = copy_journal(source, target)
+    figures = ", ".join(f"{table} {n}" for table, n in counts.items())
+    print(f"copied {config.journal.path} into {target.description}: {figures}")
+    print('now set [journal] type = "postgres" and dsn in the configuration')
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hookdock", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("HOOKDOCK_LOG_LEVEL", "info"))
@@ -345,6 +418,12 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("ids", nargs="*", help="delivery ids")
     retry.add_argument("--all-dead", action="store_true")
     retry.add_argument("--sink", help="only what failed at this sink")
+    retry.add_argument(
+        "--renormalize",
+        action="store_true",
+        help="normalize and route the raw deliveries again (after a source was fixed);"
+        " sinks that already have an event do not get it twice",
+    )
     retry.set_defaults(run=_cmd_retry)
     sinks = command("sinks", "list sinks with their sends by state; resume a stopped sink")
     sinks.add_argument("action", nargs="?", choices=["list", "resume"], default="list")
@@ -353,6 +432,16 @@ def _parser() -> argparse.ArgumentParser:
     prune = command("prune", "delete delivered deliveries (raw bodies included) past an age")
     prune.add_argument("--older-than-days", type=float, required=True)
     prune.set_defaults(run=_cmd_prune)
+    migrate = command("migrate", "bring the journal's schema up to this version")
+    migrate.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a migration is due"
+    )
+    migrate.set_defaults(run=_cmd_migrate)
+    journal = command("journal", "move the journal: `journal copy --to DSN`")
+    journal.add_argument("action", choices=["copy"])
+    journal.add_argument("--to", required=True, help="an empty PostgreSQL database (DSN)")
+    journal.add_argument("--schema", help="a schema of its own in that database")
+    journal.set_defaults(run=_cmd_journal)
     plugins = commands.add_parser(
         "plugins",
         help="list the installed sink and source plugins",
@@ -375,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hookdock: {exc}", file=sys.stderr)
         return 2
-    except ReceiverError as exc:
+    except (ReceiverError, JournalError) as exc:
         print(f"hookdock: {exc}", file=sys.stderr)
         return 1
     return code

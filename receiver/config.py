@@ -11,13 +11,14 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from handlers.netguard import AllowedNetwork, HostPattern
 from receiver.auth import AuthConfig
 from receiver.errors import ConfigError
+from receiver.journal.config import JournalConfig, SqliteConfig
 from receiver.routing import RuleConfig
 
 __all__ = [
@@ -55,13 +56,6 @@ class ServerConfig(_Model):
     """On SIGTERM: how long /readyz answers 503 before the listener closes, for load balancers."""
     access_log: bool = False
     """uvicorn's access log.  Off by default: it would log URL tokens."""
-
-
-class JournalConfig(_Model):
-    type: Literal["sqlite"] = "sqlite"
-    path: Path = Path("hookdock-data/hookdock.db")
-    busy_timeout_ms: Annotated[int, Field(ge=0, le=600_000)] = 10_000
-    """How long a write waits for another process's lock before the delivery is refused (503)."""
 
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
@@ -196,7 +190,7 @@ def split_sink_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[st
 
 class Config(_Model):
     server: ServerConfig = ServerConfig()
-    journal: JournalConfig = JournalConfig()
+    journal: JournalConfig = SqliteConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
@@ -254,9 +248,15 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("url-token", "basic", "header-token", "standard-webhooks", "none") or (
-            part.startswith("hmac-")
-        ):
+        elif part in (
+            "url-token",
+            "basic",
+            "header-token",
+            "standard-webhooks",
+            "none",
+            "sqlite",
+            "postgres",
+        ) or (part.startswith("hmac-")):
             continue  # the discriminator's branch name is noise next to the key itself
         else:
             out += f".{part}" if out else part
@@ -317,7 +317,7 @@ def parse_config(
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n  ".join([heading, *format_validation_error(exc)])) from None
-    if not config.journal.path.is_absolute():
+    if isinstance(config.journal, SqliteConfig) and not config.journal.path.is_absolute():
         journal = config.journal.model_copy(update={"path": base_dir / config.journal.path})
         config = config.model_copy(update={"journal": journal})
     return config

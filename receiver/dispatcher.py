@@ -275,7 +275,7 @@ class Dispatcher:
         taken = Counter(c.sink for c in claims)
         for claim in claims:
             self._load[claim.sink] += 1
-            self._track(self._sending, claim, self._send(claim, None))
+            self._track(self._sending, claim, self._send(claim))
         full = {sink for sink, n in wanted.items() if taken[sink] >= n}
         self._maybe_due -= set(wanted) - full  # those sinks have nothing more due now
         return bool(full)
@@ -326,8 +326,8 @@ class Dispatcher:
             await self._finish_route(claim, Outcome.dead(str(exc)))
             return
         pairs = [
-            (index, sink)
-            for index, event in enumerate(events)
+            (event, sink)
+            for event in events
             for sink in target.router.sinks_for(event)
             if sink in self.sinks
         ]
@@ -356,7 +356,7 @@ class Dispatcher:
             return
         for send in sends:
             self._load[send.sink] += 1
-            self._track(self._sending, send, self._send(send, events[send.event_index]))
+            self._track(self._sending, send, self._send(send))
         # A send left unleased (its sink was full, or is stopped) waits to be claimed.
         self._maybe_due.update({sink for _, sink in pairs} - {s.sink for s in sends})
         if not pairs:
@@ -378,8 +378,8 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, claim: SendClaim, event: Event | None) -> None:
-        outcome = await self._send_outcome(claim, event)
+    async def _send(self, claim: SendClaim) -> None:
+        outcome = await self._send_outcome(claim)
         try:
             await self.journal.finish_send(claim, self.owner, outcome)
         except Exception:
@@ -388,19 +388,18 @@ class Dispatcher:
                 "cannot record the outcome of event %s to sink %s", claim.event_id, claim.sink
             )
             return
-        delivery = claim.delivery
         if outcome.kind == "delivered":
             log.debug(
                 "delivered event %s (route %s) to sink %s",
                 claim.event_id,
-                delivery.route,
+                claim.route,
                 claim.sink,
             )
         elif outcome.kind == "retry":
             log.warning(
                 "event %s (route %s) to sink %s: attempt %d failed, retrying in %.0fs: %s",
                 claim.event_id,
-                delivery.route,
+                claim.route,
                 claim.sink,
                 claim.attempt,
                 (outcome.retry_at or 0) - self.clock(),
@@ -418,26 +417,22 @@ class Dispatcher:
             log.error(
                 "event %s (route %s) to sink %s dead-lettered: %s",
                 claim.event_id,
-                delivery.route,
+                claim.route,
                 claim.sink,
                 outcome.error,
             )
 
-    async def _send_outcome(self, claim: SendClaim, event: Event | None) -> Outcome:
+    async def _send_outcome(self, claim: SendClaim) -> Outcome:
         target = self.sinks.get(claim.sink)
         if target is None:
             return Outcome.dead(f"sink {claim.sink!r} is no longer configured")
-        route = self.routes.get(claim.delivery.route)
+        route = self.routes.get(claim.route)
+        event = claim.event
         if event is None:
-            if route is None:
-                return Outcome.dead(f"route {claim.delivery.route!r} is no longer configured")
-            try:
-                events: Sequence[Event] = route.source.normalize(claim.delivery)
-            except Exception as exc:
-                return Outcome.dead(f"cannot normalize: {_describe(exc)}")
-            if claim.event_index >= len(events):
-                return Outcome.dead("the delivery no longer normalizes to this event")
-            event = events[claim.event_index]
+            found = await self._legacy_event(claim, route)
+            if isinstance(found, Outcome):
+                return found
+            event = found
         sink = target.sink
         fetcher = route.fetcher if route is not None else None
         wanted: list[FileRef] = []
@@ -474,7 +469,7 @@ class Dispatcher:
     ) -> Event:
         """Store each wanted file not stored yet (``stored`` grows as they are); the event
         with every stored file recorded."""
-        fetcher = self.routes[claim.delivery.route].fetcher
+        fetcher = self.routes[claim.route].fetcher
         sink = self.sinks[claim.sink].sink
         if fetcher is None or not isinstance(sink, FileSink):  # checked by the caller
             return event
@@ -500,6 +495,24 @@ class Dispatcher:
             claim.sink,
         )
         return info
+
+    async def _legacy_event(self, claim: SendClaim, route: RouteTarget | None) -> Event | Outcome:
+        """The event of a send routed before events were stored: normalized once more, found
+        by its id, and stored, so that this happens once."""
+        if route is None:
+            return Outcome.dead(f"route {claim.route!r} is no longer configured")
+        raw = await self.journal.get_raw(claim.delivery_id)
+        if raw is None:
+            return Outcome.dead("its delivery is no longer in the journal")
+        try:
+            events: Sequence[Event] = route.source.normalize(raw)
+        except Exception as exc:
+            return Outcome.dead(f"cannot normalize: {_describe(exc)}")
+        for position, event in enumerate(events):
+            if event.event_id == claim.event_id:
+                await self.journal.store_event(claim, event, position)
+                return event
+        return Outcome.dead("the delivery no longer normalizes to this event")
 
     @staticmethod
     def _retry_before_expiry(

@@ -4,8 +4,6 @@ The tree::
 
     ReceiverError                  anything the host raises on purpose
     ├── ConfigError                the configuration is invalid; the message names the key
-    ├── JournalError               the journal cannot be read or written
-    │   └── JournalUnavailable     a write failed or the journal is closed (ingest answers 503)
     └── IngestError                a request is refused; ``status`` and a one-line ``message``
         ├── RouteNotFound          404
         ├── PayloadTooLarge        413
@@ -13,11 +11,16 @@ The tree::
         ├── AuthFailed             401
         └── BadPayload             400 / 422
 
+The journal keeps its own errors (``receiver.journal.errors``: ``JournalError``, and
+``JournalUnavailable``, which ingest answers with 503); they are re-exported here.
+
 Every ingest error body is one short plain-text line, prefixed ``hookdock:``, because a
 SmartDocumentor reviewer reads it on the document.  It never holds a secret or a traceback.
 """
 
 from __future__ import annotations
+
+from receiver.journal.errors import JournalError, JournalUnavailable
 
 __all__ = [
     "AuthFailed",
@@ -39,14 +42,6 @@ class ReceiverError(Exception):
 
 class ConfigError(ReceiverError):
     """The configuration is invalid; the message names the key and what is wrong with it."""
-
-
-class JournalError(ReceiverError):
-    """The journal could not be read or written: check ``journal.path`` and the disk."""
-
-
-class JournalUnavailable(JournalError):
-    """The journal could not make a delivery durable; the sender must try again."""
 
 
 class IngestError(ReceiverError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,7 @@ from handlers.source import Source
 from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
-from receiver.journal.base import Journal
-from receiver.journal.sqlite import SqliteJournal
+from receiver.journal import SqliteConfig, SqlJournal, make_journal
 from receiver.plugins import Plugins, close_sinks, load_plugins
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -45,7 +45,7 @@ class IngestRoute:
 class Runtime:
     config: Config
     base_dir: Path
-    journal: Journal
+    journal: SqlJournal
     routes: dict[str, IngestRoute]
     sinks: dict[str, Sink]
     run_dispatcher: bool
@@ -64,7 +64,7 @@ class Runtime:
         config: Config,
         base_dir: Path,
         *,
-        journal: Journal | None = None,
+        journal: SqlJournal | None = None,
         run_dispatcher: bool | None = None,
         plugins: Plugins | None = None,
         log_plugins: bool = True,
@@ -85,8 +85,7 @@ class Runtime:
         return cls(
             config=config,
             base_dir=base_dir,
-            journal=journal
-            or SqliteJournal(config.journal.path, busy_timeout_ms=config.journal.busy_timeout_ms),
+            journal=journal or make_journal(config.journal),
             routes=routes,
             sinks=sinks,
             run_dispatcher=config.dispatcher.enabled if run_dispatcher is None else run_dispatcher,
@@ -95,7 +94,9 @@ class Runtime:
     @property
     def spool_dir(self) -> Path:
         """Where sinks that must read a file twice spool it (anonymous files only)."""
-        return self.config.journal.path.parent / "spool"
+        if isinstance(self.config.journal, SqliteConfig):
+            return self.config.journal.path.parent / "spool"
+        return Path(tempfile.gettempdir()) / "hookdock-spool"
 
     def route_targets(self) -> dict[str, RouteTarget]:
         return {
@@ -138,11 +139,10 @@ class Runtime:
         return targets
 
     async def start(self) -> None:
-        if isinstance(self.journal, SqliteJournal):
-            await asyncio.to_thread(self.journal.open)
-            self._watchdog = asyncio.create_task(
-                self.journal.watchdog(JOURNAL_STALL_SECONDS), name="hookdock-journal-watchdog"
-            )
+        await asyncio.to_thread(self.journal.open)
+        self._watchdog = asyncio.create_task(
+            self.journal.watchdog(JOURNAL_STALL_SECONDS), name="hookdock-journal-watchdog"
+        )
         self._started = True
         if self.run_dispatcher:
             await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ several workers (or processes, with a shared backend) never hold the same item a
 crashed worker's lease simply runs out:
 
 * a **delivery** is claimed to be *routed*: normalized into events, each event matched to its
-  sinks; ``route`` then records one **send** per (event, sink) pair, atomically;
+  sinks; ``route`` then stores the events and records one **send** per (event, sink) pair,
+  atomically.  Every attempt of a send delivers the stored event: a source runs once;
 * a **send** is claimed, per sink, to be delivered; each has its own attempts, next attempt
   time, last error (and its short ``code``) and delivered time, so one failing sink never
   holds back another.  The files a send has stored are recorded with it as they land, so a
@@ -14,7 +15,11 @@ crashed worker's lease simply runs out:
 
 A delivery as a whole is *pending* while it is unrouted or any of its sends is, *dead* when it
 could not be routed or a send gave up, and *done* when every send was delivered (or the rules
-dropped every event).
+dropped every event): ``rules.overall_state``.
+
+Two protocols: ``Journal`` is the hot path (append, claim, route, finish, leases), what ingest
+and the dispatcher use; ``JournalAdmin`` is what an operator reads and does, which needs no
+dispatcher and no plugins.  ``SqlJournal`` implements both, on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from handlers.event import RawDelivery
+from handlers.event import Event, RawDelivery
 from handlers.files import FileInfo
 
 __all__ = [
@@ -34,6 +39,7 @@ __all__ = [
     "DeliveryInfo",
     "DeliveryState",
     "Journal",
+    "JournalAdmin",
     "Outcome",
     "OwnerCheck",
     "SendClaim",
@@ -77,20 +83,20 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class SendClaim:
-    """A leased (event, sink) pair: the ``event_index``-th event of ``delivery`` for ``sink``."""
+    """A leased (event, sink) pair: the stored ``event`` to deliver to ``sink``."""
 
     send_id: int
-    delivery: RawDelivery
-    event_index: int
+    delivery_id: str
+    route: str
+    event_id: str
+    event: Event | None
+    """The event as stored when the delivery was routed.  None only for a send routed by a
+    hookdock older than stored events: the dispatcher normalizes it once more, by its id."""
     sink: str
     attempt: int
     claimed_at: float
     files: Mapping[str, FileInfo] = field(default_factory=dict)
     """Role -> file already stored by an earlier attempt (``record_file``): not to fetch again."""
-
-    @property
-    def event_id(self) -> str:
-        return self.delivery.event_id(self.event_index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +189,12 @@ class Journal(Protocol):
         self,
         claim: Claim,
         owner: str,
-        sends: Sequence[tuple[int, str]],
+        sends: Sequence[tuple[Event, str]],
         lease_now: Collection[str],
         lease_seconds: float,
     ) -> list[SendClaim]:
-        """Mark the claimed delivery routed and record one send per ``(event_index, sink)``.
+        """Mark the claimed delivery routed, store each event of ``sends`` (by its id: a delivery
+        routed again replaces them) and record one send per ``(event, sink)``, once.
 
         Sends whose sink is in ``lease_now`` (and not stopped) come back leased to ``owner``
         as their first attempt, to be delivered right away; the rest wait to be claimed.
@@ -206,6 +213,14 @@ class Journal(Protocol):
 
         The outcome's error and code replace the send's; a delivered send has neither.
         """
+        ...
+
+    async def store_event(self, claim: SendClaim, event: Event, position: int) -> None:
+        """Store the event of a send routed before events were stored (``event`` is None)."""
+        ...
+
+    async def get_raw(self, delivery_id: str) -> RawDelivery | None:
+        """The raw delivery as it was accepted."""
         ...
 
     async def record_file(self, claim: SendClaim, owner: str, role: str, info: FileInfo) -> bool:
@@ -234,6 +249,20 @@ class Journal(Protocol):
         """End the leases of owners ``is_dead_owner`` says are gone (a crashed process)."""
         ...
 
+    async def stopped_sinks(self) -> list[StoppedSink]:
+        """Sinks a 410 stopped: the dispatcher says so when it starts."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``JournalUnavailable`` unless a write can be made durable right now."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class JournalAdmin(Protocol):
+    """What an operator reads and does: no lease, no dispatcher, no plugin needed."""
+
     async def prune(self, done_before: float) -> int:
         """Delete done deliveries (sends and attempts too) received before ``done_before``.
 
@@ -246,8 +275,20 @@ class Journal(Protocol):
     ) -> int:
         """Make dead deliveries and dead sends pending again with fresh attempts.
 
+        Each send keeps the event stored when it was routed; see ``renormalize`` for a
+        delivery whose source has since been fixed.
+
         All dead ones when ``delivery_ids`` is None; only sends to ``sink`` when it is given.
         Returns how many deliveries had something requeued.
+        """
+        ...
+
+    async def renormalize(self, delivery_ids: Sequence[str] | None = None) -> int:
+        """Route dead deliveries again from their raw bytes (all dead ones when None).
+
+        Their dead sends are dropped and the delivery goes back to be normalized and routed:
+        the events are stored anew, and a sink that already has an event does not get it
+        twice.  Returns how many deliveries go back.
         """
         ...
 
@@ -278,9 +319,5 @@ class Journal(Protocol):
         ...
 
     async def counts(self) -> dict[DeliveryState, int]: ...
-
-    async def ping(self) -> None:
-        """Raise ``JournalUnavailable`` unless a write can be made durable right now."""
-        ...
 
     async def close(self) -> None: ...

@@ -1,11 +1,16 @@
-"""Group commit: one thread owns the SQLite connection and commits queued work together.
+"""Group commit: one thread owns the write connection and commits queued work together.
 
 Requests hand a small function over a queue and await a future.  The thread takes everything
 that queued while its previous commit ran, applies it in one transaction (a savepoint each, so
 one failing function cannot undo another's work) and commits once: concurrent requests share
 one fsync instead of paying one each.  There is no fixed wait: a lone request commits at once,
-and batches grow exactly as fast as load does.  fsync happens on this thread, never on the
-event loop.
+and batches grow exactly as fast as load does.  The commit happens on this thread, never on
+the event loop.  The same thread serves SQLite and PostgreSQL, through a ``Dialect``.
+
+A connection the database dropped (PostgreSQL restarted, a network cut) fails the batch it was
+running with ``JournalUnavailable`` (ingest answers 503) and is opened again for the next
+batch; while it cannot be, batches fail at once rather than each waiting out a connect
+timeout, and one attempt is made per ``reconnect_seconds``.
 """
 
 from __future__ import annotations
@@ -14,25 +19,22 @@ import asyncio
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from receiver.errors import JournalUnavailable
+from receiver.journal.dialect import Dialect, Tx
+from receiver.journal.errors import JournalUnavailable
 
-__all__ = ["GroupCommitter"]
+__all__ = ["Bulk", "GroupCommitter", "Work"]
 
 log = logging.getLogger("hookdock.journal")
 
-T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], Any]
+Work = Callable[[Tx], Any]
+Bulk = Callable[[Tx, list[Any]], list[Any]]
 
 _MAX_BATCH = 2048
-
-
-Bulk = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
 class _Job:
@@ -66,21 +68,27 @@ def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
 
 
 class GroupCommitter:
-    """Runs ``submit``ted functions on one connection, committing each batch with one fsync."""
+    """Runs ``submit``ted functions on one connection, committing each batch once."""
 
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
+        connect: Callable[[], Any],
+        dialect: Dialect,
         bulk: dict[str, Bulk] | None = None,
         *,
+        clock: Callable[[], float] = time.time,
         single_statement: frozenset[str] = frozenset(),
         name: str = "journal",
+        reconnect_seconds: float = 1.0,
     ) -> None:
         """``single_statement`` names bulk kinds whose handler writes with exactly one statement
         (reads aside), so that a batch of only those can skip BEGIN and COMMIT."""
         self._connect = connect
+        self.dialect = dialect
+        self._clock = clock
         self._bulk = bulk or {}
         self._single_statement = single_statement
+        self._reconnect_seconds = reconnect_seconds
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -88,10 +96,11 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name=f"hookdock-{name}", daemon=True)
         self.commits = 0
         self.committed_jobs = 0
-        # Futures not yet settled, and when the current batch began (monotonic), so that a
-        # stalled disk can be noticed from the event loop without a timer per request.
         self._waiting: set[asyncio.Future[Any]] = set()
         self._batch_started: float | None = None
+        self._conn: Any = None
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def fail_if_stalled(self, limit_seconds: float) -> int:
         """Fail every waiting job if the current batch has run over ``limit_seconds``.
@@ -120,8 +129,8 @@ class GroupCommitter:
         return self._thread.is_alive() and not self._closed
 
     async def submit(self, fn: Work, *, single_statement: bool = False) -> Any:
-        """Run ``fn(connection)`` in the next batch, in a savepoint of its own unless it writes
-        with ``single_statement`` (SQLite then undoes a failure by itself)."""
+        """Run ``fn(tx)`` in the next batch, in a savepoint of its own unless it writes with
+        ``single_statement`` on an engine that undoes a failed statement by itself."""
         return await self._wait(
             lambda f, loop: _Job(fn, f, loop, single_statement=single_statement)
         )
@@ -129,9 +138,8 @@ class GroupCommitter:
     async def submit_bulk(self, kind: str, item: Any) -> Any:
         """Hand ``item`` to the ``kind`` bulk handler, called once for all such items in a batch.
 
-        Each statement that SQLite runs lets go of the GIL and has to win it back from the busy
-        event loop; one multi-row statement per batch instead of a few per job is what keeps
-        the commit thread from stalling on that hand-off.
+        One multi-row statement per batch instead of a few per job is what keeps the commit
+        thread from stalling on the GIL hand-off (SQLite) or on round trips (PostgreSQL).
         """
         return await self._wait(lambda f, loop: _Job(None, f, loop, kind, item))
 
@@ -158,7 +166,7 @@ class GroupCommitter:
 
     def _run(self) -> None:
         try:
-            conn = self._connect()
+            self._conn = self._connect()
         except BaseException as exc:  # reported to start()'s caller
             self._startup_error = exc
             self._ready.set()
@@ -181,12 +189,12 @@ class GroupCommitter:
                     else:
                         batch.append(job)
                 if batch:
-                    self._commit(conn, batch)
+                    self._commit(batch)
                 if stop:
                     break
             self._fail_queued()
         finally:
-            conn.close()
+            self._drop_connection()
 
     def _fail_queued(self) -> None:
         leftover: list[_Job] = []
@@ -199,36 +207,72 @@ class GroupCommitter:
                 leftover.append(job)
         self._deliver([(j, None, JournalUnavailable("the journal is closed")) for j in leftover])
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _connection(self) -> Any:
+        """The open connection, or a new one; raises ``JournalUnavailable`` while it cannot be."""
+        if self._conn is not None:
+            return self._conn
+        if time.monotonic() < self._down_until:
+            raise JournalUnavailable(f"the journal's database is unavailable: {self._down_reason}")
+        try:
+            self._conn = self._connect()
+        except Exception as exc:
+            self._down_until = time.monotonic() + self._reconnect_seconds
+            self._down_reason = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("journal: cannot reconnect yet: %s", self._down_reason)
+            raise JournalUnavailable(
+                f"the journal's database is unavailable: {self._down_reason}"
+            ) from exc
+        log.info("journal: connected again")
+        return self._conn
+
+    def _commit(self, batch: list[_Job]) -> None:
         self._batch_started = time.monotonic()
+        dialect = self.dialect
+        try:
+            conn = self._connection()
+        except JournalUnavailable as exc:
+            self._deliver([(job, None, exc) for job in batch])
+            return
+        tx = Tx(conn, dialect, self._clock)
         groups: dict[str, list[_Job]] = {}
         for job in batch:
             if job.bulk is not None:
                 groups.setdefault(job.bulk, []).append(job)
         only = next(iter(groups)) if len(groups) == 1 else None
+        began = False
         try:
             if only in self._single_statement and len(groups[only]) == len(batch):
-                # One statement in autocommit mode is its own transaction: it commits, fsync
-                # included, within that one call.  The thread then takes the GIL back from
-                # the event loop once per batch rather than once per statement.
-                outcomes = self._run_bulk(conn, only, groups[only])
+                # One statement in autocommit mode is its own transaction: it commits (and
+                # syncs) within that one call, and the thread crosses over once per batch.
+                outcomes = self._run_bulk(tx, only, groups[only])
             else:
-                conn.execute("BEGIN IMMEDIATE")
+                tx.execute(dialect.begin)
+                began = True
                 # Bulk handlers share the batch's fate (no savepoint each): should one fail,
                 # the batch rolls back and every job in it fails; senders retry, leases lapse.
                 outcomes = [
-                    o for kind, jobs in groups.items() for o in self._run_bulk(conn, kind, jobs)
+                    o for kind, jobs in groups.items() for o in self._run_bulk(tx, kind, jobs)
                 ]
-                outcomes.extend(self._run_fn(conn, job) for job in batch if job.fn is not None)
-                conn.execute("COMMIT")
+                outcomes.extend(self._run_fn(tx, job) for job in batch if job.fn is not None)
+                tx.execute("COMMIT")
         except Exception as exc:  # the whole batch failed; the thread itself must live on
-            log.error("journal commit failed: %s", exc)
-            if conn.in_transaction:
+            reason = _one_line(exc)
+            log.error("journal commit failed: %s", reason)
+            if began:
                 try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("journal rollback failed")
-            error = JournalUnavailable(f"the journal could not commit: {exc}")
+                    tx.execute("ROLLBACK")
+                except Exception:
+                    # The connection is gone: open a new one for the next batch.
+                    self._drop_connection()
+            if self._conn is not None and _is_broken(self._conn):
+                self._drop_connection()
+            error = JournalUnavailable(f"the journal could not commit: {reason}")
             error.__cause__ = exc
             outcomes = [(job, None, error) for job in batch]
         else:
@@ -237,29 +281,39 @@ class GroupCommitter:
         self._deliver(outcomes)
 
     def _run_bulk(
-        self, conn: sqlite3.Connection, kind: str, jobs: list[_Job]
+        self, tx: Tx, kind: str, jobs: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
-        values = self._bulk[kind](conn, [job.item for job in jobs])
+        values = self._bulk[kind](tx, [job.item for job in jobs])
         return list(zip(jobs, values, [None] * len(jobs), strict=True))
 
-    @staticmethod
-    def _run_fn(conn: sqlite3.Connection, job: _Job) -> tuple[_Job, Any, BaseException | None]:
+    def _run_fn(self, tx: Tx, job: _Job) -> tuple[_Job, Any, BaseException | None]:
         assert job.fn is not None
-        if job.single_statement:
-            # SQLite undoes a failed statement by itself: no savepoint needed.
+        if job.single_statement and self.dialect.statement_rollback:
             try:
-                return job, job.fn(conn), None
+                return job, job.fn(tx), None
             except Exception as exc:
-                return job, None, _as_journal_error(exc)
-        conn.execute("SAVEPOINT job")
+                return job, None, self._as_journal_error(exc)
+        tx.execute("SAVEPOINT job")
         try:
-            value = job.fn(conn)
+            value = job.fn(tx)
         except Exception as exc:  # one job's failure is its own, not the batch's
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            return job, None, _as_journal_error(exc)
-        conn.execute("RELEASE job")
+            if self._is_unavailable(exc) and _is_broken(tx.conn):
+                raise  # the connection died under it: the batch as a whole has failed
+            tx.execute("ROLLBACK TO SAVEPOINT job")
+            tx.execute("RELEASE SAVEPOINT job")
+            return job, None, self._as_journal_error(exc)
+        tx.execute("RELEASE SAVEPOINT job")
         return job, value, None
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.dialect.unavailable)
+
+    def _as_journal_error(self, exc: Exception) -> Exception:
+        if self._is_unavailable(exc):
+            error = JournalUnavailable(f"the journal could not write: {_one_line(exc)}")
+            error.__cause__ = exc
+            return error
+        return exc
 
     def _deliver(self, outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
         self._batch_started = None
@@ -273,9 +327,11 @@ class GroupCommitter:
                 loop.call_soon_threadsafe(_settle, results)
 
 
-def _as_journal_error(exc: Exception) -> Exception:
-    if isinstance(exc, sqlite3.Error):
-        error = JournalUnavailable(f"the journal could not write: {exc}")
-        error.__cause__ = exc
-        return error
-    return exc
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_broken(conn: Any) -> bool:
+    """psycopg marks a connection the server dropped as ``broken``; sqlite3 has no such state."""
+    return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False) is True)

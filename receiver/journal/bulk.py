@@ -1,23 +1,23 @@
-"""The SQLite journal's bulk writes: one statement for a whole group-commit batch.
+"""The journal's bulk writes: one statement for a whole group-commit batch.
 
-Each statement SQLite runs lets go of the GIL and must win it back from the busy event loop,
-so the two writes that happen once per request or per send (an append, a delivered send) are
-collected over a batch and written with one multi-row statement each.
+The two writes that happen once per request or per send (an append, a delivered send) are
+collected over a batch and written with one multi-row statement each: on SQLite every
+statement lets go of the GIL and must win it back from the busy event loop, on PostgreSQL
+every statement is a round trip.
 """
 
 from __future__ import annotations
 
 import functools
-import sqlite3
-import time
 from typing import Any
 
 from receiver.journal.base import AppendResult, Claim, SendClaim
+from receiver.journal.dialect import Tx
 
 __all__ = ["append_many", "record_attempts", "record_send_attempts", "sent_many"]
 
-# SQLite allows 32766 bound variables per statement; ten a row leaves room for 3000 rows, more
-# than a batch holds, so a batch of appends is one statement (and in autocommit, one commit).
+# Ten parameters a row: 3000 rows stay under SQLite's 32766 bound variables (and PostgreSQL's
+# 65535), more than a batch holds, so a batch of appends is one statement.
 _ROWS_PER_INSERT = 3000
 
 
@@ -30,40 +30,54 @@ def _insert_sql(rows: int) -> str:
     )
 
 
-def append_many(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[AppendResult]:
-    """Insert a batch's deliveries in one statement per 3000; duplicates keep the first id."""
-    now = time.time()
+def append_many(tx: Tx, rows: list[tuple[Any, ...]]) -> list[AppendResult]:
+    """Insert a batch's deliveries in one statement per 3000; duplicates keep the first id.
+
+    The dedupe key is unique in the table, so two processes appending the same delivery at
+    once make one row: the second insert waits for the first to commit, then does nothing,
+    and both answer with the first id.
+    """
+    now = tx.now
     results: list[AppendResult] = []
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         params = [value for row in chunk for value in (*row, now, now)]
-        inserted = conn.execute(_insert_sql(len(chunk)), params).rowcount
+        inserted = tx.execute(_insert_sql(len(chunk)), params).rowcount
         if inserted == len(chunk):
             results.extend(AppendResult(row[0], duplicate=False) for row in chunk)
             continue
         # Rare: some dedupe keys were known (or repeated within this very batch).
         ids = [row[0] for row in chunk]
-        marks = ",".join("?" * len(ids))
-        new = {r[0] for r in conn.execute(f"SELECT id FROM deliveries WHERE id IN ({marks})", ids)}
+        new = {
+            r[0]
+            for r in tx.execute(
+                f"SELECT id FROM deliveries WHERE id IN ({tx.marks(len(ids))})", ids
+            )
+        }
         for row in chunk:
             if row[0] in new:
                 results.append(AppendResult(row[0], duplicate=False))
             else:
-                first = conn.execute(
+                first = tx.execute(
                     "SELECT id FROM deliveries WHERE dedupe_key = ?", (row[7],)
                 ).fetchone()
                 results.append(AppendResult(first[0], duplicate=True))
     return results
 
 
-def record_attempts(
-    conn: sqlite3.Connection, attempts: list[tuple[Claim, str, str, str | None]], now: float
-) -> None:
+_UPSERT_ATTEMPT = (
+    " ON CONFLICT ({key}, attempt) DO UPDATE SET owner = excluded.owner,"
+    " started_at = excluded.started_at, finished_at = excluded.finished_at,"
+    " outcome = excluded.outcome, error = excluded.error"
+)
+
+
+def record_attempts(tx: Tx, attempts: list[tuple[Claim, str, str, str | None]], now: float) -> None:
     """Routing attempts: (claim, owner, outcome, error) each."""
     values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(attempts))
-    conn.execute(
-        "INSERT OR REPLACE INTO attempts (delivery_id, attempt, owner, started_at, finished_at,"
-        f" outcome, error) VALUES {values}",
+    tx.execute(
+        "INSERT INTO attempts (delivery_id, attempt, owner, started_at, finished_at,"
+        f" outcome, error) VALUES {values}" + _UPSERT_ATTEMPT.format(key="delivery_id"),
         [
             v
             for c, owner, kind, error in attempts
@@ -73,15 +87,16 @@ def record_attempts(
 
 
 def record_send_attempts(
-    conn: sqlite3.Connection, attempts: list[tuple[SendClaim, str, str, str | None]], now: float
+    tx: Tx, attempts: list[tuple[SendClaim, str, str, str | None]], now: float
 ) -> None:
     """Send attempts: (claim, owner, outcome, error) each, 1000 rows a statement."""
     for start in range(0, len(attempts), 1000):
         chunk = attempts[start : start + 1000]
         values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        conn.execute(
-            "INSERT OR REPLACE INTO send_attempts (send_id, attempt, owner, started_at,"
-            f" finished_at, outcome, error) VALUES {values}",
+        tx.execute(
+            "INSERT INTO send_attempts (send_id, attempt, owner, started_at,"
+            f" finished_at, outcome, error) VALUES {values}"
+            + _UPSERT_ATTEMPT.format(key="send_id"),
             [
                 v
                 for claim, owner, kind, error in chunk
@@ -90,20 +105,20 @@ def record_send_attempts(
         )
 
 
-def sent_many(conn: sqlite3.Connection, items: list[tuple[SendClaim, str]]) -> list[None]:
+def sent_many(tx: Tx, items: list[tuple[SendClaim, str]]) -> list[None]:
     """Mark a batch's delivered sends: one UPDATE per owner and 3000, then their attempts."""
-    now = time.time()
+    now = tx.now
     by_owner: dict[str, list[int]] = {}
     for claim, owner in items:
         by_owner.setdefault(owner, []).append(claim.send_id)
     for owner, ids in by_owner.items():
         for start in range(0, len(ids), _ROWS_PER_INSERT):
             chunk = ids[start : start + _ROWS_PER_INSERT]
-            conn.execute(
+            tx.execute(
                 "UPDATE sends SET state = 'delivered', delivered_at = ?, lease_owner = NULL,"
                 " lease_until = NULL, last_error = NULL, code = NULL, updated_at = ?"
-                f" WHERE lease_owner = ? AND id IN ({','.join('?' * len(chunk))})",
+                f" WHERE lease_owner = ? AND id IN ({tx.marks(len(chunk))})",
                 [now, now, owner, *chunk],
             )
-    record_send_attempts(conn, [(c, o, "delivered", None) for c, o in items], now)
+    record_send_attempts(tx, [(c, o, "delivered", None) for c, o in items], now)
     return [None] * len(items)

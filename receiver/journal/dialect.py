@@ -1,0 +1,112 @@
+"""What differs between SQLite and PostgreSQL, and nothing else.
+
+The journal's SQL is written once, with ``?`` placeholders, in the dialect both engines share
+(``INSERT ... ON CONFLICT``, ``UPDATE ... RETURNING``, partial indexes).  A ``Dialect`` holds the
+rest: the placeholder style, how a claim locks its rows (PostgreSQL's ``FOR UPDATE SKIP
+LOCKED``; SQLite has one writer at a time and needs nothing), how a write transaction begins,
+whether a failed statement spoils its transaction, column types for the schema, and which
+driver errors mean "the database is unavailable, try again".
+
+``Tx`` is what journal code runs against: a connection, its dialect, and the database's clock
+for the current batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Cursor", "Dialect", "Tx"]
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+    def __iter__(self) -> Any: ...
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    placeholder: str
+    """``?`` (sqlite3) or ``%s`` (psycopg)."""
+    skip_locked: str
+    """Appended to a claim's inner SELECT so concurrent claimers never wait on each other."""
+    begin: str
+    """The statement that begins a write transaction."""
+    statement_rollback: bool
+    """True when a failed statement undoes itself and leaves its transaction usable (SQLite);
+    PostgreSQL aborts the whole transaction, so every job there needs a savepoint."""
+    max_params: int
+    """Bound parameters one statement may carry."""
+    types: dict[str, str]
+    """Column types by role, for the schema: ``blob``, ``real``, ``serial``."""
+    unavailable: tuple[type[BaseException], ...]
+    """Driver errors that mean "not now": the write is refused with ``JournalUnavailable``."""
+    now_sql: str | None = None
+    """A query for the database's clock (epoch seconds); None: the process clock is it."""
+
+    def sql(self, text: str) -> str:
+        return _convert(self.placeholder, text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _convert(placeholder: str, text: str) -> str:
+    if placeholder == "?":
+        return text
+    # No statement of the journal has a literal ? or % of its own.
+    return _PLACEHOLDER.sub(placeholder, text)
+
+
+class Tx:
+    """A connection in use by one batch (or one read), in the dialect's terms."""
+
+    __slots__ = ("_clock", "_now", "conn", "dialect")
+
+    def __init__(self, conn: Any, dialect: Dialect, clock: Callable[[], float]) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self._clock = clock
+        self._now: float | None = None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        cursor: Cursor = self.conn.execute(self.dialect.sql(sql), params)
+        return cursor
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        if self.dialect.placeholder == "?":
+            self.conn.executemany(sql, rows)
+        else:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(self.dialect.sql(sql), rows)
+
+    def marks(self, n: int) -> str:
+        """``?,?,...``: ``n`` placeholders for an ``IN (...)``."""
+        return ",".join("?" * n)
+
+    @property
+    def now(self) -> float:
+        """The database's clock, read once per batch: leases and due times are compared on it,
+        so replicas whose clocks disagree still agree on who holds what."""
+        if self._now is None:
+            if self.dialect.now_sql is None:
+                self._now = self._clock()
+            else:
+                self._now = float(self.conn.execute(self.dialect.now_sql).fetchone()[0])
+        return self._now
+
+    def new_batch(self) -> None:
+        self._now = None

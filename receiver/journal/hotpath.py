@@ -1,0 +1,391 @@
+"""The journal's hot path, written once over a ``Dialect``: append, claim, route, finish,
+leases.  What ingest and the dispatcher call, many times a second."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from handlers.event import Event, RawDelivery
+from handlers.files import FileInfo
+from receiver.journal.base import AppendResult, Claim, Outcome, OwnerCheck, SendClaim
+from receiver.journal.bulk import record_attempts, record_send_attempts
+from receiver.journal.dialect import Tx
+from receiver.journal.rules import routing_transition, send_transition
+
+__all__ = ["RAW_COLUMNS", "HotPath", "files_json", "parse_files", "raw_delivery"]
+
+RAW_COLUMNS = "d.id, d.route, d.source, d.received_at, d.content_type, d.headers, d.body"
+"""The columns ``raw_delivery`` reads, from ``deliveries`` aliased ``d``."""
+
+_SEND_COLUMNS = "s.id, s.delivery_id, d.route, s.event_id, e.body, s.sink, s.attempts, s.files"
+"""What a ``SendClaim`` is made of, from ``sends s`` joined to ``deliveries d`` and ``events e``."""
+
+
+def raw_delivery(row: Any) -> RawDelivery:
+    return RawDelivery(
+        delivery_id=row[0],
+        route=row[1],
+        source=row[2],
+        received_at=datetime.fromisoformat(row[3]),
+        content_type=row[4],
+        headers=orjson.loads(row[5]),
+        body=bytes(row[6]),
+    )
+
+
+def files_json(files: dict[str, FileInfo]) -> str:
+    """The ``sends.files`` value for ``files`` (role -> what was stored)."""
+    return orjson.dumps({role: info.model_dump() for role, info in files.items()}).decode()
+
+
+def parse_files(text: str | None) -> dict[str, FileInfo]:
+    """``sends.files`` back into role -> ``FileInfo``; NULL (the usual case) costs nothing."""
+    if text is None:
+        return {}
+    return {role: FileInfo.model_validate(info) for role, info in orjson.loads(text).items()}
+
+
+def _send_claim(row: Any, now: float) -> SendClaim:
+    event = None if row[4] is None else Event.model_validate_json(bytes(row[4]))
+    return SendClaim(
+        send_id=row[0],
+        delivery_id=row[1],
+        route=row[2],
+        event_id=row[3],
+        event=event,
+        sink=row[5],
+        attempt=row[6],
+        claimed_at=now,
+        files=parse_files(row[7]),
+    )
+
+
+def _select_claimed(tx: Tx, rows: list[Any], now: float) -> list[SendClaim]:
+    """The claims for sends just leased (``rows`` of id), with their stored events."""
+    ids = [r[0] for r in rows]
+    out: list[SendClaim] = []
+    step = tx.dialect.max_params - 10
+    for start in range(0, len(ids), step):
+        chunk = ids[start : start + step]
+        out += [
+            _send_claim(r, now)
+            for r in tx.execute(
+                f"SELECT {_SEND_COLUMNS} FROM sends s JOIN deliveries d ON d.id = s.delivery_id"
+                " LEFT JOIN events e ON e.id = s.event_id"
+                f" WHERE s.id IN ({tx.marks(len(chunk))})",
+                chunk,
+            )
+        ]
+    return out
+
+
+class HotPath:
+    """Mixed into ``SqlJournal``; ``_write`` runs a function in the next group commit."""
+
+    async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
+        raise NotImplementedError
+
+    async def _bulk(self, kind: str, item: Any) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def append(self, delivery: RawDelivery, dedupe_key: str) -> AppendResult:
+        row = (
+            delivery.delivery_id,
+            delivery.route,
+            delivery.source,
+            delivery.received_at.isoformat(),
+            delivery.content_type,
+            orjson.dumps(delivery.headers),
+            delivery.body,
+            dedupe_key,
+        )
+        result: AppendResult = await self._bulk("append", row)
+        return result
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+        def work(tx: Tx) -> list[Claim]:
+            now = tx.now
+            rows = tx.execute(
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
+                " updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending'"
+                " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked})"
+                " RETURNING id, route, source, received_at, content_type, headers, body, attempts",
+                (owner, now + lease_seconds, now, now, now, limit),
+            ).fetchall()
+            return [Claim(raw_delivery(r), r[7], now) for r in rows]
+
+        claims: list[Claim] = await self._write(work, single_statement=True)
+        claims.sort(key=lambda c: c.delivery.delivery_id)
+        return claims
+
+    async def finish(self, claim: Claim, owner: str, outcome: Outcome) -> None:
+        delivery_id = claim.delivery.delivery_id
+        routing_transition(outcome, 0.0)  # refuse a wrong outcome before it is queued
+
+        def work(tx: Tx) -> None:
+            now = tx.now
+            state, next_at = routing_transition(outcome, now)
+            tx.execute(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
+                " lease_until = NULL, last_error = ?, updated_at = ?"
+                " WHERE id = ? AND lease_owner = ?",
+                (state, next_at, outcome.error, now, delivery_id, owner),
+            )
+            record_attempts(tx, [(claim, owner, outcome.kind, outcome.error)], now)
+
+        await self._write(work)
+
+    async def route(
+        self,
+        claim: Claim,
+        owner: str,
+        sends: Sequence[tuple[Event, str]],
+        lease_now: Collection[str],
+        lease_seconds: float,
+    ) -> list[SendClaim]:
+        delivery = claim.delivery
+        events: dict[str, tuple[int, Event, bytes]] = {}
+        for event, _ in sends:
+            if event.event_id not in events:
+                events[event.event_id] = (len(events), event, event.to_json())
+        pairs = list(dict.fromkeys((event.event_id, sink) for event, sink in sends))
+
+        def work(tx: Tx) -> list[SendClaim]:
+            now = tx.now
+            routed = tx.execute(
+                "UPDATE deliveries SET state = 'routed', lease_owner = NULL, lease_until = NULL,"
+                " last_error = NULL, updated_at = ? WHERE id = ? AND lease_owner = ?",
+                (now, delivery.delivery_id, owner),
+            ).rowcount
+            if not routed:
+                return []  # our lease ran out and someone else holds the delivery now
+            record_attempts(tx, [(claim, owner, "routed", None)], now)
+            if not pairs:
+                return []
+            tx.execute(
+                "INSERT INTO events (id, delivery_id, position, body) VALUES"
+                f" {','.join(['(?, ?, ?, ?)'] * len(events))}"
+                " ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                [
+                    v
+                    for event_id, (position, _, body) in events.items()
+                    for v in (event_id, delivery.delivery_id, position, body)
+                ],
+            )
+            stopped = {r[0] for r in tx.execute("SELECT sink FROM stopped_sinks")}
+            params: list[Any] = []
+            for event_id, sink in pairs:
+                lease = sink in lease_now and sink not in stopped
+                params += [delivery.delivery_id, events[event_id][0], event_id, sink, now, now]
+                params += [1, owner, now + lease_seconds] if lease else [0, None, None]
+            rows = tx.execute(
+                "INSERT INTO sends (delivery_id, event_index, event_id, sink, next_attempt_at,"
+                " updated_at, attempts, lease_owner, lease_until) VALUES"
+                f" {','.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(pairs))}"
+                " ON CONFLICT DO NOTHING RETURNING id, event_id, sink, lease_owner",
+                params,
+            ).fetchall()
+            return [
+                SendClaim(
+                    send_id=r[0],
+                    delivery_id=delivery.delivery_id,
+                    route=delivery.route,
+                    event_id=r[1],
+                    event=events[r[1]][1],
+                    sink=r[2],
+                    attempt=1,
+                    claimed_at=now,
+                )
+                for r in rows
+                if r[3] is not None
+            ]
+
+        claims: list[SendClaim] = await self._write(work)
+        return claims
+
+    # ------------------------------------------------------------------ sends
+
+    async def claim_sends(
+        self, owner: str, limits: Mapping[str, int], lease_seconds: float
+    ) -> list[SendClaim]:
+        wanted = [(sink, n) for sink, n in limits.items() if n > 0]
+
+        def work(tx: Tx) -> list[SendClaim]:
+            now = tx.now
+            leased: list[Any] = []
+            for sink, limit in wanted:
+                leased += tx.execute(
+                    "UPDATE sends SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
+                    " updated_at = ? WHERE id IN (SELECT id FROM sends WHERE sink = ?"
+                    " AND state = 'pending' AND next_attempt_at <= ?"
+                    " AND (lease_until IS NULL OR lease_until < ?)"
+                    " AND NOT EXISTS (SELECT 1 FROM stopped_sinks WHERE stopped_sinks.sink = ?)"
+                    f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked})"
+                    " RETURNING id",
+                    (owner, now + lease_seconds, now, sink, now, now, sink, limit),
+                ).fetchall()
+            if not leased:
+                return []
+            return _select_claimed(tx, leased, now)
+
+        if not wanted:
+            return []
+        claims: list[SendClaim] = await self._write(work)
+        claims.sort(key=lambda c: c.send_id)
+        return claims
+
+    async def finish_send(self, claim: SendClaim, owner: str, outcome: Outcome) -> None:
+        if outcome.kind == "delivered":
+            await self._bulk("sent", (claim, owner))
+            return
+        send_transition(outcome, 0.0)  # refuse a wrong outcome before it is queued
+
+        def work(tx: Tx) -> None:
+            now = tx.now
+            state, next_at = send_transition(outcome, now)
+            if outcome.kind == "gone":
+                tx.execute(
+                    "INSERT INTO stopped_sinks (sink, stopped_at, reason) VALUES (?, ?, ?)"
+                    " ON CONFLICT (sink) DO NOTHING",
+                    (claim.sink, now, outcome.error or "stopped"),
+                )
+            tx.execute(
+                "UPDATE sends SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
+                " lease_until = NULL, last_error = ?, code = ?, updated_at = ?"
+                " WHERE id = ? AND lease_owner = ?",
+                (state.value, next_at, outcome.error, outcome.code, now, claim.send_id, owner),
+            )
+            record_send_attempts(tx, [(claim, owner, outcome.kind, outcome.error)], now)
+
+        await self._write(work)
+
+    async def store_event(self, claim: SendClaim, event: Event, position: int) -> None:
+        """Store the event of a send routed before events were stored (normalized again once)."""
+
+        def work(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO events (id, delivery_id, position, body) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (event.event_id, claim.delivery_id, position, event.to_json()),
+            )
+
+        await self._write(work, single_statement=True)
+
+    async def record_file(self, claim: SendClaim, owner: str, role: str, info: FileInfo) -> bool:
+        def work(tx: Tx) -> bool:
+            row = tx.execute(
+                "SELECT files FROM sends WHERE id = ? AND lease_owner = ?", (claim.send_id, owner)
+            ).fetchone()
+            if row is None:
+                return False  # our lease ran out and the send is someone else's now
+            # Read and written in one job on the commit thread, under the send's lease: files
+            # recorded at the same time for other roles are all kept.
+            files = parse_files(row[0])
+            files[role] = info
+            # updated_at stays: it is when the attempt began (release_stale logs it so).
+            tx.execute(
+                "UPDATE sends SET files = ? WHERE id = ? AND lease_owner = ?",
+                (files_json(files), claim.send_id, owner),
+            )
+            return True
+
+        recorded: bool = await self._write(work)
+        return recorded
+
+    async def renew_sends(self, owner: str, send_ids: Sequence[int], lease_seconds: float) -> int:
+        ids = list(send_ids)
+        if not ids:
+            return 0
+
+        def work(tx: Tx) -> int:
+            until = tx.now + lease_seconds
+            step = tx.dialect.max_params - 10
+            return sum(
+                tx.execute(
+                    "UPDATE sends SET lease_until = ?"
+                    f" WHERE lease_owner = ? AND id IN ({tx.marks(len(chunk))})",
+                    [until, owner, *chunk],
+                ).rowcount
+                for chunk in (ids[i : i + step] for i in range(0, len(ids), step))
+            )
+
+        count: int = await self._write(work)
+        return count
+
+    # ------------------------------------------------------------------ leases
+
+    async def release(self, owner: str, delivery_ids: Sequence[str]) -> None:
+        ids = list(delivery_ids)
+
+        def work(tx: Tx) -> None:
+            tx.executemany(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL,"
+                " attempts = attempts - 1 WHERE id = ? AND lease_owner = ?",
+                [(i, owner) for i in ids],
+            )
+
+        await self._write(work)
+
+    async def release_sends(self, owner: str, send_ids: Sequence[int]) -> None:
+        ids = list(send_ids)
+
+        def work(tx: Tx) -> None:
+            tx.executemany(
+                "UPDATE sends SET lease_owner = NULL, lease_until = NULL,"
+                " attempts = attempts - 1 WHERE id = ? AND lease_owner = ?",
+                [(i, owner) for i in ids],
+            )
+
+        await self._write(work)
+
+    async def release_stale(self, is_dead_owner: OwnerCheck) -> int:
+        def work(tx: Tx) -> int:
+            owners = {
+                r[0]
+                for table in ("deliveries", "sends")
+                for r in tx.execute(
+                    f"SELECT DISTINCT lease_owner FROM {table} WHERE lease_owner IS NOT NULL"
+                )
+            }
+            released = 0
+            now = tx.now
+            for owner in filter(is_dead_owner, owners):
+                for table, attempts, key in (
+                    ("deliveries", "attempts", "delivery_id"),
+                    ("sends", "send_attempts", "send_id"),
+                ):
+                    tx.execute(
+                        f"INSERT INTO {attempts} ({key}, attempt, owner, started_at, finished_at,"
+                        " outcome, error) SELECT id, attempts, lease_owner, updated_at, ?, 'lost',"
+                        f" 'the worker stopped during the attempt' FROM {table}"
+                        f" WHERE lease_owner = ? ON CONFLICT ({key}, attempt) DO UPDATE SET"
+                        " outcome = excluded.outcome, error = excluded.error,"
+                        " finished_at = excluded.finished_at",
+                        (now, owner),
+                    )
+                    released += tx.execute(
+                        f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL"
+                        " WHERE lease_owner = ?",
+                        (owner,),
+                    ).rowcount
+            return released
+
+        count: int = await self._write(work)
+        return count
+
+    async def ping(self) -> None:
+        def work(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('heartbeat', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(tx.now),),
+            )
+
+        await self._write(work, single_statement=True)

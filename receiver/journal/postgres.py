@@ -1,0 +1,149 @@
+"""The journal on PostgreSQL: for several replicas, or a team that keeps its state there.
+
+The same SQL and rules as SQLite, through psycopg 3: writes go through the group-commit thread
+on one connection (a batch of appends is one multi-row INSERT and one COMMIT), claims lock
+their rows with ``FOR UPDATE SKIP LOCKED`` so replicas never wait on each other, and leases
+and due times are compared on the database's clock.  Operators' reads run on a small pool of
+their own.  A dropped connection fails the batch in flight (ingest answers 503) and is opened
+again when the database is back, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+from receiver.journal.dialect import Dialect, Tx
+from receiver.journal.errors import JournalError, JournalUnavailable
+from receiver.journal.schema import migrate
+from receiver.journal.sql import SqlJournal
+
+try:
+    import psycopg
+    import psycopg_pool
+    from psycopg.conninfo import conninfo_to_dict
+except ImportError as exc:  # pragma: no cover - the dependency is a hard one
+    raise ImportError("the PostgreSQL journal needs psycopg: pip install hookdock") from exc
+
+__all__ = ["POSTGRES", "PostgresJournal", "describe_dsn"]
+
+POSTGRES = Dialect(
+    name="postgres",
+    placeholder="%s",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    begin="BEGIN",
+    statement_rollback=False,
+    max_params=65_535,
+    types={"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY"},
+    unavailable=(psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout),
+    now_sql="SELECT extract(epoch FROM clock_timestamp())::float8",
+)
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('hookdock journal ' || current_schema()))"
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN: never its password, for logs and errors."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(an invalid DSN)"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    return f"postgresql://{parts.get('user') or ''}@{host}:{port}/{parts.get('dbname') or ''}"
+
+
+class PostgresJournal(SqlJournal):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 4,
+        statement_timeout_ms: int = 10_000,
+        connect_timeout_seconds: float = 5.0,
+        migrate_schema: bool = True,
+    ) -> None:
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise JournalError(f"journal.schema: {schema!r} is not a plain lower-case name")
+        self._dsn = dsn
+        self.schema = schema
+        self.description = f"the PostgreSQL journal at {describe_dsn(dsn)}"
+        self._statement_timeout_ms = statement_timeout_ms
+        self._connect_timeout = connect_timeout_seconds
+        self._migrate = migrate_schema
+        self._migrated = False
+        self._pool = psycopg_pool.ConnectionPool(
+            dsn,
+            min_size=0,
+            max_size=pool_size,
+            open=False,
+            timeout=connect_timeout_seconds,
+            configure=self._configure,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout_seconds))},
+        )
+        super().__init__(self._connect, POSTGRES)
+
+    def _cannot_open(self, exc: BaseException) -> str:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (
+            f"{self.description} cannot be opened: {reason}: check `journal.dsn`,"
+            " and that the database is up and reachable"
+        )
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+        if self.schema is not None:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f'SET search_path TO "{self.schema}"')
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(
+            self._dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+        )
+        try:
+            self._configure(conn)
+            if not self._migrated:
+                tx = Tx(conn, POSTGRES, lambda: 0.0)
+                if self._migrate:
+                    migrate(tx, lock=_MIGRATION_LOCK)
+                self._migrated = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def connect_for_check(self) -> psycopg.Connection[Any]:
+        """A connection that creates and migrates nothing, for ``hookdock migrate --check``."""
+        try:
+            conn = psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+            )
+        except psycopg.Error as exc:
+            raise JournalError(self._cannot_open(exc)) from exc
+        conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+        if self.schema is not None:
+            conn.execute(f'SET search_path TO "{self.schema}"')
+        return conn
+
+    def open(self) -> PostgresJournal:
+        super().open()
+        self._pool.open(wait=False)
+        return self
+
+    async def _read(self, fn: Callable[[Tx], Any]) -> Any:
+        return await asyncio.to_thread(self._read_now, fn)
+
+    def _read_now(self, fn: Callable[[Tx], Any]) -> Any:
+        try:
+            with self._pool.connection() as conn:
+                return fn(Tx(conn, POSTGRES, lambda: 0.0))
+        except POSTGRES.unavailable as exc:
+            raise JournalUnavailable(f"{self.description} cannot be read: {exc}") from exc
+
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.to_thread(self._pool.close)

@@ -1,0 +1,238 @@
+"""The journal's tables, written once for both engines, and their versions.
+
+``deliveries`` holds each accepted request's raw bytes and its routing state (``pending`` until
+routed, then ``routed``, or ``dead`` when it cannot be).  ``events`` holds each event a routed
+delivery was normalized into, as JSON, known by its id: every attempt of every send delivers
+that stored event, so a source runs once per delivery, however many sinks and retries follow.
+``sends`` holds one row per (event, sink) pair with its own attempts, lease and outcome, and
+the files it stored (``files``, a JSON object role -> ``FileInfo``; NULL while there are none).
+A delivery's overall state (pending / done / dead) is derived when it is read (``rules``), so
+the hot path writes nothing extra.
+
+Versions: 1 had one state per delivery, 2 added sends, 3 their files and failure codes, 4 the
+stored events.  ``migrate`` brings any older journal up to ``SCHEMA_VERSION`` under a write
+lock, and refuses one that is newer than this hookdock knows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from receiver.journal.dialect import Tx
+from receiver.journal.errors import SchemaMismatch
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "SchemaStatus", "migrate", "schema_status"]
+
+log = logging.getLogger("hookdock.journal")
+
+SCHEMA_VERSION = 4
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    headers {blob} NOT NULL,
+    body {blob} NOT NULL,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at {real} NOT NULL,
+    lease_owner TEXT,
+    lease_until {real},
+    last_error TEXT,
+    updated_at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (lease_owner)
+    WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_at {real} NOT NULL,
+    finished_at {real},
+    outcome TEXT,
+    error TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    body {blob} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
+CREATE TABLE IF NOT EXISTS sends (
+    id {serial},
+    delivery_id TEXT NOT NULL,
+    event_index INTEGER NOT NULL,
+    sink TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at {real} NOT NULL,
+    lease_owner TEXT,
+    lease_until {real},
+    last_error TEXT,
+    delivered_at {real},
+    updated_at {real} NOT NULL,
+    files TEXT,
+    code TEXT,
+    event_id TEXT,
+    UNIQUE (delivery_id, event_index, sink)
+);
+CREATE INDEX IF NOT EXISTS sends_delivery ON sends (delivery_id);
+CREATE INDEX IF NOT EXISTS sends_due ON sends (sink, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS sends_leased ON sends (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS send_attempts (
+    send_id BIGINT NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_at {real} NOT NULL,
+    finished_at {real},
+    outcome TEXT,
+    error TEXT,
+    PRIMARY KEY (send_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS stopped_sinks (
+    sink TEXT PRIMARY KEY,
+    stopped_at {real} NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+_AFTER_COLUMNS = "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink);"
+"""Made once every column exists, so that an older journal gets it after its columns."""
+
+TABLES = ("meta", "deliveries", "attempts", "events", "sends", "send_attempts", "stopped_sinks")
+"""Every table, parents first: the order ``hookdock journal copy`` fills them in."""
+
+_ADDED: dict[int, dict[str, tuple[str, ...]]] = {
+    3: {"sends": ("files TEXT", "code TEXT")},
+    4: {"sends": ("event_id TEXT",)},
+}
+"""Columns each version added to tables an older version already had."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    found: int | None
+    """The version in the database; None when it has no journal yet."""
+    expected: int = SCHEMA_VERSION
+
+    @property
+    def current(self) -> bool:
+        return self.found == self.expected
+
+
+def _statements(tx: Tx) -> list[str]:
+    text = _TABLES.format(**tx.dialect.types)
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def _version(tx: Tx) -> int | None:
+    if not _has_table(tx, "deliveries"):
+        return None
+    if not _has_table(tx, "meta"):
+        return 1
+    row = tx.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def _has_table(tx: Tx, table: str) -> bool:
+    if tx.dialect.name == "sqlite":
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        sql = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+    return tx.execute(sql, (table,)).fetchone() is not None
+
+
+def _columns(tx: Tx, table: str) -> set[str]:
+    if tx.dialect.name == "sqlite":
+        return {r[1] for r in tx.execute(f"PRAGMA table_info({table})")}
+    rows = tx.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = ?",
+        (table,),
+    )
+    return {r[0] for r in rows}
+
+
+def schema_status(tx: Tx) -> SchemaStatus:
+    return SchemaStatus(_version(tx))
+
+
+def _refuse_newer(found: int | None) -> None:
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"the journal's schema is version {found}, newer than this hookdock knows"
+            f" (version {SCHEMA_VERSION}): run the newer hookdock that wrote it, or upgrade"
+        )
+
+
+def migrate(tx: Tx, *, lock: str | None = None) -> int | None:
+    """Create what is missing and bring an older journal up to ``SCHEMA_VERSION``.
+
+    Returns the version found before (None for a new journal).  Runs in its own transaction;
+    ``lock`` is a statement that serializes migrations between processes (PostgreSQL's
+    advisory lock; SQLite's ``BEGIN IMMEDIATE`` is one already).
+    """
+    found = _version(tx)
+    _refuse_newer(found)
+    if found == SCHEMA_VERSION:
+        return found
+    tx.execute(tx.dialect.begin)
+    try:
+        if lock is not None:
+            tx.execute(lock)
+        # Read again under the lock: another process (a worker next to the server, another
+        # replica) may have migrated meanwhile, and adding a column twice is an error.
+        found = _version(tx)
+        _refuse_newer(found)
+        if found != SCHEMA_VERSION:
+            _upgrade(tx, found)
+        tx.execute("COMMIT")
+    except BaseException:
+        try:
+            tx.execute("ROLLBACK")
+        except Exception:
+            log.debug("rollback after a failed migration failed", exc_info=True)
+        raise
+    if found is not None and found != SCHEMA_VERSION:
+        log.info("journal: schema migrated from version %d to %d", found, SCHEMA_VERSION)
+    return found
+
+
+def _upgrade(tx: Tx, found: int | None) -> None:
+    for statement in _statements(tx):
+        tx.execute(statement)
+    version = found or SCHEMA_VERSION
+    if version < 2:
+        # Version 1 had one state per delivery: 'done' meant every sink had it, which is a
+        # routed delivery whose sends are all delivered (there were none recorded then).
+        tx.execute("UPDATE deliveries SET state = 'routed' WHERE state = 'done'")
+    for added_in, tables in _ADDED.items():
+        if version >= added_in:
+            continue
+        for table, columns in tables.items():
+            have = _columns(tx, table)
+            for column in columns:
+                if column.split()[0] not in have:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    if version < 4:
+        # Sends made before events were stored name their event by position; the source made
+        # its ids the same way, so the id is known.  Their event is normalized once more when
+        # next claimed (and stored then).
+        tx.execute(
+            "UPDATE sends SET event_id = delivery_id || '-' || event_index WHERE event_id IS NULL"
+        )
+    tx.execute(_AFTER_COLUMNS)
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )

@@ -1,0 +1,86 @@
+"""``SqlJournal``: the journal's hot path and operator side over one database and its dialect.
+
+The engine-specific part is small: how to connect (``connect``), which ``Dialect``, and where
+reads run.  Writes of every kind go through one ``GroupCommitter`` thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from receiver.journal.admin import Admin
+from receiver.journal.bulk import append_many, sent_many
+from receiver.journal.committer import GroupCommitter
+from receiver.journal.dialect import Dialect, Tx
+from receiver.journal.errors import JournalError
+from receiver.journal.hotpath import HotPath
+
+__all__ = ["SqlJournal"]
+
+log = logging.getLogger("hookdock.journal")
+
+
+class SqlJournal(HotPath, Admin):
+    """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
+
+    description: str = "the journal"
+    """Where it is, for messages (a path, or a DSN without its password)."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        dialect: Dialect,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dialect = dialect
+        self._committer = GroupCommitter(
+            connect,
+            dialect,
+            bulk={"append": append_many, "sent": sent_many},
+            single_statement=frozenset({"append"}) if dialect.statement_rollback else frozenset(),
+            clock=clock,
+        )
+
+    def open(self) -> SqlJournal:
+        """Connect (and create or migrate the schema); ``JournalError`` says what to check."""
+        try:
+            self._committer.start()
+        except JournalError:
+            raise
+        except Exception as exc:
+            raise JournalError(self._cannot_open(exc)) from exc
+        return self
+
+    def _cannot_open(self, exc: BaseException) -> str:
+        return f"{self.description} cannot be opened: {exc}"
+
+    @property
+    def stats(self) -> tuple[int, int]:
+        """(commits, jobs committed): their ratio is the mean group-commit batch size."""
+        return self._committer.commits, self._committer.committed_jobs
+
+    async def _write(self, fn: Callable[[Tx], Any], *, single_statement: bool = False) -> Any:
+        return await self._committer.submit(fn, single_statement=single_statement)
+
+    async def _bulk(self, kind: str, item: Any) -> Any:
+        return await self._committer.submit_bulk(kind, item)
+
+    async def _read(self, fn: Callable[[Tx], Any]) -> Any:
+        # SQLite: on the commit thread, which owns the only connection.
+        return await self._committer.submit(fn)
+
+    async def watchdog(self, limit_seconds: float, every: float = 1.0) -> None:
+        """Until cancelled: fail waiting writes once a commit has hung for ``limit_seconds``."""
+        while True:
+            await asyncio.sleep(every)
+            failed = self._committer.fail_if_stalled(limit_seconds)
+            if failed:
+                log.error("journal stalled: failed %d waiting writes (answered 503)", failed)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._committer.close)
