@@ -111,13 +111,9 @@ class Admin:
             ]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
+                _delete_sends(tx, chunk)
                 places = tx.marks(len(chunk))
-                tx.execute(
-                    "DELETE FROM send_attempts WHERE send_id IN"
-                    f" (SELECT id FROM sends WHERE delivery_id IN ({places}))",
-                    chunk,
-                )
-                for table in ("sends", "attempts", "events"):
+                for table in ("attempts", "events"):
                     tx.execute(f"DELETE FROM {table} WHERE delivery_id IN ({places})", chunk)
                 tx.execute(f"DELETE FROM deliveries WHERE id IN ({places})", chunk)
             return len(ids)
@@ -161,14 +157,7 @@ class Admin:
             for start in range(0, len(dead), 500):
                 chunk = dead[start : start + 500]
                 places = tx.marks(len(chunk))
-                tx.execute(
-                    "DELETE FROM send_attempts WHERE send_id IN (SELECT id FROM sends WHERE"
-                    f" state = 'dead' AND delivery_id IN ({places}))",
-                    chunk,
-                )
-                tx.execute(
-                    f"DELETE FROM sends WHERE state = 'dead' AND delivery_id IN ({places})", chunk
-                )
+                _delete_sends(tx, chunk, state="dead")
                 tx.execute(
                     "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
                     f" last_error = NULL, updated_at = ? WHERE id IN ({places})",
@@ -210,7 +199,8 @@ class Admin:
         def work(tx: Tx) -> list[SendInfo]:
             rows = tx.execute(
                 "SELECT id, delivery_id, event_id, sink, state, attempts, next_attempt_at,"
-                " last_error, delivered_at, code, files FROM sends WHERE delivery_id = ?"
+                " last_error, delivered_at, code, files, lease_owner, updated_at FROM sends"
+                " WHERE delivery_id = ?"
                 " ORDER BY event_index, sink",
                 (delivery_id,),
             )
@@ -227,6 +217,8 @@ class Admin:
                     delivered_at=_ts(r[8]),
                     code=r[9],
                     files=parse_files(r[10]),
+                    lease_owner=r[11],
+                    updated_at=_ts(r[12]),
                 )
                 for r in rows
             ]
@@ -306,6 +298,19 @@ class Admin:
 
         counts: dict[DeliveryState, int] = await self._read(work)
         return counts
+
+
+def _delete_sends(tx: Tx, delivery_ids: list[str], *, state: str | None = None) -> None:
+    """Delete the sends of these deliveries (only those in ``state``), attempts included."""
+    where = f"delivery_id IN ({tx.marks(len(delivery_ids))})"
+    params: list[Any] = list(delivery_ids)
+    if state is not None:
+        where += " AND state = ?"
+        params.append(state)
+    tx.execute(
+        f"DELETE FROM send_attempts WHERE send_id IN (SELECT id FROM sends WHERE {where})", params
+    )
+    tx.execute(f"DELETE FROM sends WHERE {where}", params)
 
 
 def _dead_ids(tx: Tx, ids: list[str] | None) -> list[str]:

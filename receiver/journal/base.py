@@ -159,6 +159,10 @@ class SendInfo:
     """The last failure's code, if it had one; cleared once delivered or requeued."""
     files: Mapping[str, FileInfo] = field(default_factory=dict)
     """Role -> file stored for this send so far."""
+    lease_owner: str | None = None
+    """The process attempting it right now, if one is (its lease may have run out)."""
+    updated_at: datetime | None = None
+    """When its last attempt began or ended."""
 
 
 @dataclass(frozen=True, slots=True)

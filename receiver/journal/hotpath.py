@@ -322,23 +322,17 @@ class HotPath:
     # ------------------------------------------------------------------ leases
 
     async def release(self, owner: str, delivery_ids: Sequence[str]) -> None:
-        ids = list(delivery_ids)
-
-        def work(tx: Tx) -> None:
-            tx.executemany(
-                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL,"
-                " attempts = attempts - 1 WHERE id = ? AND lease_owner = ?",
-                [(i, owner) for i in ids],
-            )
-
-        await self._write(work)
+        await self._release("deliveries", owner, list(delivery_ids))
 
     async def release_sends(self, owner: str, send_ids: Sequence[int]) -> None:
-        ids = list(send_ids)
+        await self._release("sends", owner, list(send_ids))
+
+    async def _release(self, table: str, owner: str, ids: list[Any]) -> None:
+        """Give leases back unattempted (shutdown): the attempt does not count."""
 
         def work(tx: Tx) -> None:
             tx.executemany(
-                "UPDATE sends SET lease_owner = NULL, lease_until = NULL,"
+                f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL,"
                 " attempts = attempts - 1 WHERE id = ? AND lease_owner = ?",
                 [(i, owner) for i in ids],
             )

@@ -31,7 +31,7 @@ __all__ = ["POSTGRES", "PostgresJournal", "describe_dsn"]
 
 POSTGRES = Dialect(
     name="postgres",
-    placeholder="%s",
+    placeholder="$",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     begin="BEGIN",
     statement_rollback=False,
@@ -83,7 +83,11 @@ class PostgresJournal(SqlJournal):
             open=False,
             timeout=connect_timeout_seconds,
             configure=self._configure,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout_seconds))},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(connect_timeout_seconds)),
+                "cursor_factory": psycopg.RawCursor,
+            },
         )
         super().__init__(self._connect, POSTGRES)
 
@@ -102,7 +106,10 @@ class PostgresJournal(SqlJournal):
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
-            self._dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+            self._dsn,
+            autocommit=True,
+            connect_timeout=max(1, round(self._connect_timeout)),
+            cursor_factory=psycopg.RawCursor,
         )
         try:
             self._configure(conn)
@@ -120,7 +127,10 @@ class PostgresJournal(SqlJournal):
         """A connection that creates and migrates nothing, for ``hookdock migrate --check``."""
         try:
             conn = psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                self._dsn,
+                autocommit=True,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                cursor_factory=psycopg.RawCursor,
             )
         except psycopg.Error as exc:
             raise JournalError(self._cannot_open(exc)) from exc

@@ -19,7 +19,7 @@ from handlers.testing import RecordingSink
 from receiver.config import DEFAULT_SCHEDULE, DispatcherConfig, RetryConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget, owner_is_gone
 from receiver.ids import new_id
-from receiver.journal.base import DeliveryState, SendClaim, SendState
+from receiver.journal.base import DeliveryState, SendClaim, SendInfo, SendState
 from receiver.journal.memory import MemoryJournal
 from receiver.retry import RetryPolicy
 from receiver.routing import Router, RuleConfig
@@ -102,6 +102,19 @@ async def send_of(journal: MemoryJournal, delivery_id: str, sink: str) -> SendSt
     return send.state
 
 
+async def sends_to(journal: MemoryJournal, sink: str) -> list[SendInfo]:
+    """Every send to ``sink``, read as an operator would."""
+    found = []
+    for info in await journal.list(limit=10_000):
+        found += [s for s in await journal.sends(info.delivery_id) if s.sink == sink]
+    return found
+
+
+def at(info: SendInfo) -> float:
+    assert info.next_attempt_at is not None
+    return info.next_attempt_at.timestamp()
+
+
 async def dead_letter_reason(dispatcher: Dispatcher, journal: MemoryJournal, d: RawDelivery) -> str:
     """Run ``d`` through ``dispatcher`` until it is dead-lettered; the reason it was given."""
     await journal.append(d, "k")
@@ -151,17 +164,23 @@ async def test_fan_out_with_one_failing_sink() -> None:
     await dispatcher.start()
     await until(lambda: len(good.events) == 5 and bad.calls == 5)
     assert good.calls == 5, "the healthy sink is never called twice"
-    sends = [s for s in journal.send_rows.values() if s.sink == "bad"]
-    await until(lambda: all(s.lease_owner is None for s in sends))
+
+    async def settled(attempts: int) -> bool:
+        sends = await sends_to(journal, "bad")
+        return len(sends) == 5 and all(
+            s.lease_owner is None and s.attempts == attempts for s in sends
+        )
+
+    await until(lambda: settled(1))
     # Backoff without jitter: 10 s after attempt 1, 20 s after attempt 2.
-    assert {s.next_attempt_at for s in sends} == {clock.now + 10}
+    assert [at(s) for s in await sends_to(journal, "bad")] == [pytest.approx(clock.now + 10)] * 5
     clock.now += 9.9
     assert await journal.claim_sends("probe", {"bad": 10}, 60) == [], "not due yet"
     assert bad.calls == 5
     clock.now += 0.2
     await until(lambda: bad.calls == 10)
-    await until(lambda: all(s.lease_owner is None and s.attempts == 2 for s in sends))
-    assert [s.next_attempt_at for s in sends] == [pytest.approx(clock.now + 20)] * 5
+    await until(lambda: settled(2))
+    assert [at(s) for s in await sends_to(journal, "bad")] == [pytest.approx(clock.now + 20)] * 5
     clock.now += 20
     await until(lambda: bad.calls == 15)
     for d in items:
@@ -194,8 +213,11 @@ async def test_retries_go_out_while_new_deliveries_keep_waking_the_dispatcher() 
     await journal.append(first, first.delivery_id)
     await dispatcher.start()
     await until(lambda: sink.calls == 1)
-    [send] = journal.send_rows.values()
-    await until(lambda: send.lease_owner is None)
+
+    async def released() -> bool:
+        return all(s.lease_owner is None for s in await sends_to(journal, "s"))
+
+    await until(released)
     clock.now += 11  # the retry is due
 
     async def stream() -> None:
@@ -290,10 +312,14 @@ async def test_retry_after_is_a_floor_for_the_next_attempt() -> None:
     await journal.append(d, "k")
     await dispatcher.start()
     await until(lambda: sink.calls == 1)
-    [send] = journal.send_rows.values()
-    await until(lambda: send.lease_owner is None)
+
+    async def released() -> bool:
+        return all(s.lease_owner is None for s in await sends_to(journal, "t"))
+
+    await until(released)
     await dispatcher.stop(1)
-    assert send.next_attempt_at == clock.now + 500, "the policy alone would wait 10 s"
+    [send] = await sends_to(journal, "t")
+    assert at(send) == pytest.approx(clock.now + 500), "the policy alone would wait 10 s"
     assert send.last_error == "429 Too Many Requests"
 
 
@@ -314,15 +340,20 @@ async def test_410_stops_that_sink_until_resumed_and_loses_nothing() -> None:
     first = delivery("t0")
     await journal.append(first, first.delivery_id)
     await dispatcher.start()
-    await until(lambda: bool(journal.stopped))
-    assert journal.stopped["hook"].reason.endswith("answered 410 Gone")
+
+    async def stopped() -> bool:
+        return bool(await journal.stopped_sinks())
+
+    await until(stopped)
+    [hook] = await journal.stopped_sinks()
+    assert hook.sink == "hook" and hook.reason.endswith("answered 410 Gone")
     # Later events still reach the healthy sink; the stopped one is not even tried.
     later = [delivery(f"t{i}") for i in range(1, 4)]
     for d in later:
         await journal.append(d, d.delivery_id)
     dispatcher.wake()
     await until(lambda: len(good.events) == 4)
-    states = {s.state for s in journal.send_rows.values() if s.sink == "hook"}
+    states = {s.state for s in await sends_to(journal, "hook")}
     assert states == {SendState.PENDING}
     gone.gone = False
     assert await journal.resume_sink("hook")
@@ -331,7 +362,42 @@ async def test_410_stops_that_sink_until_resumed_and_loses_nothing() -> None:
     assert sorted(gone.events) == sorted(d.event_id(0) for d in [first, *later])
 
 
-async def test_retried_sends_are_normalized_again_from_the_raw_delivery() -> None:
+class BrokenSource(TextDocumentSource):
+    """A source that can no longer normalize anything (a bad upgrade)."""
+
+    def normalize(self, delivery: RawDelivery) -> list[Event]:
+        raise AssertionError("normalized again")
+
+
+class CountingSource(TextDocumentSource):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def normalize(self, delivery: RawDelivery) -> list[Event]:
+        self.calls += 1
+        return super().normalize(delivery)
+
+
+async def test_a_delivery_is_normalized_once_whatever_its_sinks_and_retries() -> None:
+    clock = Clock()
+    good, flaky = RecordingSink(), RecordingSink()
+    flaky.fail_next = 2
+    dispatcher, journal = make([("good", good), ("flaky", flaky)], clock)
+    source = CountingSource()
+    dispatcher.routes = {"r": RouteTarget(source, Router([], ["good", "flaky"]))}
+    d = delivery("once")
+    await journal.append(d, "k")
+    await dispatcher.start()
+    for attempt in (1, 2):
+        await until(lambda attempt=attempt: flaky.calls == attempt)  # type: ignore[misc]
+        clock.now += 100
+    await until(lambda: len(flaky.events) == 1 and len(good.events) == 1)
+    await dispatcher.stop(1)
+    assert flaky.calls == 3
+    assert source.calls == 1, "every attempt delivers the event stored when it was routed"
+
+
+async def test_retried_sends_deliver_the_stored_event_without_normalizing_again() -> None:
     clock = Clock()
     sink = RecordingSink()
     sink.fail_next = 1
@@ -341,9 +407,11 @@ async def test_retried_sends_are_normalized_again_from_the_raw_delivery() -> Non
     await dispatcher.start()
     await until(lambda: sink.calls == 1)
     await dispatcher.stop(1)
-    # A new process: nothing in memory, the event comes from the journal's raw bytes.
+    # A new process whose source could no longer normalize anything: the event comes from
+    # the journal, as it was stored when the delivery was routed.
     again, _ = make([("s", sink)], clock)
     again.journal = journal
+    again.routes = {"r": RouteTarget(BrokenSource(), Router([], ["s"]))}
     clock.now += 11
     await again.start()
     await until(lambda: len(sink.events) == 1)
@@ -371,7 +439,7 @@ async def test_stop_releases_unfinished_work_within_grace() -> None:
     began = loop.time()
     await dispatcher.stop(0.2)
     assert loop.time() - began < 5
-    [send] = journal.send_rows.values()
+    [send] = await sends_to(journal, "slow")
     assert send.lease_owner is None and send.attempts == 0 and send.state is SendState.PENDING
     assert not dispatcher.running
 
@@ -409,9 +477,10 @@ async def test_routing_that_lands_during_shutdown_leaves_its_sends_in_the_journa
     await asyncio.wait_for(stopping, 5)
     assert dispatcher.inflight == 0
     assert sink.calls == 0, "nothing new starts once shutdown has begun"
-    [send] = journal.send_rows.values()
+    [send] = await sends_to(journal, "s")
     assert (send.state, send.lease_owner, send.attempts) == (SendState.PENDING, None, 0)
-    assert journal.rows[d.delivery_id].state == "routed"
+    info = await journal.get(d.delivery_id)
+    assert info is not None and info.state is DeliveryState.PENDING
 
 
 def test_owner_is_gone_only_for_dead_local_processes() -> None:
@@ -490,7 +559,7 @@ async def test_busy_ingest_pauses_exports_after_one_batch() -> None:
     await until(lambda: sink.done == 2)
     # Busy, and the pause has not run out: the rest wait in the journal.
     await until(lambda: dispatcher.inflight == 0)
-    assert sum(r.state == "pending" for r in journal.rows.values()) == 4
+    assert len(await journal.claim("probe", 100, 0.001)) == 4, "four wait unrouted"
     # Ingest calms down: exports resume at once, at full concurrency.
     load["requests"] = 0
     await until(lambda: sink.done == 6)
@@ -511,3 +580,37 @@ async def test_errors_are_redacted_before_they_are_stored() -> None:
     assert "TopSecret" not in reason
     assert "sig=REDACTED" in reason
     assert "ConnectionError" in reason
+
+
+async def test_a_send_routed_before_events_were_stored_is_normalized_once_by_its_id() -> None:
+    """A journal migrated from version 3 has sends without a stored event."""
+    sink = RecordingSink()
+    sink.fail_next = 1
+    clock = Clock()
+    dispatcher, journal = make([("s", sink)], clock)
+    source = CountingSource()
+    dispatcher.routes = {"r": RouteTarget(source, Router([], ["s"]))}
+    d = delivery("legacy")
+    await journal.append(d, "k")
+    await dispatcher.start()
+    await until(lambda: sink.calls == 1)
+    await dispatcher.stop(1)
+
+    def forget_events(tx: Any) -> None:
+        tx.execute("DELETE FROM events")
+
+    await journal._write(forget_events)
+    again, _ = make([("s", sink)], clock)
+    again.journal = journal
+    again.routes = dispatcher.routes
+    clock.now += 11
+    await again.start()
+    await until(lambda: len(sink.events) == 1)
+    await again.stop(1)
+    assert sink.events[d.event_id(0)].task_id == "legacy"
+    assert source.calls == 2, "routed once, then normalized once more for the legacy send"
+
+    def stored(tx: Any) -> int:
+        return int(tx.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    assert await journal._write(stored) == 1, "and stored, so that it happens once"
