@@ -103,6 +103,7 @@ async def _run_worker(runtime: Runtime) -> None:
 def _cmd_worker(args: argparse.Namespace) -> int:
     config, base_dir, _ = _resolve(args)
     runtime = Runtime.build(config, base_dir, run_dispatcher=True)
+    runtime.role = "worker"
     asyncio.run(_run_worker(runtime))
     return 0
 
@@ -229,6 +230,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
             }
             # Dead sends by cause (link_expired, file_deleted, ...): what an operator acts on.
             out["failures"] = await journal.dead_codes()
+            # Who is alive, and who does the work that runs once (retention, pollers).
+            out["processes"] = [
+                {
+                    "owner": p.owner,
+                    "role": p.role,
+                    "host": p.host,
+                    "pid": p.pid,
+                    "started_at": p.started_at.isoformat(),
+                    "heartbeat_at": p.heartbeat_at.isoformat(),
+                    "alive": p.alive,
+                }
+                for p in await journal.processes(runtime.config.cluster.stale_seconds)
+            ]
+            out["leases"] = {
+                lease.name: {"owner": lease.owner, "until": lease.lease_until.isoformat()}
+                for lease in await journal.named_leases()
+            }
             return out
         finally:
             await runtime.stop()

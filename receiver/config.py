@@ -22,10 +22,12 @@ from receiver.journal.config import JournalConfig, SqliteConfig
 from receiver.routing import RuleConfig
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "DispatcherConfig",
     "FilesConfig",
     "JournalConfig",
+    "RetentionConfig",
     "RetryConfig",
     "RouteConfig",
     "ServerConfig",
@@ -114,6 +116,32 @@ class DispatcherConfig(_Model):
     retry: RetryConfig = RetryConfig()
 
 
+class ClusterConfig(_Model):
+    """Liveness of the processes sharing a journal (``[cluster]``)."""
+
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """How often each process records that it is alive, and looks for dead ones."""
+    stale_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    """A process whose heartbeat is older than this is gone: its work is taken over."""
+
+    @model_validator(mode="after")
+    def _stale_after_beats(self) -> ClusterConfig:
+        if self.stale_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "cluster.stale_seconds: must be at least twice heartbeat_seconds, or a slow"
+                " beat would have a live process's work taken over"
+            )
+        return self
+
+
+class RetentionConfig(_Model):
+    """``[retention]``: delete delivered deliveries past an age, in one process at a time."""
+
+    delivered_days: Annotated[float, Field(ge=0, le=36500)] = 0.0
+    """Done deliveries (raw bodies, events, sends, attempts) older than this go; 0 keeps all."""
+    every_seconds: Annotated[float, Field(gt=0, le=86400)] = 3600.0
+
+
 class FilesConfig(_Model):
     """What a route does with the files its events refer to (``[routes.files]``).
 
@@ -192,6 +220,8 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     journal: JournalConfig = SqliteConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    retention: RetentionConfig = RetentionConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
 

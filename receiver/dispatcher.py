@@ -29,8 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -48,6 +46,7 @@ from handlers.source import Source
 from receiver.config import DispatcherConfig
 from receiver.fetch import Fetcher
 from receiver.journal.base import Claim, Journal, Outcome, SendClaim
+from receiver.processes import new_owner, owner_is_gone
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
 
@@ -86,28 +85,6 @@ class SinkTarget:
     concurrency: int
 
 
-def _new_owner() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{os.urandom(4).hex()}"
-
-
-def owner_is_gone(owner: str) -> bool:
-    """True when ``owner`` names a process on this host that no longer runs."""
-    try:
-        host, pid_text, _ = owner.rsplit("/", 2)
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if not isinstance(exc, Exception) or isinstance(exc, HandlerError):
@@ -125,6 +102,8 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         ingest_load: Callable[[], int] = lambda: 0,
+        owner: str | None = None,
+        stale_seconds: float | None = None,
     ) -> None:
         self.journal = journal
         self.routes = routes
@@ -132,7 +111,8 @@ class Dispatcher:
         self.config = config
         self.clock = clock
         self.ingest_load = ingest_load
-        self.owner = _new_owner()
+        self.owner = owner or new_owner()
+        self.stale_seconds = stale_seconds
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._maybe_due: set[str] = set(sinks)
@@ -161,7 +141,7 @@ class Dispatcher:
         self._wake.set()
 
     async def start(self) -> None:
-        released = await self.journal.release_stale(owner_is_gone)
+        released = await self.journal.release_stale(owner_is_gone, self.stale_seconds)
         if released:
             log.info("took back %d leases held by a stopped process", released)
         for stopped in await self.journal.stopped_sinks():

@@ -21,7 +21,9 @@ from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
 from receiver.journal import SqliteConfig, SqlJournal, make_journal
+from receiver.named_jobs import NamedJob, NamedJobs
 from receiver.plugins import Plugins, close_sinks, load_plugins
+from receiver.processes import Heartbeat, new_owner
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
 
@@ -54,6 +56,11 @@ class Runtime:
     ingest_inflight: int = 0
     """Requests between arrival and answer; the dispatcher yields to them."""
     shutdown_deadline: float | None = None
+    role: str = "serve"
+    owner: str = field(default_factory=new_owner)
+    """This process's name in the journal: its leases and its heartbeat carry it."""
+    heartbeat: Heartbeat | None = None
+    jobs: NamedJobs | None = None
     _started: bool = field(default=False, repr=False)
     _fetchers: dict[str, Fetcher] = field(default_factory=dict, repr=False)
     _watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -144,6 +151,17 @@ class Runtime:
             self.journal.watchdog(JOURNAL_STALL_SECONDS), name="hookdock-journal-watchdog"
         )
         self._started = True
+        cluster = self.config.cluster
+        self.heartbeat = Heartbeat(
+            self.journal,
+            self.owner,
+            self.role,
+            every_seconds=cluster.heartbeat_seconds,
+            stale_seconds=cluster.stale_seconds,
+        )
+        await self.heartbeat.start()
+        self.jobs = NamedJobs(self.journal, self.owner, self.named_jobs())
+        self.jobs.start()
         if self.run_dispatcher:
             await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
             self.dispatcher = Dispatcher(
@@ -152,8 +170,25 @@ class Runtime:
                 self.sink_targets(),
                 self.config.dispatcher,
                 ingest_load=lambda: self.ingest_inflight,
+                owner=self.owner,
+                stale_seconds=cluster.stale_seconds,
             )
             await self.dispatcher.start()
+
+    def named_jobs(self) -> list[NamedJob]:
+        """What one process at a time does, whichever replica it is."""
+        jobs = []
+        retention = self.config.retention
+        if retention.delivered_days > 0:
+
+            async def prune() -> None:
+                cutoff = time.time() - retention.delivered_days * 86400
+                count = await self.journal.prune(cutoff)
+                if count:
+                    log.info("retention: deleted %d delivered deliveries", count)
+
+            jobs.append(NamedJob("retention", retention.every_seconds, prune))
+        return jobs
 
     def begin_shutdown(self) -> None:
         """Readiness goes false and the dispatcher claims nothing more; in-flight work goes on."""
@@ -171,6 +206,10 @@ class Runtime:
         await close_sinks(self.sinks)
         for fetcher in self._fetchers.values():
             await fetcher.aclose()
+        if self.jobs is not None:
+            await self.jobs.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

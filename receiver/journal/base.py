@@ -40,8 +40,10 @@ __all__ = [
     "DeliveryState",
     "Journal",
     "JournalAdmin",
+    "NamedLease",
     "Outcome",
     "OwnerCheck",
+    "ProcessInfo",
     "SendClaim",
     "SendInfo",
     "SendState",
@@ -172,6 +174,32 @@ class StoppedSink:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A running ``hookdock serve`` or ``worker``, as its heartbeats show it."""
+
+    owner: str
+    """The name its leases carry: ``host/pid/random``."""
+    host: str
+    pid: int
+    role: str
+    """``serve`` or ``worker``."""
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool = True
+    """False once its heartbeat is older than the stale limit: its leases are taken over."""
+
+
+@dataclass(frozen=True, slots=True)
+class NamedLease:
+    """Work one process at a time does (``retention``, a poller), and who does it now."""
+
+    name: str
+    owner: str
+    acquired_at: datetime
+    lease_until: datetime
+
+
 class OwnerCheck(Protocol):
     def __call__(self, owner: str) -> bool: ...
 
@@ -249,8 +277,33 @@ class Journal(Protocol):
         """Give send leases back unattempted (shutdown): the attempt does not count."""
         ...
 
-    async def release_stale(self, is_dead_owner: OwnerCheck) -> int:
-        """End the leases of owners ``is_dead_owner`` says are gone (a crashed process)."""
+    async def release_stale(
+        self, is_dead_owner: OwnerCheck, stale_seconds: float | None = None
+    ) -> int:
+        """End the leases of owners that are gone: those whose heartbeat is older than
+        ``stale_seconds`` (a replica killed on any machine), and those without a heartbeat that
+        ``is_dead_owner`` says are gone (a process of this host that no longer runs).  Stale
+        processes are forgotten, and their named leases freed."""
+        ...
+
+    async def heartbeat(self, process: ProcessInfo) -> None:
+        """Record that ``process`` is alive now (on the database's clock)."""
+        ...
+
+    async def forget_process(self, owner: str) -> None:
+        """A clean shutdown: the process and its named leases are gone at once."""
+        ...
+
+    async def acquire_lease(self, name: str, owner: str, lease_seconds: float) -> bool:
+        """Take, or keep, the named lease ``name`` for ``lease_seconds`` from now.
+
+        True if ``owner`` holds it now: it was free, ours already, ran out, or its holder's
+        heartbeat went stale (``stale_seconds`` as last given to ``release_stale``).
+        """
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Let go of ``name`` if ``owner`` holds it."""
         ...
 
     async def stopped_sinks(self) -> list[StoppedSink]:
@@ -266,6 +319,12 @@ class Journal(Protocol):
 
 class JournalAdmin(Protocol):
     """What an operator reads and does: no lease, no dispatcher, no plugin needed."""
+
+    async def processes(self, stale_seconds: float) -> list[ProcessInfo]:
+        """Every process with a heartbeat, oldest first; ``alive`` by ``stale_seconds``."""
+        ...
+
+    async def named_leases(self) -> list[NamedLease]: ...
 
     async def prune(self, done_before: float) -> int:
         """Delete done deliveries (sends and attempts too) received before ``done_before``.

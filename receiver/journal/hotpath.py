@@ -11,7 +11,7 @@ import orjson
 
 from handlers.event import Event, RawDelivery
 from handlers.files import FileInfo
-from receiver.journal.base import AppendResult, Claim, Outcome, OwnerCheck, SendClaim
+from receiver.journal.base import AppendResult, Claim, Outcome, SendClaim
 from receiver.journal.bulk import record_attempts, record_send_attempts
 from receiver.journal.dialect import Tx
 from receiver.journal.rules import routing_transition, send_transition
@@ -338,41 +338,6 @@ class HotPath:
             )
 
         await self._write(work)
-
-    async def release_stale(self, is_dead_owner: OwnerCheck) -> int:
-        def work(tx: Tx) -> int:
-            owners = {
-                r[0]
-                for table in ("deliveries", "sends")
-                for r in tx.execute(
-                    f"SELECT DISTINCT lease_owner FROM {table} WHERE lease_owner IS NOT NULL"
-                )
-            }
-            released = 0
-            now = tx.now
-            for owner in filter(is_dead_owner, owners):
-                for table, attempts, key in (
-                    ("deliveries", "attempts", "delivery_id"),
-                    ("sends", "send_attempts", "send_id"),
-                ):
-                    tx.execute(
-                        f"INSERT INTO {attempts} ({key}, attempt, owner, started_at, finished_at,"
-                        " outcome, error) SELECT id, attempts, lease_owner, updated_at, ?, 'lost',"
-                        f" 'the worker stopped during the attempt' FROM {table}"
-                        f" WHERE lease_owner = ? ON CONFLICT ({key}, attempt) DO UPDATE SET"
-                        " outcome = excluded.outcome, error = excluded.error,"
-                        " finished_at = excluded.finished_at",
-                        (now, owner),
-                    )
-                    released += tx.execute(
-                        f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL"
-                        " WHERE lease_owner = ?",
-                        (owner,),
-                    ).rowcount
-            return released
-
-        count: int = await self._write(work)
-        return count
 
     async def ping(self) -> None:
         def work(tx: Tx) -> None:

@@ -9,9 +9,14 @@ the files it stored (``files``, a JSON object role -> ``FileInfo``; NULL while t
 A delivery's overall state (pending / done / dead) is derived when it is read (``rules``), so
 the hot path writes nothing extra.
 
+``processes`` is every running ``hookdock serve`` and ``worker`` with its last heartbeat (on the
+database's clock), so a replica on another machine is known to be gone once its heartbeat is
+stale; ``named_leases`` is work one process at a time must do (retention, pollers), each held by
+one live process until it lets go, its lease runs out, or its heartbeat goes stale.
+
 Versions: 1 had one state per delivery, 2 added sends, 3 their files and failure codes, 4 the
-stored events.  ``migrate`` brings any older journal up to ``SCHEMA_VERSION`` under a write
-lock, and refuses one that is newer than this hookdock knows.
+stored events, 5 processes and named leases.  ``migrate`` brings any older journal up to
+``SCHEMA_VERSION`` under a write lock, and refuses one that is newer than this hookdock knows.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ __all__ = ["SCHEMA_VERSION", "TABLES", "SchemaStatus", "migrate", "schema_status
 
 log = logging.getLogger("hookdock.journal")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -103,13 +108,28 @@ CREATE TABLE IF NOT EXISTS stopped_sinks (
     stopped_at {real} NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS processes (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    started_at {real} NOT NULL,
+    heartbeat_at {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS named_leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    acquired_at {real} NOT NULL,
+    lease_until {real} NOT NULL
+);
 """
 
 _AFTER_COLUMNS = "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink);"
 """Made once every column exists, so that an older journal gets it after its columns."""
 
 TABLES = ("meta", "deliveries", "attempts", "events", "sends", "send_attempts", "stopped_sinks")
-"""Every table, parents first: the order ``hookdock journal copy`` fills them in."""
+"""Every table of journaled work, parents first: the order ``hookdock journal copy`` fills
+them in.  ``processes`` and ``named_leases`` are not copied: they describe running processes."""
 
 _ADDED: dict[int, dict[str, tuple[str, ...]]] = {
     3: {"sends": ("files TEXT", "code TEXT")},

@@ -18,13 +18,14 @@ from receiver.journal.committer import GroupCommitter
 from receiver.journal.dialect import Dialect, Tx
 from receiver.journal.errors import JournalError
 from receiver.journal.hotpath import HotPath
+from receiver.journal.liveness import Liveness, LivenessAdmin
 
 __all__ = ["SqlJournal"]
 
 log = logging.getLogger("hookdock.journal")
 
 
-class SqlJournal(HotPath, Admin):
+class SqlJournal(HotPath, Liveness, Admin, LivenessAdmin):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
 
     description: str = "the journal"
