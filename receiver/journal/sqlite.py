@@ -8,13 +8,15 @@ SQLite's own locking.  SQLite's clock is the process's.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from receiver.journal.dialect import Dialect, Tx
-from receiver.journal.errors import JournalError
+from receiver.journal.errors import JournalError, JournalUnavailable
 from receiver.journal.schema import migrate
 from receiver.journal.sql import SqlJournal
 
@@ -69,6 +71,26 @@ class SqliteJournal(SqlJournal):
             f"the journal at {self.path} cannot be opened ({exc}): "
             "check `journal.path` and that its directory is writable."
         )
+
+    async def _read(self, fn: Callable[[Tx], Any]) -> Any:
+        if self.path == ":memory:":
+            return await super()._read(fn)  # only the commit thread's connection sees it
+        # A connection of its own, outside the commit thread: in WAL mode a reader never waits
+        # for a writer, so an operator's query is answered while another process (a worker
+        # next to the server) holds the write lock.
+        return await asyncio.to_thread(self._read_now, fn)
+
+    def _read_now(self, fn: Callable[[Tx], Any]) -> Any:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                conn.execute("PRAGMA query_only = ON")
+                return fn(Tx(conn, SQLITE, self._clock))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(f"the journal at {self.path} cannot be read: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)

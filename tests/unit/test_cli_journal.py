@@ -1,4 +1,5 @@
-"""What ``hookdock status`` and ``deliveries --sends`` show of failure codes and stored files."""
+"""What ``hookdock status`` and ``deliveries --sends`` show of failure codes and stored files,
+and what an operator's command does where there is no journal."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.event import RawDelivery
+from handlers.event import Event, RawDelivery
 from handlers.files import FileInfo
 from receiver.cli import main
 from receiver.ids import new_id
@@ -50,14 +51,27 @@ def delivery() -> RawDelivery:
     )
 
 
+def event(d: RawDelivery) -> Event:
+    return Event(
+        event_id=d.event_id(0),
+        delivery_id=d.delivery_id,
+        vendor="smartdocumentor",
+        kind="text_document",
+        route=d.route,
+        received_at=d.received_at,
+    )
+
+
 async def _dead_send_with_a_file(path: Path, code: str | None) -> str:
     journal = SqliteJournal(path).open()
     try:
         d = delivery()
         await journal.append(d, d.delivery_id)
         [claim] = await journal.claim("w", 1, 60)
-        exports, hook = await journal.route(
-            claim, "w", [(0, "exports"), (0, "hook")], {"exports", "hook"}, 60
+        e = event(d)
+        exports, hook = sorted(
+            await journal.route(claim, "w", [(e, "exports"), (e, "hook")], {"exports", "hook"}, 60),
+            key=lambda s: s.sink,
         )
         await journal.finish_send(exports, "w", Outcome.delivered())
         assert await journal.record_file(hook, "w", "pdf", PDF)
@@ -90,7 +104,7 @@ def test_status_failures_are_empty_without_codes(
     asyncio.run(_dead_send_with_a_file(config.parent / "j.db", None))
     assert main(["status", "--config", str(config)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"pending", "done", "dead", "sinks", "failures"}
+    assert set(out) == {"pending", "done", "dead", "sinks", "failures", "processes", "leases"}
     assert out["failures"] == {}
 
 
@@ -104,3 +118,24 @@ def test_listed_sends_show_their_code_and_stored_files(
     assert lines[hook].startswith(f"    {delivery_id}-0  -> hook")
     assert lines[hook].endswith("dead        1  [link_expired]  the link expired")
     assert lines[hook + 1] == "      file pdf: 2.0 KiB  sha256 0123456789ab  a.pdf"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["deliveries"],
+        ["sinks"],
+        ["retry", "--all-dead"],
+        ["prune", "--older-than-days", "1"],
+    ],
+)
+def test_an_operators_command_without_a_journal_says_so_and_creates_nothing(
+    config: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = config.parent / "j.db"
+    assert main([*command, "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert f"there is no journal at {journal}" in captured.err
+    assert captured.out == ""
+    assert sorted(p.name for p in config.parent.iterdir()) == ["hookdock.toml"]

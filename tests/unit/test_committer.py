@@ -13,13 +13,15 @@ import pytest
 
 from receiver.errors import JournalUnavailable
 from receiver.journal.committer import GroupCommitter
+from receiver.journal.dialect import Tx
+from receiver.journal.sqlite import SQLITE
 
 pytestmark = pytest.mark.anyio
 
 
-def bulk_insert(conn: sqlite3.Connection, items: list[Any]) -> list[None]:
+def bulk_insert(tx: Tx, items: list[Any]) -> list[None]:
     values = ",".join("(?)" for _ in items)
-    conn.execute(f"INSERT INTO t (v) VALUES {values}", items)
+    tx.execute(f"INSERT INTO t (v) VALUES {values}", items)
     return [None] * len(items)
 
 
@@ -31,20 +33,26 @@ async def committer(tmp_path: Path) -> AsyncIterator[GroupCommitter]:
         conn.execute("CREATE TABLE IF NOT EXISTS t (v TEXT PRIMARY KEY)")
         return conn
 
-    c = GroupCommitter(connect, {"insert": bulk_insert}, single_statement=frozenset({"insert"}))
+    c = GroupCommitter(
+        connect,
+        SQLITE,
+        bulk={"insert": bulk_insert},
+        single_statement=frozenset({"insert"}),
+        clock=lambda: 1234.5,
+    )
     c.start()
     yield c
     await asyncio.to_thread(c.close)
 
 
 def rows(committer: GroupCommitter) -> Any:
-    return committer.submit(lambda conn: sorted(v for (v,) in conn.execute("SELECT v FROM t")))
+    return committer.submit(lambda tx: sorted(v for (v,) in tx.execute("SELECT v FROM t")))
 
 
 def insert(*values: str) -> Any:
-    def work(conn: sqlite3.Connection) -> None:
+    def work(tx: Tx) -> None:
         for v in values:
-            conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
+            tx.execute("INSERT INTO t (v) VALUES (?)", (v,))
 
     return work
 
@@ -68,7 +76,7 @@ async def test_bulk_jobs_share_one_statement_and_its_fate(committer: GroupCommit
     # Hold the thread in a job of its own so that the next two queue up into one batch.
     running, gate = threading.Event(), threading.Event()
 
-    def hold(conn: sqlite3.Connection) -> None:
+    def hold(tx: Tx) -> None:
         running.set()
         gate.wait(10)
 
@@ -94,3 +102,8 @@ async def test_closed_committer_fails_new_work(committer: GroupCommitter) -> Non
     await asyncio.to_thread(committer.close)
     with pytest.raises(JournalUnavailable, match="closed"):
         await committer.submit(insert("x"))
+
+
+async def test_jobs_read_the_clock_once_per_batch(committer: GroupCommitter) -> None:
+    # SQLite has no clock of its own: a batch's ``now`` is the committer's clock.
+    assert await committer.submit(lambda tx: (tx.now, tx.dialect.name)) == (1234.5, "sqlite")
