@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from receiver.journal.dialect import Dialect, Tx
+from receiver.journal.dialect import DatabaseClock, Dialect, Tx
 from receiver.journal.errors import JournalUnavailable
 
 __all__ = ["Bulk", "GroupCommitter", "Work"]
@@ -86,6 +86,7 @@ class GroupCommitter:
         self._connect = connect
         self.dialect = dialect
         self._clock = clock
+        self._db_clock = None if dialect.now_sql is None else DatabaseClock(dialect.now_sql)
         self._bulk = bulk or {}
         self._single_statement = single_statement
         self._reconnect_seconds = reconnect_seconds
@@ -123,6 +124,10 @@ class GroupCommitter:
         self._ready.wait()
         if self._startup_error is not None:
             raise self._startup_error
+
+    def now(self) -> float:
+        """The database's clock: the process's for SQLite, the server's for PostgreSQL."""
+        return self._clock() if self._db_clock is None else self._db_clock.now()
 
     @property
     def alive(self) -> bool:
@@ -239,7 +244,13 @@ class GroupCommitter:
         except JournalUnavailable as exc:
             self._deliver([(job, None, exc) for job in batch])
             return
-        tx = Tx(conn, dialect, self._clock)
+        try:
+            if self._db_clock is not None:
+                self._db_clock.sync(conn)
+        except Exception as exc:
+            self._fail_batch(batch, exc)
+            return
+        tx = Tx(conn, dialect, self.now)
         groups: dict[str, list[_Job]] = {}
         for job in batch:
             if job.bulk is not None:
@@ -262,23 +273,26 @@ class GroupCommitter:
                 outcomes.extend(self._run_fn(tx, job) for job in batch if job.fn is not None)
                 tx.execute("COMMIT")
         except Exception as exc:  # the whole batch failed; the thread itself must live on
-            reason = _one_line(exc)
-            log.error("journal commit failed: %s", reason)
             if began:
                 try:
                     tx.execute("ROLLBACK")
                 except Exception:
                     # The connection is gone: open a new one for the next batch.
                     self._drop_connection()
-            if self._conn is not None and _is_broken(self._conn):
-                self._drop_connection()
-            error = JournalUnavailable(f"the journal could not commit: {reason}")
-            error.__cause__ = exc
-            outcomes = [(job, None, error) for job in batch]
-        else:
-            self.commits += 1
-            self.committed_jobs += len(batch)
+            self._fail_batch(batch, exc)
+            return
+        self.commits += 1
+        self.committed_jobs += len(batch)
         self._deliver(outcomes)
+
+    def _fail_batch(self, batch: list[_Job], exc: Exception) -> None:
+        reason = _one_line(exc)
+        log.error("journal commit failed: %s", reason)
+        if self._conn is not None and _is_broken(self._conn):
+            self._drop_connection()
+        error = JournalUnavailable(f"the journal could not commit: {reason}")
+        error.__cause__ = exc
+        self._deliver([(job, None, error) for job in batch])
 
     def _run_bulk(
         self, tx: Tx, kind: str, jobs: list[_Job]

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Cursor", "Dialect", "Tx"]
+__all__ = ["Cursor", "DatabaseClock", "Dialect", "Tx"]
 
 
 class Cursor(Protocol):
@@ -102,14 +103,38 @@ class Tx:
 
     @property
     def now(self) -> float:
-        """The database's clock, read once per batch: leases and due times are compared on it,
-        so replicas whose clocks disagree still agree on who holds what."""
+        """The database's clock (``DatabaseClock``), one reading per batch: leases and due
+        times are compared on it, so replicas whose clocks disagree agree on who holds what."""
         if self._now is None:
-            if self.dialect.now_sql is None:
-                self._now = self._clock()
-            else:
-                self._now = float(self.conn.execute(self.dialect.now_sql).fetchone()[0])
+            self._now = self._clock()
         return self._now
 
     def new_batch(self) -> None:
         self._now = None
+
+
+class DatabaseClock:
+    """A database server's clock, kept as its offset from this process's.
+
+    Read from the server every ``refresh_seconds`` (a query), so a batch pays no round trip for
+    it; between readings the offset holds, which is all a lease of seconds needs.
+    """
+
+    def __init__(self, now_sql: str, refresh_seconds: float = 30.0) -> None:
+        self._sql = now_sql
+        self._refresh = refresh_seconds
+        self._next = 0.0
+        self.offset = 0.0
+
+    def sync(self, conn: Any) -> None:
+        """Read the server's clock on ``conn`` if the last reading is older than the refresh."""
+        if time.monotonic() < self._next:
+            return
+        before = time.time()
+        server = float(conn.execute(self._sql).fetchone()[0])
+        # The server read its clock about halfway through the round trip.
+        self.offset = server - (before + time.time()) / 2
+        self._next = time.monotonic() + self._refresh
+
+    def now(self) -> float:
+        return time.time() + self.offset

@@ -150,7 +150,7 @@ class PostgresJournal(SqlJournal):
     def _read_now(self, fn: Callable[[Tx], Any]) -> Any:
         try:
             with self._pool.connection() as conn:
-                return fn(Tx(conn, POSTGRES, lambda: 0.0))
+                return fn(Tx(conn, POSTGRES, self._committer.now))
         except POSTGRES.unavailable as exc:
             raise JournalUnavailable(f"{self.description} cannot be read: {exc}") from exc
 

@@ -121,7 +121,8 @@ async def run_until_send(
 
     async def reached() -> bool:
         sends = await journal.sends(d.delivery_id)
-        if sends and check(sends[0]):
+        # Attempts are counted when a send is claimed: wait for the attempt to be recorded.
+        if sends and sends[0].lease_owner is None and check(sends[0]):
             found[:] = sends
             return True
         return False
