@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "redact_text", "redact_url", "sas_expiry"]
+__all__ = ["REDACTED", "redact_json", "redact_text", "redact_url", "sas_expiry"]
 
 REDACTED = "REDACTED"
 
@@ -60,3 +61,18 @@ _USERINFO_IN_TEXT = re.compile(r"(?i)(https?://)[^/@\s\"'<>]+@")
 def redact_text(text: str) -> str:
     """Redact SAS signatures and URL user info inside free text such as an error message."""
     return _USERINFO_IN_TEXT.sub(rf"\1{REDACTED}@", _SIG_IN_TEXT.sub(rf"\1{REDACTED}", text))
+
+
+def redact_json(value: Any) -> Any:
+    """A JSON value with every credential a URL or a text in it may carry redacted: a string
+    that is a URL as ``redact_url`` does (every query value but the public SAS ones), any
+    other string as ``redact_text`` (signatures, user info).  For showing payloads."""
+    if isinstance(value, str):
+        if value.startswith(("http://", "https://")) and not any(c.isspace() for c in value):
+            return redact_url(value)
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    return value

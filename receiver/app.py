@@ -12,15 +12,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
+from receiver.admin_api import PREFIX, admin_app
 from receiver.errors import JournalError
 from receiver.ingest import IngestApp
+from receiver.operator import Operator
 from receiver.responses import error_response, text
 from receiver.runtime import Runtime
 
-__all__ = ["create_app"]
+__all__ = ["create_admin_app", "create_app"]
 
 log = logging.getLogger("hookdock")
 
@@ -68,13 +70,28 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
         finally:
             await runtime.stop()
 
+    routes: list[Route | Mount] = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]
+    admin = runtime.config.admin
+    if admin.tokens and admin.port is None:
+        routes.append(Mount(PREFIX, app=_admin(runtime)))
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Route("/readyz", readyz, methods=["GET", "HEAD"]),
-        ],
+        routes=routes,
         exception_handlers={Exception: _error, HTTPException: _error},
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     return IngestApp(app, runtime)
+
+
+def _admin(runtime: Runtime) -> ASGIApp:
+    sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
+    return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens)
+
+
+def create_admin_app(runtime: Runtime) -> ASGIApp:
+    """The admin API alone, for a listener of its own (``[admin] port``); ``runtime`` is
+    started and stopped by the main app's lifespan."""
+    return Starlette(routes=[Mount(PREFIX, app=_admin(runtime))], lifespan=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -17,9 +18,10 @@ from typing import Any
 from handlers.files import format_bytes
 from handlers.redact import redact_text
 from handlers.sink import Sink
+from receiver import cli_events
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
-from receiver.errors import ConfigError, ReceiverError
+from receiver.errors import BadRequest, ConfigError, OperatorError, ReceiverError
 from receiver.journal import (
     JournalError,
     SqliteConfig,
@@ -27,6 +29,12 @@ from receiver.journal import (
     make_journal,
 )
 from receiver.journal.base import DeliveryState, SendState
+from receiver.operator import Operator
+from receiver.operator.config import (
+    OperatorConfig,
+    embedded_operator_config,
+    load_operator_config,
+)
 from receiver.plugins import (
     PluginError,
     available_plugins,
@@ -191,10 +199,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 class _Operator:
-    """What the operator's commands hold: the configuration and the journal, opened without a
-    dispatcher and without loading a plugin."""
+    """What the operator's commands hold: the journal, opened without a dispatcher, and the
+    little of the configuration they read (no plugin loaded, no webhook secret needed)."""
 
-    def __init__(self, config: Config, journal: SqlJournal) -> None:
+    def __init__(self, config: OperatorConfig, journal: SqlJournal) -> None:
         self.config = config
         self.journal = journal
 
@@ -202,13 +210,30 @@ class _Operator:
         await self.journal.close()
 
 
+def _resolve_operator(args: argparse.Namespace) -> OperatorConfig:
+    """The journal and sinks an operator's command works on: --config, else $HOOKDOCK_CONFIG,
+    else the embedded defaults' data folder (found, never created)."""
+    path = args.config or os.environ.get("HOOKDOCK_CONFIG")
+    if path:
+        return load_operator_config(Path(path))
+    return embedded_operator_config(
+        Path(args.data_dir or os.environ.get("HOOKDOCK_DATA") or DEFAULT_DATA_DIR)
+    )
+
+
 async def _with_journal(args: argparse.Namespace) -> _Operator:
-    config, _, _ = _resolve(args)
+    config = _resolve_operator(args)
     # create=False: run from the wrong folder, a command says so instead of counting an empty
     # journal it has just made.
     journal = make_journal(config.journal, create=False)
     await asyncio.to_thread(journal.open)
     return _Operator(config, journal)
+
+
+async def _open_operator(args: argparse.Namespace) -> tuple[Operator, SqlJournal]:
+    runtime = await _with_journal(args)
+    sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
+    return Operator(runtime.journal, sinks), runtime.journal
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -291,23 +316,40 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         print("hookdock retry: name delivery ids, or pass --all-dead", file=sys.stderr)
         return 2
 
-    async def run() -> int:
+    async def run() -> tuple[int, list[str]]:
         runtime = await _with_journal(args)
         try:
-            ids = None if args.all_dead else args.ids
+            ops = Operator(runtime.journal, {})
+            ids = None
+            if not args.all_dead:
+                # Either id: the delivery's (from "accepted as <id>") or one of its events'.
+                ids = [await _delivery_of(runtime.journal, ref) for ref in args.ids]
             if args.renormalize:
-                return await runtime.journal.renormalize(ids)
-            return await runtime.journal.requeue(ids, sink=args.sink)
+                count = await runtime.journal.renormalize(ids)
+            else:
+                count = await runtime.journal.requeue(ids, sink=args.sink)
+            reasons = []
+            if not count and not args.all_dead:
+                reasons = [await ops.why_not_retried(ref) for ref in args.ids]
+            return count, reasons
         finally:
             await runtime.stop()
 
     if args.renormalize and args.sink:
         print("hookdock retry: --renormalize routes whole deliveries; drop --sink", file=sys.stderr)
         return 2
-    count = asyncio.run(run())
+    count, reasons = asyncio.run(run())
     how = "to be normalized and routed again" if args.renormalize else "dead-lettered deliveries"
     print(f"requeued {count} {how}")
+    for reason in reasons:
+        print(f"  {reason}", file=sys.stderr)
     return 0 if count or args.all_dead else 1
+
+
+async def _delivery_of(journal: SqlJournal, ref: str) -> str:
+    """The delivery id ``ref`` names: itself, or the delivery of the event it is."""
+    detail = await journal.detail(ref)
+    return ref if detail is None else detail.delivery.delivery_id
 
 
 def _cmd_sinks(args: argparse.Namespace) -> int:
@@ -407,9 +449,24 @@ def _cmd_journal(args: argparse.Namespace) -> int:
     return 0
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hookdock")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hookdock", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("HOOKDOCK_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("HOOKDOCK_LOG_LEVEL", "info"),
+        help=f"one of {', '.join(LOG_LEVELS)} (default: $HOOKDOCK_LOG_LEVEL, else info)",
+    )
+    parser.add_argument("--version", action="version", version=f"hookdock {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -460,6 +517,7 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--to", required=True, help="an empty PostgreSQL database (DSN)")
     journal.add_argument("--schema", help="a schema of its own in that database")
     journal.set_defaults(run=_cmd_journal)
+    cli_events.register(command, _open_operator)
     plugins = commands.add_parser(
         "plugins",
         help="list the installed sink and source plugins",
@@ -476,12 +534,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.log_level.lower() not in LOG_LEVELS:
+        print(
+            f"hookdock: --log-level (or HOOKDOCK_LOG_LEVEL) must be one of"
+            f" {', '.join(LOG_LEVELS)}, not {args.log_level!r}",
+            file=sys.stderr,
+        )
+        return 2
     _setup_logging(args.log_level)
     try:
         code: int = args.run(args)
     except ConfigError as exc:
         print(f"hookdock: {exc}", file=sys.stderr)
         return 2
+    except OperatorError as exc:
+        print(f"hookdock: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, BadRequest) else 1
     except (ReceiverError, JournalError) as exc:
         print(f"hookdock: {exc}", file=sys.stderr)
         return 1

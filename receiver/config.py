@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from handlers.netguard import AllowedNetwork, HostPattern
 from receiver.auth import AuthConfig
@@ -22,6 +30,7 @@ from receiver.journal.config import JournalConfig, SqliteConfig
 from receiver.routing import RuleConfig
 
 __all__ = [
+    "AdminConfig",
     "ClusterConfig",
     "Config",
     "DispatcherConfig",
@@ -32,6 +41,7 @@ __all__ = [
     "RouteConfig",
     "ServerConfig",
     "SinkHostConfig",
+    "expand_env",
     "format_validation_error",
     "load_config",
     "parse_config",
@@ -142,6 +152,26 @@ class RetentionConfig(_Model):
     every_seconds: Annotated[float, Field(gt=0, le=86400)] = 3600.0
 
 
+def _admin_token(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 24:
+        raise ValueError("an admin token needs 24 characters or more")
+    return value
+
+
+class AdminConfig(_Model):
+    """``[admin]``: the operators' HTTP API under ``/admin/api``, with tokens of its own.
+
+    Without ``tokens`` the API is off.  With ``port``, it listens there (on ``host``) and not
+    beside the webhooks, so it need not be exposed where they are.
+    """
+
+    tokens: tuple[Annotated[SecretStr, AfterValidator(_admin_token)], ...] = ()
+    """Bearer tokens (``Authorization: Bearer ...``), 24 characters or more: ``${NAME}``."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """A listener of its own for the API; None: beside the webhooks, on ``[server]``'s."""
+
+
 class FilesConfig(_Model):
     """What a route does with the files its events refer to (``[routes.files]``).
 
@@ -222,6 +252,7 @@ class Config(_Model):
     dispatcher: DispatcherConfig = DispatcherConfig()
     cluster: ClusterConfig = ClusterConfig()
     retention: RetentionConfig = RetentionConfig()
+    admin: AdminConfig = AdminConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
 
@@ -245,6 +276,19 @@ class Config(_Model):
                             f"routes[{index}].rules[{number}].sinks: no sink named {sink!r} "
                             f"(defined: {defined})"
                         )
+        webhook_secrets = [
+            (route.name, secret.get_secret_value())
+            for route in self.routes
+            for key in ("token", "password")
+            if (secret := getattr(route.auth, key, None)) is not None
+        ]
+        for number, token in enumerate(self.admin.tokens):
+            for name, value in webhook_secrets:
+                if token.get_secret_value() == value:
+                    raise ValueError(
+                        f"admin.tokens[{number}]: the same as the token of route {name!r}:"
+                        " give the admin API a token of its own"
+                    )
         for name, options in self.sinks.items():
             if not isinstance(options.get("type"), str):
                 raise ValueError(f'sinks.{name}.type: missing (for example type = "local")')
@@ -311,6 +355,12 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
             message = message.removeprefix("Value error, ")
         lines.append(f"{where}: {message}")
     return lines
+
+
+def expand_env(value: Any, where: str, env: dict[str, str] | None, missing: list[str]) -> Any:
+    """``value`` with every ``${NAME}`` replaced from ``env`` (default: the environment); each
+    variable that is not set is named in ``missing``, with where it is."""
+    return _expand_env(value, where, dict(os.environ) if env is None else env, missing)
 
 
 def _expand_env(value: Any, where: str, env: dict[str, str], missing: list[str]) -> Any:

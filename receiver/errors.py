@@ -4,12 +4,16 @@ The tree::
 
     ReceiverError                  anything the host raises on purpose
     ├── ConfigError                the configuration is invalid; the message names the key
-    └── IngestError                a request is refused; ``status`` and a one-line ``message``
-        ├── RouteNotFound          404
-        ├── PayloadTooLarge        413
-        ├── UnsupportedMediaType   415
-        ├── AuthFailed             401
-        └── BadPayload             400 / 422
+    ├── IngestError                a request is refused; ``status`` and a one-line ``message``
+    │   ├── RouteNotFound          404
+    │   ├── PayloadTooLarge        413
+    │   ├── UnsupportedMediaType   415
+    │   ├── AuthFailed             401
+    │   └── BadPayload             400 / 422
+    └── OperatorError              an operator's request cannot be done (API and CLI)
+        ├── NotFound               404: no delivery, event, send or sink by that name
+        ├── BadRequest             400: a bad filter, cursor or sink name
+        └── Unauthorized           401: no admin token, or not one of ``[admin] tokens``
 
 The journal keeps its own errors (``receiver.journal.errors``: ``JournalError``, and
 ``JournalUnavailable``, which ingest answers with 503); they are re-exported here.
@@ -25,13 +29,17 @@ from receiver.journal.errors import JournalError, JournalUnavailable
 __all__ = [
     "AuthFailed",
     "BadPayload",
+    "BadRequest",
     "ConfigError",
     "IngestError",
     "JournalError",
     "JournalUnavailable",
+    "NotFound",
+    "OperatorError",
     "PayloadTooLarge",
     "ReceiverError",
     "RouteNotFound",
+    "Unauthorized",
     "UnsupportedMediaType",
 ]
 
@@ -74,3 +82,25 @@ class AuthFailed(IngestError):
 
 class BadPayload(IngestError):
     status = 422
+
+
+class OperatorError(ReceiverError):
+    """An operator's request cannot be done; ``message`` says why (and what to do instead)."""
+
+    status: int = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(OperatorError):
+    status = 404
+
+
+class BadRequest(OperatorError):
+    status = 400
+
+
+class Unauthorized(OperatorError):
+    status = 401

@@ -1,19 +1,21 @@
 """The one place where exceptions become HTTP responses, for ingest and the rest of the app.
 
-Every error body is one short plain-text line, ``hookdock: <what is wrong>``: SmartDocumentor
-shows it to the reviewer on the document.  Never a traceback, never a secret.
+Every error body of the webhooks is one short plain-text line, ``hookdock: <what is wrong>``:
+SmartDocumentor shows it to the reviewer on the document.  The admin API answers JSON,
+``{"error": "<what is wrong>"}`` (``api_error_response``).  Never a traceback, never a secret.
 """
 
 from __future__ import annotations
 
 import logging
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse, Response
 
-from receiver.errors import IngestError, JournalError, PayloadTooLarge
+from receiver.errors import IngestError, JournalError, OperatorError, PayloadTooLarge
 
-__all__ = ["error_response", "text"]
+__all__ = ["api_error_response", "error_response", "json_response", "text"]
 
 log = logging.getLogger("hookdock")
 
@@ -40,3 +42,28 @@ def error_response(exc: BaseException, where: str = "") -> Response:
         return text(exc.status_code, message, dict(exc.headers or {}))
     log.error("unexpected error in %s", where or "a request", exc_info=exc)
     return text(500, "internal error, the delivery was not stored")
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def _api_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(orjson.dumps({"error": message}), status, headers)
+
+
+def api_error_response(exc: BaseException, where: str = "") -> Response:
+    """The admin API's JSON answer for ``exc``; unexpected errors are logged and answer 500."""
+    if isinstance(exc, OperatorError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _api_error(exc.status, exc.message, headers)
+    if isinstance(exc, JournalError):
+        log.error("admin API: the journal cannot answer, answered 503: %s", exc)
+        return _api_error(503, "the journal cannot answer right now, retry", {"Retry-After": "5"})
+    if isinstance(exc, HTTPException):
+        message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail).lower())
+        return _api_error(exc.status_code, message, dict(exc.headers or {}))
+    log.error("unexpected error in %s", where or "an admin API request", exc_info=exc)
+    return _api_error(500, "internal error")

@@ -4,6 +4,9 @@ On SIGTERM or SIGINT, readiness turns false and the dispatcher stops claiming at
 ``server.drain_seconds`` the listener closes, in-flight requests finish, and the dispatcher gets
 what is left of ``server.grace_seconds`` before it releases unfinished work.  A second SIGINT
 (Ctrl+C) exits at once; a clean shutdown exits 0.
+
+With ``[admin] port``, the admin API listens there too, in the same process and event loop;
+it closes as soon as a shutdown begins.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from types import FrameType
 
 import uvicorn
 
-from receiver.app import create_app
+from receiver.app import create_admin_app, create_app
 from receiver.runtime import Runtime
 
 __all__ = ["RedactPathFilter", "serve"]
@@ -42,11 +45,33 @@ class RedactPathFilter(logging.Filter):
         return True
 
 
+class _Companion(uvicorn.Server):
+    """The admin API's own listener: the main server owns the signals and stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(
+        self, config: uvicorn.Config, runtime: Runtime, companion: _Companion | None = None
+    ) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.companion = companion
         self._exit_requested = False
+
+    async def serve_all(self) -> None:
+        if self.companion is None:
+            await self.serve()
+            return
+        other = asyncio.create_task(self.companion.serve(), name="hookdock-admin-listener")
+        try:
+            await self.serve()
+        finally:
+            self.companion.should_exit = True
+            await other
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -64,6 +89,8 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.companion is not None:
+            self.companion.should_exit = True
         drain = self.runtime.config.server.drain_seconds
         if self._exit_requested or drain <= 0:
             self.runtime.begin_shutdown()
@@ -92,4 +119,23 @@ def serve(runtime: Runtime, *, host: str, port: int) -> None:
         backlog=2048,
     )
     logging.getLogger("uvicorn.access").addFilter(RedactPathFilter())
-    _Server(config, runtime).run()
+    companion = None
+    admin = runtime.config.admin
+    if admin.tokens and admin.port is not None:
+        companion = _Companion(
+            uvicorn.Config(
+                create_admin_app(runtime),
+                host=admin.host,
+                port=admin.port,
+                loop=config.loop,
+                http=config.http,
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                server_header=False,
+            )
+        )
+        log.info("admin API listening on http://%s:%d/admin/api", admin.host, admin.port)
+    server = _Server(config, runtime, companion)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(server.serve_all())

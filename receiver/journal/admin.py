@@ -25,7 +25,7 @@ from receiver.journal.rules import (
     overall_state_cases,
 )
 
-__all__ = ["Admin"]
+__all__ = ["Admin", "delivery_infos", "send_infos"]
 
 _PENDING_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'pending')"
 _DEAD_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'dead')"
@@ -196,34 +196,7 @@ class Admin:
         return stopped
 
     async def sends(self, delivery_id: str) -> list[SendInfo]:
-        def work(tx: Tx) -> list[SendInfo]:
-            rows = tx.execute(
-                "SELECT id, delivery_id, event_id, sink, state, attempts, next_attempt_at,"
-                " last_error, delivered_at, code, files, lease_owner, updated_at FROM sends"
-                " WHERE delivery_id = ?"
-                " ORDER BY event_index, sink",
-                (delivery_id,),
-            )
-            return [
-                SendInfo(
-                    send_id=r[0],
-                    delivery_id=r[1],
-                    event_id=r[2],
-                    sink=r[3],
-                    state=SendState(r[4]),
-                    attempts=r[5],
-                    next_attempt_at=_ts(r[6]) if r[4] == "pending" else None,
-                    last_error=r[7],
-                    delivered_at=_ts(r[8]),
-                    code=r[9],
-                    files=parse_files(r[10]),
-                    lease_owner=r[11],
-                    updated_at=_ts(r[12]),
-                )
-                for r in rows
-            ]
-
-        infos: list[SendInfo] = await self._read(work)
+        infos: list[SendInfo] = await self._read(lambda tx: send_infos(tx, delivery_id))
         return infos
 
     async def sink_counts(self) -> dict[str, dict[SendState, int]]:
@@ -298,6 +271,46 @@ class Admin:
 
         counts: dict[DeliveryState, int] = await self._read(work)
         return counts
+
+
+def send_infos(tx: Tx, delivery_id: str) -> list[SendInfo]:
+    """The sends of a delivery, in event order, then by sink."""
+    rows = tx.execute(
+        "SELECT id, delivery_id, event_id, sink, state, attempts, next_attempt_at,"
+        " last_error, delivered_at, code, files, lease_owner, updated_at FROM sends"
+        " WHERE delivery_id = ? ORDER BY event_index, sink",
+        (delivery_id,),
+    )
+    return [
+        SendInfo(
+            send_id=r[0],
+            delivery_id=r[1],
+            event_id=r[2],
+            sink=r[3],
+            state=SendState(r[4]),
+            attempts=r[5],
+            next_attempt_at=_ts(r[6]) if r[4] == "pending" else None,
+            last_error=r[7],
+            delivered_at=_ts(r[8]),
+            code=r[9],
+            files=parse_files(r[10]),
+            lease_owner=r[11],
+            updated_at=_ts(r[12]),
+        )
+        for r in rows
+    ]
+
+
+def delivery_infos(tx: Tx, delivery_ids: Sequence[str]) -> list[DeliveryInfo]:
+    """Deliveries by id, as an operator sees them (those that exist)."""
+    ids = list(delivery_ids)
+    if not ids:
+        return []
+    rows = tx.execute(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d WHERE d.id IN ({tx.marks(len(ids))})",
+        ids,
+    ).fetchall()
+    return _infos(tx, rows)
 
 
 def _delete_sends(tx: Tx, delivery_ids: list[str], *, state: str | None = None) -> None:

@@ -24,14 +24,26 @@ dispatcher and no plugins.  ``SqlJournal`` implements both, on SQLite and on Pos
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from handlers.event import Event, RawDelivery
 from handlers.files import FileInfo
+
+if TYPE_CHECKING:
+    from receiver.journal.views import (
+        ActionInfo,
+        DeliveryDetail,
+        EventFilter,
+        EventPage,
+        PurgeResult,
+        ReplayResult,
+        RetryNowResult,
+    )
 
 __all__ = [
     "AppendResult",
@@ -382,5 +394,61 @@ class JournalAdmin(Protocol):
         ...
 
     async def counts(self) -> dict[DeliveryState, int]: ...
+
+    # -------------------------------------------------------------- events (``browse.py``)
+
+    async def events(
+        self, where: EventFilter, limit: int = 50, *, cursor: str | None = None, offset: int = 0
+    ) -> EventPage:
+        """Events matching ``where``, newest first: ``limit`` of them after ``cursor`` (the
+        ``next_cursor`` of the page before; ``ValueError`` if it is not one) or ``offset``."""
+        ...
+
+    async def count_events(self, where: EventFilter) -> int: ...
+
+    async def detail(self, ref: str) -> DeliveryDetail | None:
+        """A delivery, found by its id or by one of its events' ids, with everything known."""
+        ...
+
+    async def actions(self, limit: int = 100) -> builtins.list[ActionInfo]:
+        """The latest operators' actions, newest first."""
+        ...
+
+    # -------------------------------------------------------------- actions (``replay.py``)
+
+    async def replay(
+        self,
+        ref: str,
+        *,
+        sink: str | None = None,
+        actor: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> ReplayResult | None:
+        """Send an event (or every event of a delivery) again, whatever its sends' states:
+        each send (only to ``sink`` when given) pending with fresh attempts, its earlier
+        attempts kept; a send to ``sink`` made where there was none.  A delivery without
+        events is routed again.  Sends under an attempt right now are left to it.  None if
+        ``ref`` names nothing.  Recorded as ``actor``'s action."""
+        ...
+
+    async def retry_now(self, send_id: int, *, actor: str) -> RetryNowResult | None:
+        """Make a waiting send due now (None: no such send; ``due_now`` False: not waiting)."""
+        ...
+
+    async def record_action(
+        self,
+        actor: str,
+        action: str,
+        *,
+        delivery_id: str | None = None,
+        event_id: str | None = None,
+        sink: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    async def purge_task(self, task_id: str, *, actor: str) -> PurgeResult:
+        """Erase every routed delivery with an event of ``task_id``: raw bodies, events,
+        sends, attempts.  Reports what the sinks had received (copies that live on there)."""
+        ...
 
     async def close(self) -> None: ...

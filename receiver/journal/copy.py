@@ -1,7 +1,7 @@
 """``hookdock journal copy --to DSN``: move a SQLite journal into an empty PostgreSQL one.
 
 Every table, row for row, in one PostgreSQL transaction (``COPY``), after both sides are at the
-current schema version; the send ids' sequence continues after the last one copied.  The
+current schema version; the send and action ids' sequences continue after the last one copied.  The
 target must hold no deliveries, so a copy never merges two journals.  Stop ``hookdock serve``
 and every worker on the SQLite file first: what they accept meanwhile would not be copied.
 """
@@ -53,10 +53,11 @@ def copy_journal(source: SqliteJournal, target: PostgresJournal) -> dict[str, in
                         for row in chunk:
                             copy.write_row(row)
                         counts[table] += len(chunk)
-            dst.execute(
-                "SELECT setval(pg_get_serial_sequence('sends', 'id'),"
-                " COALESCE((SELECT max(id) FROM sends), 0) + 1, false)"
-            )
+            for serial in ("sends", "actions"):
+                dst.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{serial}', 'id'),"
+                    f" COALESCE((SELECT max(id) FROM {serial}), 0) + 1, false)"
+                )
         return counts
     finally:
         src.close()

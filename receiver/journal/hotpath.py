@@ -15,6 +15,7 @@ from receiver.journal.base import AppendResult, Claim, Outcome, SendClaim
 from receiver.journal.bulk import record_attempts, record_send_attempts
 from receiver.journal.dialect import Tx
 from receiver.journal.rules import routing_transition, send_transition
+from receiver.journal.schema import EVENT_FIELDS, event_columns
 
 __all__ = ["RAW_COLUMNS", "HotPath", "files_json", "parse_files", "raw_delivery"]
 
@@ -23,6 +24,12 @@ RAW_COLUMNS = "d.id, d.route, d.source, d.received_at, d.content_type, d.headers
 
 _SEND_COLUMNS = "s.id, s.delivery_id, d.route, s.event_id, e.body, s.sink, s.attempts, s.files"
 """What a ``SendClaim`` is made of, from ``sends s`` joined to ``deliveries d`` and ``events e``."""
+
+
+_EVENT_INSERT = ", ".join(("id", "delivery_id", "position", "body", *EVENT_FIELDS))
+_EVENT_VALUES = "(" + ", ".join("?" * (4 + len(EVENT_FIELDS))) + ")"
+_EVENT_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in ("body", *EVENT_FIELDS))
+"""An event is stored with its searchable fields in columns of their own (``EVENT_FIELDS``)."""
 
 
 def raw_delivery(row: Any) -> RawDelivery:
@@ -170,13 +177,13 @@ class HotPath:
             if not pairs:
                 return []
             tx.execute(
-                "INSERT INTO events (id, delivery_id, position, body) VALUES"
-                f" {','.join(['(?, ?, ?, ?)'] * len(events))}"
-                " ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                f"INSERT INTO events ({_EVENT_INSERT}) VALUES"
+                f" {','.join([_EVENT_VALUES] * len(events))}"
+                f" ON CONFLICT (id) DO UPDATE SET {_EVENT_UPDATE}",
                 [
                     v
-                    for event_id, (position, _, body) in events.items()
-                    for v in (event_id, delivery.delivery_id, position, body)
+                    for event_id, (position, e, body) in events.items()
+                    for v in (event_id, delivery.delivery_id, position, body, *event_columns(e))
                 ],
             )
             stopped = {r[0] for r in tx.execute("SELECT sink FROM stopped_sinks")}
@@ -271,9 +278,15 @@ class HotPath:
 
         def work(tx: Tx) -> None:
             tx.execute(
-                "INSERT INTO events (id, delivery_id, position, body) VALUES (?, ?, ?, ?)"
+                f"INSERT INTO events ({_EVENT_INSERT}) VALUES {_EVENT_VALUES}"
                 " ON CONFLICT (id) DO NOTHING",
-                (event.event_id, claim.delivery_id, position, event.to_json()),
+                (
+                    event.event_id,
+                    claim.delivery_id,
+                    position,
+                    event.to_json(),
+                    *event_columns(event),
+                ),
             )
 
         await self._write(work, single_statement=True)

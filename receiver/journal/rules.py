@@ -1,7 +1,7 @@
 """The journal's rules, written once: every backend (and every reader) decides through these.
 
 * what an attempt's outcome does to a delivery's routing state and to a send's state;
-* a delivery's overall state, from its routing state and its sends';
+* a delivery's overall state, from its routing state and its sends'; an event's, from its own;
 * the attempt count, next attempt time and error an operator sees for a delivery as a whole.
 
 They are plain functions over plain values.  Where SQL must filter by a rule (listing the dead
@@ -22,6 +22,7 @@ __all__ = [
     "SendSummary",
     "delivery_attempts",
     "delivery_next_attempt",
+    "event_state",
     "operator_error",
     "overall_state",
     "overall_state_cases",
@@ -68,6 +69,16 @@ def overall_state(routing: str, pending_sends: bool, dead_sends: bool) -> Delive
     if routing == "dead" or dead_sends:
         return DeliveryState.DEAD
     return DeliveryState.DONE
+
+
+def event_state(pending_sends: bool, dead_sends: bool) -> SendState:
+    """An event is pending while any of its sends is, dead when one gave up (and none is
+    pending), delivered when every one was: the same rule as a delivery's, per event."""
+    if pending_sends:
+        return SendState.PENDING
+    if dead_sends:
+        return SendState.DEAD
+    return SendState.DELIVERED
 
 
 def overall_state_cases(state: DeliveryState) -> list[tuple[str, bool, bool]]:

@@ -15,23 +15,36 @@ stale; ``named_leases`` is work one process at a time must do (retention, poller
 one live process until it lets go, its lease runs out, or its heartbeat goes stale.
 
 Versions: 1 had one state per delivery, 2 added sends, 3 their files and failure codes, 4 the
-stored events, 5 processes and named leases.  ``migrate`` brings any older journal up to
-``SCHEMA_VERSION`` under a write lock, and refuses one that is newer than this hookdock knows.
+stored events, 5 processes and named leases, 6 the events' searchable fields (filled in from
+their stored JSON when an older journal is migrated) and the operators' ``actions``.
+``migrate`` brings any older journal up to ``SCHEMA_VERSION`` under a write lock, and refuses
+one that is newer than this hookdock knows.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from receiver.journal.dialect import Tx
 from receiver.journal.errors import SchemaMismatch
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "SchemaStatus", "migrate", "schema_status"]
+__all__ = [
+    "EVENT_FIELDS",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "SchemaStatus",
+    "event_columns",
+    "migrate",
+    "schema_status",
+]
 
 log = logging.getLogger("hookdock.journal")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,9 +82,17 @@ CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
     delivery_id TEXT NOT NULL,
     position INTEGER NOT NULL,
-    body {blob} NOT NULL
+    body {blob} NOT NULL,
+    route TEXT,
+    vendor TEXT,
+    kind TEXT,
+    task_id TEXT,
+    batch_id TEXT,
+    workspace_id TEXT,
+    external_id TEXT,
+    display_name TEXT
 );
-CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
+CREATE INDEX IF NOT EXISTS events_order ON events (delivery_id, position);
 CREATE TABLE IF NOT EXISTS sends (
     id {serial},
     delivery_id TEXT NOT NULL,
@@ -93,6 +114,7 @@ CREATE TABLE IF NOT EXISTS sends (
 CREATE INDEX IF NOT EXISTS sends_delivery ON sends (delivery_id);
 CREATE INDEX IF NOT EXISTS sends_due ON sends (sink, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS sends_leased ON sends (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sends_dead ON sends (sink) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS send_attempts (
     send_id BIGINT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -116,6 +138,17 @@ CREATE TABLE IF NOT EXISTS processes (
     started_at {real} NOT NULL,
     heartbeat_at {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS actions (
+    id {serial},
+    at {real} NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    delivery_id TEXT,
+    event_id TEXT,
+    sink TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_delivery ON actions (delivery_id) WHERE delivery_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS named_leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -124,16 +157,46 @@ CREATE TABLE IF NOT EXISTS named_leases (
 );
 """
 
-_AFTER_COLUMNS = "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink);"
-"""Made once every column exists, so that an older journal gets it after its columns."""
+_AFTER_COLUMNS = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink)",
+    # An operator's lookups by the vendor's ids; listing order is the events' primary key
+    # order (delivery ids sort by time), so the rest filter a scan that stops at a page.
+    "CREATE INDEX IF NOT EXISTS events_task ON events (task_id) WHERE task_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS events_batch ON events (batch_id) WHERE batch_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS events_external ON events (external_id)"
+    " WHERE external_id IS NOT NULL",
+)
+"""Made once every column exists, so that an older journal gets them after its columns."""
 
-TABLES = ("meta", "deliveries", "attempts", "events", "sends", "send_attempts", "stopped_sinks")
+EVENT_FIELDS = (
+    "route",
+    "vendor",
+    "kind",
+    "task_id",
+    "batch_id",
+    "workspace_id",
+    "external_id",
+    "display_name",
+)
+"""The event's fields ``events`` keeps in columns of their own, beside its JSON, to filter on."""
+
+TABLES = (
+    "meta",
+    "deliveries",
+    "attempts",
+    "events",
+    "sends",
+    "send_attempts",
+    "stopped_sinks",
+    "actions",
+)
 """Every table of journaled work, parents first: the order ``hookdock journal copy`` fills
 them in.  ``processes`` and ``named_leases`` are not copied: they describe running processes."""
 
 _ADDED: dict[int, dict[str, tuple[str, ...]]] = {
     3: {"sends": ("files TEXT", "code TEXT")},
     4: {"sends": ("event_id TEXT",)},
+    6: {"events": tuple(f"{name} TEXT" for name in EVENT_FIELDS)},
 }
 """Columns each version added to tables an older version already had."""
 
@@ -250,9 +313,37 @@ def _upgrade(tx: Tx, found: int | None) -> None:
         tx.execute(
             "UPDATE sends SET event_id = delivery_id || '-' || event_index WHERE event_id IS NULL"
         )
-    tx.execute(_AFTER_COLUMNS)
+    if version < 6:
+        # events_order (delivery_id, position) replaces it: the order operators list in.
+        tx.execute("DROP INDEX IF EXISTS events_delivery")
+        _fill_event_fields(tx)
+    for statement in _AFTER_COLUMNS:
+        tx.execute(statement)
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (str(SCHEMA_VERSION),),
     )
+
+
+def event_columns(event: Any) -> tuple[str | None, ...]:
+    """The ``EVENT_FIELDS`` of an event (an ``Event``, or its stored JSON as a dict)."""
+    values = event if isinstance(event, dict) else {n: getattr(event, n) for n in EVENT_FIELDS}
+    return tuple(None if (v := values.get(name)) is None else str(v) for name in EVENT_FIELDS)
+
+
+def _fill_event_fields(tx: Tx) -> None:
+    """Version 6 keeps an event's searchable fields in columns: fill them from the JSON of
+    events stored before, a thousand at a time (ordered by id, so each pass moves on)."""
+    sets = ", ".join(f"{name} = ?" for name in EVENT_FIELDS)
+    after = ""
+    while True:
+        rows = tx.execute(
+            "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT 1000", (after,)
+        ).fetchall()
+        if not rows:
+            return
+        for event_id, body in rows:
+            fields = event_columns(orjson.loads(bytes(body)))
+            tx.execute(f"UPDATE events SET {sets} WHERE id = ?", (*fields, event_id))
+        after = rows[-1][0]

@@ -13,19 +13,21 @@ from collections.abc import Callable
 from typing import Any
 
 from receiver.journal.admin import Admin
+from receiver.journal.browse import Browse
 from receiver.journal.bulk import append_many, sent_many
 from receiver.journal.committer import GroupCommitter
 from receiver.journal.dialect import Dialect, Tx
 from receiver.journal.errors import JournalError
 from receiver.journal.hotpath import HotPath
 from receiver.journal.liveness import Liveness, LivenessAdmin
+from receiver.journal.replay import Replay
 
 __all__ = ["SqlJournal"]
 
 log = logging.getLogger("hookdock.journal")
 
 
-class SqlJournal(HotPath, Liveness, Admin, LivenessAdmin):
+class SqlJournal(HotPath, Liveness, Admin, LivenessAdmin, Browse, Replay):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
 
     description: str = "the journal"

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from tests.journal.contract_admin import AdminContract
 from tests.journal.contract_hot import HotPathContract
+from tests.journal.contract_operator import OperatorContract
 from tests.journal.helpers import FUTURE, event, execute, file_info, raw, routed, rows
 
 __all__ = ["FUTURE", "JournalContract", "event", "execute", "file_info", "raw", "routed", "rows"]
 
 
-class JournalContract(HotPathContract, AdminContract):
+class JournalContract(HotPathContract, AdminContract, OperatorContract):
     """Every method of ``Journal`` and ``JournalAdmin``, as each backend must implement it."""

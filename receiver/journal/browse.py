@@ -1,0 +1,285 @@
+"""Finding and inspecting events, written once over a ``Dialect``: what the operator's event
+listing, dead letters and "show one event" read.
+
+Listings run in the order of the ``events_order`` index, newest delivery first (delivery ids
+sort by time), and page with a keyset cursor (the last row's delivery id and position), so a
+deep page costs what the first one does.  A time range is a range of delivery ids, on the same
+index.  The filters on an event's fields read columns ``events`` keeps beside its JSON.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from handlers.event import Event
+from receiver.journal.admin import delivery_infos, send_infos
+from receiver.journal.base import SendState
+from receiver.journal.dialect import Tx
+from receiver.journal.hotpath import RAW_COLUMNS, raw_delivery
+from receiver.journal.rules import event_state
+from receiver.journal.views import (
+    ActionInfo,
+    AttemptInfo,
+    DeliveryDetail,
+    EventDetail,
+    EventFilter,
+    EventPage,
+    EventRow,
+    SendDetail,
+)
+
+__all__ = ["Browse", "parse_cursor"]
+
+_PENDING = "EXISTS (SELECT 1 FROM sends s WHERE s.event_id = e.id AND s.state = 'pending')"
+_DEAD = "EXISTS (SELECT 1 FROM sends s WHERE s.event_id = e.id AND s.state = 'dead')"
+
+_ROW_COLUMNS = (
+    "e.id, e.delivery_id, e.position, e.route, e.vendor, e.kind, e.task_id, e.batch_id,"
+    " e.workspace_id, e.external_id, e.display_name, d.received_at"
+)
+_EQUAL = ("route", "vendor", "kind", "task_id", "batch_id", "workspace_id", "external_id")
+_CURSOR = re.compile(r"^([0-9a-f]{26})\.([0-9]{1,9})$")
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def parse_cursor(cursor: str) -> tuple[str, int]:
+    """(delivery id, position) of a cursor; ``ValueError`` for anything else."""
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise ValueError("not a cursor this journal made")
+    return match.group(1), int(match.group(2))
+
+
+def _id_bound(moment: datetime) -> str:
+    """The smallest delivery id made at ``moment`` (ids start with their milliseconds)."""
+    return f"{max(0, int(moment.timestamp() * 1000)):012x}"
+
+
+def _like(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _where(f: EventFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if f.since is not None:
+        clauses.append("e.delivery_id >= ?")
+        params.append(_id_bound(f.since))
+    if f.until is not None:
+        clauses.append("e.delivery_id < ?")
+        params.append(_id_bound(f.until))
+    for name in _EQUAL:
+        value = getattr(f, name)
+        if value is not None:
+            clauses.append(f"e.{name} = ?")
+            params.append(value)
+    if f.text:
+        clauses.append("lower(e.display_name) LIKE ? ESCAPE '\\'")
+        params.append(_like(f.text))
+    states = list(dict.fromkeys(f.states))
+    if f.sink is not None:
+        only = f" AND s.state IN ({','.join('?' * len(states))})" if states else ""
+        clauses.append(f"e.id IN (SELECT s.event_id FROM sends s WHERE s.sink = ?{only})")
+        params += [f.sink, *(s.value for s in states)]
+    elif states:
+        # The event's state, by the rule: every (any pending, any dead) it maps to a wanted
+        # state, made from ``event_state`` itself.
+        cases = [
+            (pending, dead)
+            for pending, dead in itertools.product((False, True), repeat=2)
+            if event_state(pending, dead) in states
+        ]
+        clauses.append("(" + " OR ".join(f"({_PENDING} = ? AND {_DEAD} = ?)" for _ in cases) + ")")
+        params += [v for case in cases for v in case]
+        if SendState.DELIVERED not in states:
+            # Necessary, and selective where it matters (dead letters are few): the planner
+            # can start from those sends rather than from every event.
+            clauses.append(
+                f"e.id IN (SELECT s.event_id FROM sends s WHERE s.state IN"
+                f" ({','.join('?' * len(states))}))"
+            )
+            params += [s.value for s in states]
+    return clauses, params
+
+
+def _attempts(rows: list[Any]) -> list[AttemptInfo]:
+    """Attempt rows (attempt, owner, started, finished, outcome, error), numbered in order.
+
+    Stored numbers are not shown: those of a send replayed are moved below its new ones."""
+    ordered = sorted(rows, key=lambda r: r[0])
+    return [
+        AttemptInfo(
+            number=n,
+            started_at=datetime.fromtimestamp(r[2], UTC),
+            finished_at=_ts(r[3]),
+            outcome=r[4],
+            error=r[5],
+            owner=r[1],
+        )
+        for n, r in enumerate(ordered, start=1)
+    ]
+
+
+class Browse:
+    """Mixed into ``SqlJournal``."""
+
+    async def _read(self, fn: Any) -> Any:
+        raise NotImplementedError
+
+    async def events(
+        self, where: EventFilter, limit: int = 50, *, cursor: str | None = None, offset: int = 0
+    ) -> EventPage:
+        after = None if cursor is None else parse_cursor(cursor)
+
+        def work(tx: Tx) -> EventPage:
+            clauses, params = _where(where)
+            if after is not None:
+                clauses.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
+                params += [after[0], after[0], after[1]]
+            sql = (
+                f"SELECT {_ROW_COLUMNS} FROM events e JOIN deliveries d ON d.id = e.delivery_id"
+                f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
+                " ORDER BY e.delivery_id DESC, e.position DESC LIMIT ? OFFSET ?"
+            )
+            rows = tx.execute(sql, [*params, limit + 1, offset]).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            sends: dict[str, dict[str, SendState]] = {r[0]: {} for r in rows}
+            if rows:
+                ids = list(sends)
+                for event_id, sink, state in tx.execute(
+                    f"SELECT event_id, sink, state FROM sends WHERE event_id IN"
+                    f" ({tx.marks(len(ids))}) ORDER BY sink",
+                    ids,
+                ):
+                    sends[event_id][sink] = SendState(state)
+            items = [
+                EventRow(
+                    event_id=r[0],
+                    delivery_id=r[1],
+                    route=r[3],
+                    vendor=r[4],
+                    kind=r[5],
+                    task_id=r[6],
+                    batch_id=r[7],
+                    workspace_id=r[8],
+                    external_id=r[9],
+                    display_name=r[10],
+                    received_at=datetime.fromisoformat(r[11]),
+                    state=event_state(
+                        SendState.PENDING in sends[r[0]].values(),
+                        SendState.DEAD in sends[r[0]].values(),
+                    ),
+                    sends=sends[r[0]],
+                )
+                for r in rows
+            ]
+            last = rows[-1] if rows else None
+            return EventPage(items, f"{last[1]}.{last[2]}" if more and last else None)
+
+        page: EventPage = await self._read(work)
+        return page
+
+    async def count_events(self, where: EventFilter) -> int:
+        def work(tx: Tx) -> int:
+            clauses, params = _where(where)
+            sql = "SELECT count(*) FROM events e" + (
+                " WHERE " + " AND ".join(clauses) if clauses else ""
+            )
+            return int(tx.execute(sql, params).fetchone()[0])
+
+        count: int = await self._read(work)
+        return count
+
+    async def detail(self, ref: str) -> DeliveryDetail | None:
+        def work(tx: Tx) -> DeliveryDetail | None:
+            found = tx.execute("SELECT delivery_id FROM events WHERE id = ?", (ref,)).fetchone()
+            delivery_id, event_id = (found[0], ref) if found else (ref, None)
+            infos = delivery_infos(tx, [delivery_id])
+            if not infos:
+                return None
+            raw = raw_delivery(
+                tx.execute(
+                    f"SELECT {RAW_COLUMNS} FROM deliveries d WHERE d.id = ?", (delivery_id,)
+                ).fetchone()
+            )
+            sends = send_infos(tx, delivery_id)
+            attempts: dict[int, list[Any]] = {s.send_id: [] for s in sends}
+            if sends:
+                for r in tx.execute(
+                    "SELECT send_id, attempt, owner, started_at, finished_at, outcome, error"
+                    f" FROM send_attempts WHERE send_id IN ({tx.marks(len(attempts))})",
+                    list(attempts),
+                ):
+                    attempts[r[0]].append(r[1:])
+            events = []
+            for eid, body in tx.execute(
+                "SELECT id, body FROM events WHERE delivery_id = ? ORDER BY position",
+                (delivery_id,),
+            ).fetchall():
+                if event_id is not None and eid != event_id:
+                    continue
+                events.append(
+                    EventDetail(
+                        eid,
+                        Event.model_validate_json(bytes(body)),
+                        [
+                            SendDetail(s, _attempts(attempts[s.send_id]))
+                            for s in sends
+                            if s.event_id == eid
+                        ],
+                    )
+                )
+            routing = tx.execute(
+                "SELECT attempt, owner, started_at, finished_at, outcome, error FROM attempts"
+                " WHERE delivery_id = ?",
+                (delivery_id,),
+            ).fetchall()
+            return DeliveryDetail(
+                delivery=infos[0],
+                raw=raw,
+                event_id=event_id,
+                events=events,
+                routing_attempts=_attempts(routing),
+                actions=_actions(tx, delivery_id),
+            )
+
+        detail: DeliveryDetail | None = await self._read(work)
+        return detail
+
+    async def actions(self, limit: int = 100) -> list[ActionInfo]:
+        """The latest operators' actions, newest first."""
+
+        def work(tx: Tx) -> list[ActionInfo]:
+            rows = tx.execute(
+                f"SELECT {_ACTION_COLUMNS} FROM actions ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+            return [_action(r) for r in rows]
+
+        found: list[ActionInfo] = await self._read(work)
+        return found
+
+
+_ACTION_COLUMNS = "id, at, actor, action, delivery_id, event_id, sink, detail"
+
+
+def _action(r: Any) -> ActionInfo:
+    detail = {} if r[7] is None else orjson.loads(r[7])
+    return ActionInfo(r[0], datetime.fromtimestamp(r[1], UTC), r[2], r[3], r[4], r[5], r[6], detail)
+
+
+def _actions(tx: Tx, delivery_id: str) -> list[ActionInfo]:
+    rows = tx.execute(
+        f"SELECT {_ACTION_COLUMNS} FROM actions WHERE delivery_id = ? ORDER BY id",
+        (delivery_id,),
+    ).fetchall()
+    return [_action(r) for r in rows]

@@ -1,0 +1,235 @@
+"""The operator's actions on single events, written once over a ``Dialect``: replay, retry
+now, purge a task, and the record of who did what (``actions``).
+
+Each action and its record are one transaction: an action is never done unrecorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from receiver.journal.base import SendState
+from receiver.journal.dialect import Tx
+from receiver.journal.views import PurgeResult, ReplayResult, RetryNowResult
+
+__all__ = ["Replay", "record_action"]
+
+
+def record_action(
+    tx: Tx,
+    actor: str,
+    action: str,
+    *,
+    delivery_id: str | None = None,
+    event_id: str | None = None,
+    sink: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    tx.execute(
+        "INSERT INTO actions (at, actor, action, delivery_id, event_id, sink, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            tx.now,
+            actor,
+            action,
+            delivery_id,
+            event_id,
+            sink,
+            None if not detail else orjson.dumps(dict(detail)).decode(),
+        ),
+    )
+
+
+def _archive_attempts(tx: Tx, send_ids: list[int]) -> None:
+    """Move the attempts of sends about to start over below any number they can reach again,
+    keeping their order, so that a replayed send shows every attempt it ever had.
+
+    Each send's attempts shift down by their span, so no new number meets an old one, even
+    row by row inside the statement (PostgreSQL checks the key at each row)."""
+    if not send_ids:
+        return
+    tx.execute(
+        "UPDATE send_attempts SET attempt = attempt - (SELECT max(a.attempt) - min(a.attempt)"
+        " + 1 FROM send_attempts a WHERE a.send_id = send_attempts.send_id)"
+        f" WHERE send_id IN ({tx.marks(len(send_ids))})",
+        send_ids,
+    )
+
+
+class Replay:
+    """Mixed into ``SqlJournal``."""
+
+    async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
+        raise NotImplementedError
+
+    async def replay(
+        self,
+        ref: str,
+        *,
+        sink: str | None = None,
+        actor: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> ReplayResult | None:
+        def work(tx: Tx) -> ReplayResult | None:
+            now = tx.now
+            found = tx.execute("SELECT delivery_id FROM events WHERE id = ?", (ref,)).fetchone()
+            if found is not None:
+                delivery_id = found[0]
+                events = tx.execute(
+                    "SELECT id, position FROM events WHERE id = ?", (ref,)
+                ).fetchall()
+            else:
+                if tx.execute("SELECT 1 FROM deliveries WHERE id = ?", (ref,)).fetchone() is None:
+                    return None
+                delivery_id = ref
+                events = tx.execute(
+                    "SELECT id, position FROM events WHERE delivery_id = ? ORDER BY position",
+                    (ref,),
+                ).fetchall()
+            what = {**(detail or {}), "sink": sink} if sink else dict(detail or {})
+            record_action(
+                tx,
+                actor,
+                "replay",
+                delivery_id=delivery_id,
+                event_id=None if found is None else ref,
+                sink=sink,
+                detail=what,
+            )
+            if not events:
+                # Nothing was routed (not routable, or the rules dropped every event): route
+                # it again.  One still pending is on its way already.
+                rerouted = tx.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                    " last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                    " WHERE id = ? AND state != 'pending'",
+                    (now, now, delivery_id),
+                ).rowcount
+                return ReplayResult(delivery_id, [], 0, 0, 0, bool(rerouted))
+            ids = [r[0] for r in events]
+            only = "" if sink is None else " AND sink = ?"
+            args: list[Any] = [*ids] + ([] if sink is None else [sink])
+            rows = tx.execute(
+                "SELECT id, event_id, lease_until FROM sends"
+                f" WHERE event_id IN ({tx.marks(len(ids))}){only}",
+                args,
+            ).fetchall()
+            # A send under an attempt right now is left to it: its outcome would overwrite
+            # the replay, and a delivered one is recorded anyway.
+            busy = [r for r in rows if r[2] is not None and r[2] >= now]
+            again = [r[0] for r in rows if r[2] is None or r[2] < now]
+            _archive_attempts(tx, again)
+            if again:
+                tx.execute(
+                    "UPDATE sends SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                    " last_error = NULL, code = NULL, delivered_at = NULL, lease_owner = NULL,"
+                    f" lease_until = NULL, updated_at = ? WHERE id IN ({tx.marks(len(again))})",
+                    [now, now, *again],
+                )
+            created = 0
+            if sink is not None:
+                have = {r[1] for r in rows}
+                for event_id, position in events:
+                    if event_id in have:
+                        continue
+                    created += tx.execute(
+                        "INSERT INTO sends (delivery_id, event_index, event_id, sink,"
+                        " next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT DO NOTHING",
+                        (delivery_id, position, event_id, sink, now, now),
+                    ).rowcount
+            return ReplayResult(delivery_id, ids, len(again), created, len(busy), False)
+
+        result: ReplayResult | None = await self._write(work)
+        return result
+
+    async def retry_now(self, send_id: int, *, actor: str) -> RetryNowResult | None:
+        def work(tx: Tx) -> RetryNowResult | None:
+            row = tx.execute(
+                "SELECT delivery_id, event_id, sink, state FROM sends WHERE id = ?", (send_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            state = SendState(row[3])
+            if state is SendState.PENDING:
+                tx.execute("UPDATE sends SET next_attempt_at = ? WHERE id = ?", (tx.now, send_id))
+                record_action(
+                    tx, actor, "retry-now", delivery_id=row[0], event_id=row[1], sink=row[2]
+                )
+            return RetryNowResult(
+                send_id, row[0], row[1], row[2], state, state is SendState.PENDING
+            )
+
+        result: RetryNowResult | None = await self._write(work)
+        return result
+
+    async def record_action(
+        self,
+        actor: str,
+        action: str,
+        *,
+        delivery_id: str | None = None,
+        event_id: str | None = None,
+        sink: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        def work(tx: Tx) -> None:
+            record_action(
+                tx,
+                actor,
+                action,
+                delivery_id=delivery_id,
+                event_id=event_id,
+                sink=sink,
+                detail=detail,
+            )
+
+        await self._write(work)
+
+    async def purge_task(self, task_id: str, *, actor: str) -> PurgeResult:
+        def work(tx: Tx) -> PurgeResult:
+            ids = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT DISTINCT delivery_id FROM events WHERE task_id = ?"
+                    " ORDER BY delivery_id",
+                    (task_id,),
+                )
+            ]
+            delivered: dict[str, int] = {}
+            events = sends = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                places = tx.marks(len(chunk))
+                for sink, n in tx.execute(
+                    "SELECT sink, count(*) FROM sends WHERE state = 'delivered'"
+                    f" AND delivery_id IN ({places}) GROUP BY sink",
+                    chunk,
+                ):
+                    delivered[sink] = delivered.get(sink, 0) + n
+                tx.execute(
+                    "DELETE FROM send_attempts WHERE send_id IN"
+                    f" (SELECT id FROM sends WHERE delivery_id IN ({places}))",
+                    chunk,
+                )
+                sends += tx.execute(
+                    f"DELETE FROM sends WHERE delivery_id IN ({places})", chunk
+                ).rowcount
+                events += tx.execute(
+                    f"DELETE FROM events WHERE delivery_id IN ({places})", chunk
+                ).rowcount
+                tx.execute(f"DELETE FROM attempts WHERE delivery_id IN ({places})", chunk)
+                tx.execute(f"DELETE FROM deliveries WHERE id IN ({places})", chunk)
+            record_action(
+                tx,
+                actor,
+                "purge",
+                detail={"task_id": task_id, "deliveries": len(ids), "events": events},
+            )
+            return PurgeResult(task_id, ids, events, sends, dict(sorted(delivered.items())))
+
+        result: PurgeResult = await self._write(work)
+        return result

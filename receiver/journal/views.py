@@ -1,0 +1,179 @@
+"""What the operator's queries and actions on the journal return: plain frozen values.
+
+``EventFilter`` selects events for a listing (``JournalAdmin.events``); an ``EventPage`` is one
+page of them with the cursor of the next; ``DeliveryDetail`` is one delivery with its raw bytes,
+its events, each send of each event with every attempt, and the operators' actions on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from handlers.event import Event, RawDelivery
+from receiver.journal.base import DeliveryInfo, SendInfo, SendState
+
+__all__ = [
+    "ActionInfo",
+    "AttemptInfo",
+    "DeliveryDetail",
+    "EventDetail",
+    "EventFilter",
+    "EventPage",
+    "EventRow",
+    "PurgeResult",
+    "ReplayResult",
+    "RetryNowResult",
+    "SendDetail",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Every condition given must hold; a tuple of ``states`` matches any of them.
+
+    ``states`` is the event's state (``SendState``: pending while any send is, dead when a send
+    gave up and none is pending, delivered when every send was), or, with ``sink``, the state
+    of the event's send to that sink.  ``since``/``until`` bound the time the delivery was
+    received (``until`` excluded), as its id records it: ids begin with the millisecond they
+    were made, on receipt, so a range is a range of the index the listing runs on.  ``text``
+    is found anywhere in the display name, in any case.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    states: tuple[SendState, ...] = ()
+    route: str | None = None
+    vendor: str | None = None
+    kind: str | None = None
+    sink: str | None = None
+    task_id: str | None = None
+    batch_id: str | None = None
+    workspace_id: str | None = None
+    external_id: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One event in a listing."""
+
+    event_id: str
+    delivery_id: str
+    route: str | None
+    vendor: str | None
+    kind: str | None
+    task_id: str | None
+    batch_id: str | None
+    workspace_id: str | None
+    external_id: str | None
+    display_name: str | None
+    received_at: datetime
+    state: SendState
+    sends: Mapping[str, SendState]
+    """Sink -> the state of the event's send to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    items: list[EventRow]
+    next_cursor: str | None
+    """Pass it back for the page after this one; None on the last page."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    """One attempt at routing a delivery or at a send, in the order they were made."""
+
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    """``delivered``, ``retry``, ``dead``, ``gone``, ``lost`` (its worker stopped), or
+    ``routed`` for a delivery; None while it runs."""
+    error: str | None
+    owner: str
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class SendDetail:
+    info: SendInfo
+    attempts: list[AttemptInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetail:
+    event_id: str
+    event: Event | None
+    """The event as stored when its delivery was routed."""
+    sends: list[SendDetail]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionInfo:
+    """An operator's action, as recorded: who, when, what, on which delivery, event or sink."""
+
+    action_id: int
+    at: datetime
+    actor: str
+    action: str
+    delivery_id: str | None
+    event_id: str | None
+    sink: str | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDetail:
+    """A delivery found by its id or by one of its events' ids (then ``event_id`` is that
+    event, and ``events`` holds it alone)."""
+
+    delivery: DeliveryInfo
+    raw: RawDelivery
+    event_id: str | None
+    events: list[EventDetail]
+    routing_attempts: list[AttemptInfo]
+    actions: list[ActionInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    delivery_id: str
+    event_ids: list[str]
+    requeued: int
+    """Sends made pending again, from whatever state they were in."""
+    created: int
+    """Sends made for a sink the event had none for."""
+    in_flight: int
+    """Sends left alone because an attempt at them is under way right now."""
+    rerouted: bool
+    """The delivery had no events (not routable, or every event dropped): it is routed again."""
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    task_id: str
+    deliveries: list[str]
+    events: int
+    sends: int
+    delivered_to: Mapping[str, int]
+    """Sink -> events it had received: copies that live on there, for the operator to erase."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryNowResult:
+    send_id: int
+    delivery_id: str
+    event_id: str
+    sink: str
+    state: SendState
+    due_now: bool
+    """False when the send was not waiting (delivered or dead: replay it instead)."""

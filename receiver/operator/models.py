@@ -1,0 +1,202 @@
+"""What the operator service answers, as pydantic models: the HTTP API's JSON, its OpenAPI
+schemas (``model_json_schema``) and ``hookdock events ... --json`` are the same documents.
+
+Keys are camelCase, like the paged envelope of SmartDocumentor's own API (``items``,
+``pageNumber``, ``pageSize``, ``totalCount``, ``totalPages``, ``hasPreviousPage``,
+``hasNextPage``), which the listings use.  Times are ISO 8601 with their zone (UTC).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ActionOut",
+    "AttemptOut",
+    "DeliveryOut",
+    "ErrorOut",
+    "EventItem",
+    "EventOut",
+    "EventPageOut",
+    "FileOut",
+    "PurgeOut",
+    "ReplayOut",
+    "RetryNowOut",
+    "SendOut",
+    "SinkActionOut",
+    "SinkOut",
+]
+
+SendStateName = Literal["pending", "delivered", "dead"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+
+class ErrorOut(_Out):
+    error: str
+    """One line saying what is wrong and, where there is one, what to do instead."""
+
+
+class EventItem(_Out):
+    """One event in a listing."""
+
+    event_id: str
+    delivery_id: str
+    route: str | None
+    vendor: str | None
+    kind: str | None
+    task_id: str | None
+    batch_id: str | None
+    workspace_id: str | None
+    external_id: str | None
+    display_name: str | None
+    received_at: datetime
+    state: SendStateName
+    """pending while any send is, dead when one gave up (none pending), else delivered."""
+    sends: dict[str, SendStateName]
+    """Sink -> the state of the event's send to it."""
+
+
+class EventPageOut(_Out):
+    """A page of events in SmartDocumentor's envelope, with a cursor for deep paging."""
+
+    items: list[EventItem]
+    page_number: int
+    page_size: int
+    total_count: int | None
+    """None when counting was turned off (``count=false``): counting every match costs a scan."""
+    total_pages: int | None
+    has_previous_page: bool
+    has_next_page: bool
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next page: as fast at page 10,000 as at the first."""
+
+
+class AttemptOut(_Out):
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    outcome: str | None
+    error: str | None
+
+
+class FileOut(_Out):
+    role: str
+    size: int
+    sha256: str
+    content_type: str
+    filename: str
+
+
+class SendOut(_Out):
+    send_id: int
+    sink: str
+    state: SendStateName
+    attempt_count: int
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_error: str | None
+    code: str | None
+    in_flight: bool
+    """An attempt is under way (or its process died and its lease has not run out yet)."""
+    files: list[FileOut]
+    attempts: list[AttemptOut]
+
+
+class EventOut(_Out):
+    event_id: str
+    event: dict[str, Any] | None
+    """The normalized event as stored when its delivery was routed (links redacted)."""
+    sends: list[SendOut]
+
+
+class ActionOut(_Out):
+    action_id: int
+    at: datetime
+    actor: str
+    action: str
+    delivery_id: str | None
+    event_id: str | None
+    sink: str | None
+    detail: dict[str, Any]
+
+
+class DeliveryOut(_Out):
+    """One delivery (found by its id or one of its events'), everything known about it."""
+
+    delivery_id: str
+    found_by: Literal["delivery", "event"]
+    route: str
+    source: str
+    state: Literal["pending", "done", "dead"]
+    received_at: datetime
+    size: int
+    content_type: str
+    headers: dict[str, str]
+    last_error: str | None
+    payload: Any
+    """The raw body as received: parsed JSON, or text; SAS signatures and secrets redacted."""
+    events: list[EventOut]
+    routing_attempts: list[AttemptOut]
+    actions: list[ActionOut]
+
+
+class ReplayOut(_Out):
+    delivery_id: str
+    event_ids: list[str]
+    requeued: int
+    created: int
+    in_flight: int
+    rerouted: bool
+    message: str
+
+
+class RetryNowOut(_Out):
+    send_id: int
+    delivery_id: str
+    event_id: str
+    sink: str
+    state: SendStateName
+    due_now: bool
+    message: str
+
+
+class SinkOut(_Out):
+    name: str
+    type: str | None
+    """The plugin configured for it; None for a sink the journal knows but config no longer has."""
+    pending: int
+    delivered: int
+    dead: int
+    stopped: bool
+    stopped_at: datetime | None
+    stopped_reason: str | None
+
+
+class SinkActionOut(_Out):
+    sink: str
+    stopped: bool
+    changed: bool
+    message: str
+
+
+class PurgeOut(_Out):
+    task_id: str
+    deliveries: list[str]
+    events: int
+    sends: int
+    delivered_to: dict[str, int]
+    message: str

@@ -1,0 +1,399 @@
+"""The operator service: every query and action an operator has, written once, for the HTTP
+API (``receiver.admin_api``) and the CLI (``hookdock events ...``).
+
+It reads and acts through the journal's operator side (``JournalAdmin``) and the
+configuration's sink names; it loads no plugin and needs no secret.  Every action is recorded
+in the journal with its actor.  What it cannot do raises an ``OperatorError`` whose message
+says why, and what to do instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from handlers.redact import redact_json, redact_text
+from receiver.errors import BadRequest, NotFound
+from receiver.journal.base import DeliveryState, JournalAdmin, SendInfo, SendState
+from receiver.journal.views import (
+    ActionInfo,
+    AttemptInfo,
+    DeliveryDetail,
+    EventFilter,
+    EventRow,
+)
+from receiver.operator.models import (
+    ActionOut,
+    AttemptOut,
+    DeliveryOut,
+    EventItem,
+    EventOut,
+    EventPageOut,
+    FileOut,
+    PurgeOut,
+    ReplayOut,
+    RetryNowOut,
+    SendOut,
+    SendStateName,
+    SinkActionOut,
+    SinkOut,
+)
+
+__all__ = ["EventQuery", "Operator", "query_from"]
+
+MAX_PAGE_SIZE = 1000
+
+
+class EventQuery(BaseModel):
+    """A listing's filters and page, from the API's query string or the CLI's options.
+
+    Names are camelCase (``taskId``), snake_case accepted too; ``state`` may be repeated.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
+
+    since: datetime | None = None
+    """Received at or after (ISO 8601; a time without a zone is UTC)."""
+    until: datetime | None = None
+    """Received before."""
+    state: list[SendStateName] = []
+    route: str | None = None
+    vendor: str | None = None
+    kind: str | None = None
+    sink: str | None = None
+    task_id: str | None = None
+    batch_id: str | None = None
+    workspace_id: str | None = None
+    external_id: str | None = None
+    q: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """Text anywhere in the display name, in any case."""
+    page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = 50
+    page_number: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    """Without ``cursor``: the page to skip to (slow when deep; follow ``nextCursor``)."""
+    cursor: str | None = None
+    count: bool = True
+    """Count every match for ``totalCount``; false saves a scan on a big journal."""
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    def event_filter(self) -> EventFilter:
+        return EventFilter(
+            since=self.since,
+            until=self.until,
+            states=tuple(SendState(s) for s in self.state),
+            route=self.route,
+            vendor=self.vendor,
+            kind=self.kind,
+            sink=self.sink,
+            task_id=self.task_id,
+            batch_id=self.batch_id,
+            workspace_id=self.workspace_id,
+            external_id=self.external_id,
+            text=self.q,
+        )
+
+
+def query_from(values: Mapping[str, Any]) -> EventQuery:
+    """An ``EventQuery``, or ``BadRequest`` naming every bad or unknown parameter."""
+    try:
+        return EventQuery.model_validate(dict(values))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in err["loc"]) or "query"
+            why = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {why}")
+        raise BadRequest("; ".join(problems)) from None
+
+
+def _attempts(attempts: list[AttemptInfo]) -> list[AttemptOut]:
+    return [
+        AttemptOut(
+            number=a.number,
+            started_at=a.started_at,
+            finished_at=a.finished_at,
+            duration_seconds=a.duration_seconds,
+            outcome=a.outcome,
+            error=None if a.error is None else redact_text(a.error),
+        )
+        for a in attempts
+    ]
+
+
+def _send(info: SendInfo, attempts: list[AttemptInfo]) -> SendOut:
+    return SendOut(
+        send_id=info.send_id,
+        sink=info.sink,
+        state=info.state.value,
+        attempt_count=info.attempts,
+        next_attempt_at=info.next_attempt_at,
+        delivered_at=info.delivered_at,
+        last_error=None if info.last_error is None else redact_text(info.last_error),
+        code=info.code,
+        in_flight=info.lease_owner is not None,
+        files=[FileOut(role=role, **f.model_dump()) for role, f in sorted(info.files.items())],
+        attempts=_attempts(attempts),
+    )
+
+
+def _payload(content_type: str, body: bytes) -> Any:
+    """The raw body for showing: its JSON, else its text; credentials redacted either way."""
+    if "json" in content_type.lower():
+        try:
+            return redact_json(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            pass
+    return redact_text(body.decode("utf-8", errors="replace"))
+
+
+def _action(a: ActionInfo) -> ActionOut:
+    return ActionOut(
+        action_id=a.action_id,
+        at=a.at,
+        actor=a.actor,
+        action=a.action,
+        delivery_id=a.delivery_id,
+        event_id=a.event_id,
+        sink=a.sink,
+        detail=dict(a.detail),
+    )
+
+
+def _item(row: EventRow) -> EventItem:
+    return EventItem(
+        event_id=row.event_id,
+        delivery_id=row.delivery_id,
+        route=row.route,
+        vendor=row.vendor,
+        kind=row.kind,
+        task_id=row.task_id,
+        batch_id=row.batch_id,
+        workspace_id=row.workspace_id,
+        external_id=row.external_id,
+        display_name=row.display_name,
+        received_at=row.received_at,
+        state=row.state.value,
+        sends={sink: state.value for sink, state in row.sends.items()},
+    )
+
+
+def delivery_out(detail: DeliveryDetail) -> DeliveryOut:
+    info, raw = detail.delivery, detail.raw
+    return DeliveryOut(
+        delivery_id=info.delivery_id,
+        found_by="delivery" if detail.event_id is None else "event",
+        route=info.route,
+        source=info.source,
+        state=info.state.value,
+        received_at=info.received_at,
+        size=info.size,
+        content_type=raw.content_type,
+        headers=dict(raw.headers),
+        last_error=None if info.last_error is None else redact_text(info.last_error),
+        payload=_payload(raw.content_type, raw.body),
+        events=[
+            EventOut(
+                event_id=e.event_id,
+                event=None if e.event is None else redact_json(e.event.model_dump(mode="json")),
+                sends=[_send(s.info, s.attempts) for s in e.sends],
+            )
+            for e in detail.events
+        ],
+        routing_attempts=_attempts(detail.routing_attempts),
+        actions=[_action(a) for a in detail.actions],
+    )
+
+
+class Operator:
+    """The queries and actions, over one journal and the configured sink names (their types
+    only, for showing; no sink is built)."""
+
+    def __init__(self, journal: JournalAdmin, sinks: Mapping[str, str]) -> None:
+        self.journal = journal
+        self.sink_types = dict(sinks)
+
+    def _configured(self, sink: str) -> str:
+        if sink not in self.sink_types:
+            known = ", ".join(sorted(self.sink_types)) or "none"
+            raise BadRequest(f"no sink named {sink!r} is configured (configured: {known})")
+        return sink
+
+    # ------------------------------------------------------------------ reading
+
+    async def events(self, query: EventQuery) -> EventPageOut:
+        where = query.event_filter()
+        offset = 0 if query.cursor else (query.page_number - 1) * query.page_size
+        try:
+            page = await self.journal.events(
+                where, query.page_size, cursor=query.cursor, offset=offset
+            )
+        except ValueError as exc:
+            raise BadRequest(f"cursor: {exc}; pass the nextCursor of a page") from None
+        total = await self.journal.count_events(where) if query.count else None
+        pages = None if total is None else max(1, math.ceil(total / query.page_size))
+        return EventPageOut(
+            items=[_item(row) for row in page.items],
+            page_number=query.page_number,
+            page_size=query.page_size,
+            total_count=total,
+            total_pages=pages,
+            has_previous_page=query.page_number > 1,
+            has_next_page=page.next_cursor is not None,
+            next_cursor=page.next_cursor,
+        )
+
+    async def dead_letters(self, sink: str, query: EventQuery) -> EventPageOut:
+        """The events whose send to ``sink`` is dead."""
+        return await self.events(query.model_copy(update={"sink": sink, "state": ["dead"]}))
+
+    async def event(self, ref: str) -> DeliveryOut:
+        detail = await self.journal.detail(ref)
+        if detail is None:
+            raise NotFound(f"no delivery or event {ref!r} in the journal")
+        return delivery_out(detail)
+
+    async def sinks(self) -> list[SinkOut]:
+        counts = await self.journal.sink_counts()
+        stopped = {s.sink: s for s in await self.journal.stopped_sinks()}
+        out = []
+        for name in sorted({*self.sink_types, *counts, *stopped}):
+            by_state = counts.get(name, {})
+            stop = stopped.get(name)
+            out.append(
+                SinkOut(
+                    name=name,
+                    type=self.sink_types.get(name),
+                    pending=by_state.get(SendState.PENDING, 0),
+                    delivered=by_state.get(SendState.DELIVERED, 0),
+                    dead=by_state.get(SendState.DEAD, 0),
+                    stopped=stop is not None,
+                    stopped_at=None if stop is None else stop.stopped_at,
+                    stopped_reason=None if stop is None else stop.reason,
+                )
+            )
+        return out
+
+    async def actions(self, limit: int = 100) -> list[ActionOut]:
+        return [_action(a) for a in await self.journal.actions(limit)]
+
+    async def why_not_retried(self, ref: str) -> str:
+        """Why ``hookdock retry`` requeued nothing of ``ref``, and what would."""
+        detail = await self.journal.detail(ref)
+        if detail is None:
+            return f"no delivery or event {ref!r} in the journal"
+        info = detail.delivery
+        if info.state is DeliveryState.DONE:
+            return (
+                f"delivery {info.delivery_id} is done: every send was delivered, and retry sends"
+                f" again only what failed; to send it again anyway: hookdock events replay {ref}"
+            )
+        if info.state is DeliveryState.PENDING:
+            return (
+                f"delivery {info.delivery_id} is still pending (nothing is dead yet); to try a"
+                " waiting send now: hookdock events retry-now SEND_ID (see hookdock events show)"
+            )
+        return f"delivery {info.delivery_id} has nothing dead at that sink"
+
+    # ------------------------------------------------------------------ actions
+
+    async def replay(self, ref: str, *, sink: str | None, actor: str) -> ReplayOut:
+        if sink is not None:
+            self._configured(sink)
+        result = await self.journal.replay(ref, sink=sink, actor=actor)
+        if result is None:
+            raise NotFound(f"no delivery or event {ref!r} in the journal")
+        if result.rerouted:
+            message = "it had no events: it is normalized and routed again"
+        elif not result.event_ids:
+            message = "it is not routed yet: it goes out as soon as it is"
+        else:
+            where = f"to sink {sink}" if sink else "to every sink it had"
+            message = f"{result.requeued + result.created} sends go out again {where}"
+            if result.in_flight:
+                message += f"; {result.in_flight} under an attempt right now were left to it"
+        return ReplayOut(
+            delivery_id=result.delivery_id,
+            event_ids=result.event_ids,
+            requeued=result.requeued,
+            created=result.created,
+            in_flight=result.in_flight,
+            rerouted=result.rerouted,
+            message=message,
+        )
+
+    async def retry_now(self, send_id: int, *, actor: str) -> RetryNowOut:
+        result = await self.journal.retry_now(send_id, actor=actor)
+        if result is None:
+            raise NotFound(f"no send {send_id} in the journal")
+        if result.due_now:
+            message = f"send {send_id} to sink {result.sink} is due now"
+            if result.sink in {s.sink for s in await self.journal.stopped_sinks()}:
+                message += f", but sink {result.sink} is stopped: resume it first"
+        else:
+            message = (
+                f"send {send_id} is {result.state.value}, not waiting: to send it again,"
+                f" replay its event {result.event_id}"
+            )
+        return RetryNowOut(
+            send_id=result.send_id,
+            delivery_id=result.delivery_id,
+            event_id=result.event_id,
+            sink=result.sink,
+            state=result.state.value,
+            due_now=result.due_now,
+            message=message,
+        )
+
+    async def stop_sink(self, sink: str, *, reason: str, actor: str) -> SinkActionOut:
+        self._configured(sink)
+        already = sink in {s.sink for s in await self.journal.stopped_sinks()}
+        if not already:
+            await self.journal.stop_sink(sink, reason)
+            detail = {"reason": reason}
+            await self.journal.record_action(actor, "stop-sink", sink=sink, detail=detail)
+        message = f"sink {sink} was already stopped" if already else f"stopped sink {sink}"
+        return SinkActionOut(sink=sink, stopped=True, changed=not already, message=message)
+
+    async def resume_sink(self, sink: str, *, actor: str) -> SinkActionOut:
+        resumed = await self.journal.resume_sink(sink)
+        if resumed:
+            await self.journal.record_action(actor, "resume-sink", sink=sink)
+            message = f"resumed sink {sink}: its waiting events go out now"
+        else:
+            message = f"sink {sink} is not stopped"
+        return SinkActionOut(sink=sink, stopped=False, changed=resumed, message=message)
+
+    async def purge_task(self, task_id: str, *, actor: str) -> PurgeOut:
+        result = await self.journal.purge_task(task_id, actor=actor)
+        elsewhere = ", ".join(f"{sink} ({n})" for sink, n in result.delivered_to.items())
+        message = (
+            f"erased {len(result.deliveries)} deliveries and {result.events} events of task"
+            f" {task_id} from the journal"
+        )
+        if elsewhere:
+            message += f"; copies live on in the sinks that received them: {elsewhere}"
+        return PurgeOut(
+            task_id=task_id,
+            deliveries=result.deliveries,
+            events=result.events,
+            sends=result.sends,
+            delivered_to=dict(result.delivered_to),
+            message=message,
+        )

@@ -1,0 +1,211 @@
+"""The admin API end to end: a real ``hookdock serve`` and a real HTTP client.
+
+Webhooks go in, then the API finds them (by either id, by filters), shows their sends and
+attempts, replays a delivered event, stops and resumes a sink, and records who did what.
+Admin tokens and webhook tokens never open each other's doors.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    CREDS,
+    SD_ROUTES,
+    HookdockProcess,
+    delivery_id_from,
+    export_path,
+    free_port,
+    make_config,
+    run_hookdock,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_TOKEN = "adm-" + secrets.token_urlsafe(32)
+ENV = {"HOOKDOCK_ADMIN_TOKEN": ADMIN_TOKEN}
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Hookdock-Actor": "ann@ops"}
+
+
+def _config(tmp_path: Path, **admin: Any) -> str:
+    return make_config(tmp_path, admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"], **admin})
+
+
+def _webhook(server: HookdockProcess, task_id: str, name: str = "Invoice 7.pdf") -> str:
+    body = {"taskId": task_id, "workspaceId": "ws-9", "displayName": name, "chunks": []}
+    response = httpx.post(
+        f"{server.url}/hooks/{SD_ROUTES['text_document']}/{CREDS.url_token}",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+        trust_env=False,
+    )
+    assert response.status_code == 200, response.text
+    return delivery_id_from(response.text)
+
+
+def _api(base: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    headers = kwargs.pop("headers", AUTH)
+    return httpx.request(
+        method, f"{base}/admin/api{path}", headers=headers, trust_env=False, timeout=10, **kwargs
+    )
+
+
+def _delivered_attempts(base: str, event_id: str) -> list[str]:
+    shown = _api(base, "GET", f"/events/{event_id}").json()
+    [send] = shown["events"][0]["sends"]
+    return [a["outcome"] for a in send["attempts"]] if send["state"] == "delivered" else []
+
+
+def test_find_show_replay_and_record_over_http(tmp_path: Path) -> None:
+    task = str(uuid.uuid4())
+    with run_hookdock(tmp_path, _config(tmp_path), env=ENV) as server:
+        base = server.url
+        delivery_id = _webhook(server, task)
+        _webhook(server, str(uuid.uuid4()), name="other.pdf")
+        event_id = f"{delivery_id}-0"
+        server.wait_export(
+            export_path(
+                tmp_path / "exports",
+                kind="text_document",
+                task_id=task,
+                delivery_id=delivery_id,
+                workspace_id="ws-9",
+            ),
+            delivery_id,
+        )
+        wait_until(lambda: _delivered_attempts(base, event_id) == ["delivered"])
+
+        listed = _api(base, "GET", "/events", params={"taskId": task}).json()
+        assert [i["eventId"] for i in listed["items"]] == [event_id]
+        assert (listed["totalCount"], listed["totalPages"], listed["hasNextPage"]) == (1, 1, False)
+        item = listed["items"][0]
+        assert (item["deliveryId"], item["state"], item["sends"]) == (
+            delivery_id,
+            "delivered",
+            {"exports": "delivered"},
+        )
+        assert item["receivedAt"].endswith(("Z", "+00:00"))
+        found = _api(base, "GET", "/events", params={"q": "INVOICE 7", "state": "delivered"})
+        assert [i["eventId"] for i in found.json()["items"]] == [event_id]
+        page = _api(base, "GET", "/events", params={"pageSize": 1}).json()
+        assert (page["totalCount"], page["hasNextPage"]) == (2, True)
+        deeper = _api(base, "GET", "/events", params={"pageSize": 1, "cursor": page["nextCursor"]})
+        assert deeper.json()["items"][0]["eventId"] != page["items"][0]["eventId"]
+
+        # Either id finds it: the one in "accepted as <id>", and the event's.
+        by_delivery = _api(base, "GET", f"/events/{delivery_id}").json()
+        by_event = _api(base, "GET", f"/events/{event_id}").json()
+        assert (by_delivery["foundBy"], by_event["foundBy"]) == ("delivery", "event")
+        assert by_delivery["payload"]["taskId"] == task
+        assert by_event["events"][0]["event"]["task_id"] == task
+        [attempt] = by_event["events"][0]["sends"][0]["attempts"]
+        assert attempt["outcome"] == "delivered" and attempt["durationSeconds"] >= 0
+
+        replayed = _api(base, "POST", f"/events/{event_id}/replay", json={"sink": "exports"})
+        assert replayed.status_code == 200, replayed.text
+        assert replayed.json()["requeued"] == 1
+        wait_until(lambda: _delivered_attempts(base, event_id) == ["delivered", "delivered"])
+        [action] = _api(base, "GET", f"/events/{delivery_id}").json()["actions"]
+        assert (action["actor"], action["action"], action["sink"]) == (
+            "ann@ops (admin token 1)",
+            "replay",
+            "exports",
+        )
+
+        stopped = _api(base, "POST", "/sinks/exports/stop", json={"reason": "disk swap"})
+        assert stopped.json()["changed"] is True
+        [sink] = _api(base, "GET", "/sinks").json()
+        assert (sink["name"], sink["stopped"], sink["stoppedReason"]) == (
+            "exports",
+            True,
+            "disk swap",
+        )
+        assert _api(base, "POST", "/sinks/exports/resume").json()["changed"] is True
+        assert _api(base, "GET", "/sinks/exports/dead").json()["items"] == []
+        actions = [a["action"] for a in _api(base, "GET", "/actions").json()]
+        assert actions == ["resume-sink", "stop-sink", "replay"]
+
+
+def test_errors_are_json_and_say_why(tmp_path: Path) -> None:
+    with run_hookdock(tmp_path, _config(tmp_path), env=ENV) as server:
+        base = server.url
+        missing = _api(base, "GET", "/events/0123456789abcdef0123456789")
+        assert (missing.status_code, missing.json()) == (
+            404,
+            {"error": "no delivery or event '0123456789abcdef0123456789' in the journal"},
+        )
+        bad = _api(base, "GET", "/events", params={"taskid": "x", "state": "lost"})
+        assert bad.status_code == 400
+        assert "taskid: unknown parameter" in bad.json()["error"]
+        wrong_sink = _api(base, "POST", "/events/x/replay", json={"sink": "nope"})
+        assert wrong_sink.status_code == 400
+        assert "no sink named 'nope'" in wrong_sink.json()["error"]
+        not_json = _api(base, "POST", "/sinks/exports/stop", content=b"{")
+        assert (not_json.status_code, not_json.json()) == (400, {"error": "the body is not JSON"})
+        nowhere = _api(base, "GET", "/nothing")
+        assert (nowhere.status_code, nowhere.json()) == (404, {"error": "not found"})
+
+
+def test_admin_and_webhook_tokens_never_cross(tmp_path: Path) -> None:
+    with run_hookdock(tmp_path, _config(tmp_path), env=ENV) as server:
+        base = server.url
+        for headers in (
+            {},
+            {"Authorization": f"Bearer {CREDS.url_token}"},
+            {"Authorization": f"Bearer {CREDS.header_token}"},
+            {"Authorization": f"Basic {ADMIN_TOKEN}"},
+            {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+        ):
+            refused = _api(base, "GET", "/events", headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert ADMIN_TOKEN not in refused.text
+        # The admin token opens no webhook route.
+        hook = httpx.post(
+            f"{base}/hooks/{SD_ROUTES['text_document']}/{ADMIN_TOKEN}",
+            content=b"{}",
+            headers={"content-type": "application/json"},
+            trust_env=False,
+        )
+        assert hook.status_code == 401
+        header_route = httpx.post(
+            f"{base}/hooks/header-token",
+            content=b'{"taskId": "t"}',
+            headers={"content-type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"},
+            trust_env=False,
+        )
+        assert header_route.status_code == 401
+        # The document holds no data: it needs no token.
+        document = httpx.get(f"{base}/admin/api/openapi.json", trust_env=False).json()
+        assert document["openapi"].startswith("3.1")
+        assert "/events/{ref}/replay" in document["paths"]
+        assert ADMIN_TOKEN not in server.stderr_text() + server.stdout_text()
+
+
+def test_the_api_on_a_listener_of_its_own(tmp_path: Path) -> None:
+    port = free_port()
+    with run_hookdock(tmp_path, _config(tmp_path, port=port), env=ENV) as server:
+        assert _api(server.url, "GET", "/events").status_code == 404
+        own = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _reachable(own))
+        listed = _api(own, "GET", "/events")
+        assert (listed.status_code, listed.json()["items"]) == (200, [])
+        assert _api(own, "GET", "/events", headers={}).status_code == 401
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{own}/admin/api/openapi.json", trust_env=False, timeout=2)
+
+
+def _reachable(base: str) -> bool:
+    try:
+        httpx.get(f"{base}/admin/api/openapi.json", trust_env=False, timeout=2)
+    except httpx.TransportError:
+        return False
+    return True
