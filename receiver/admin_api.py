@@ -106,7 +106,10 @@ def _query(request: Request) -> dict[str, Any]:
     params = request.query_params
     values: dict[str, Any] = {}
     for key in params:
-        found = params.getlist(key)
+        # An empty value is an absent one (a form's empty field), not a filter on "".
+        found = [value for value in params.getlist(key) if value]
+        if not found:
+            continue
         # ``state`` may be repeated; any other parameter given twice is refused by the model.
         values[key] = found if key == "state" or len(found) > 1 else found[0]
     return values

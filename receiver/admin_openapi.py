@@ -41,7 +41,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "nothing by that id or name",
         503: "the journal cannot answer right now; retry",
     }
-    return {str(s): _json(_ref(ErrorOut), why[s]) for s in (401, 503, *statuses)}
+    # Any path can be one that names nothing: 404 everywhere.
+    return {str(s): _json(_ref(ErrorOut), why[s]) for s in sorted({401, 404, 503, *statuses})}
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from receiver.admin_api import PREFIX, admin_app
 from receiver.errors import JournalError
 from receiver.ingest import IngestApp
 from receiver.operator import Operator
-from receiver.responses import error_response, text
+from receiver.responses import api_error_response, error_response, text
 from receiver.runtime import Runtime
 
 __all__ = ["create_admin_app", "create_app"]
@@ -30,7 +30,11 @@ _READY_PROBE_SECONDS = 3.0
 
 
 async def _error(request: Request, exc: Exception) -> Response:
-    return error_response(exc, f"{request.method} {request.url.path}")
+    where = f"{request.method} {request.url.path}"
+    if request.url.path.startswith(f"{PREFIX}/"):
+        # A path the API's mount does not match (a newline in it): still the API's JSON.
+        return api_error_response(exc, where)
+    return error_response(exc, where)
 
 
 async def healthz(request: Request) -> Response:
@@ -75,8 +79,11 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]
     admin = runtime.config.admin
-    if admin.tokens and admin.port is None:
-        routes.append(Mount(PREFIX, app=_admin(runtime)))
+    if admin.port is None:
+        # With a listener of its own, the operators' side (API and metrics) is there.
+        routes.append(_metrics(runtime))
+        if admin.tokens:
+            routes.append(Mount(PREFIX, app=_admin(runtime)))
     app = Starlette(
         routes=routes,
         exception_handlers={Exception: _error, HTTPException: _error},
@@ -91,7 +98,14 @@ def _admin(runtime: Runtime) -> ASGIApp:
     return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens)
 
 
+def _metrics(runtime: Runtime) -> Route:
+    return runtime.metrics.endpoint(runtime.journal, frozenset(runtime.config.sinks))
+
+
 def create_admin_app(runtime: Runtime) -> ASGIApp:
-    """The admin API alone, for a listener of its own (``[admin] port``); ``runtime`` is
-    started and stopped by the main app's lifespan."""
-    return Starlette(routes=[Mount(PREFIX, app=_admin(runtime))], lifespan=None)
+    """The admin API and ``/metrics``, for a listener of their own (``[admin] port``);
+    ``runtime`` is started and stopped by the main app's lifespan."""
+    routes: list[Route | Mount] = [_metrics(runtime)]
+    if runtime.config.admin.tokens:
+        routes.append(Mount(PREFIX, app=_admin(runtime)))
+    return Starlette(routes=routes, lifespan=None)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from handlers.errors import HandlerError, PermanentSinkError, RetryableSinkError, SinkGone
 from handlers.event import Event, FileRef
@@ -49,6 +49,9 @@ from receiver.journal.base import Claim, Journal, Outcome, SendClaim
 from receiver.processes import new_owner, owner_is_gone
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
+
+if TYPE_CHECKING:
+    from receiver.metrics import Metrics
 
 __all__ = ["Dispatcher", "RouteTarget", "SinkTarget", "owner_is_gone"]
 
@@ -104,8 +107,10 @@ class Dispatcher:
         ingest_load: Callable[[], int] = lambda: 0,
         owner: str | None = None,
         stale_seconds: float | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.journal = journal
+        self.metrics = metrics
         self.routes = routes
         self.sinks = sinks
         self.config = config
@@ -368,6 +373,9 @@ class Dispatcher:
                 "cannot record the outcome of event %s to sink %s", claim.event_id, claim.sink
             )
             return
+        if self.metrics is not None:
+            received = None if claim.event is None else claim.event.received_at
+            self.metrics.attempt(claim.sink, outcome.kind, received)
         if outcome.kind == "delivered":
             log.debug(
                 "delivered event %s (route %s) to sink %s",
@@ -463,6 +471,8 @@ class Dispatcher:
     ) -> FileInfo:
         async with self._transfers:
             info = await fetcher.transfer(ref, partial(sink.deliver_file, event))
+        if self.metrics is not None:
+            self.metrics.stored_file(claim.sink, info.size)
         if not await self.journal.record_file(claim, self.owner, ref.role, info):
             # Another worker took the send over; it finds the file in place or stores it again.
             log.warning("event %s: lost the lease of its send to %s", claim.event_id, claim.sink)

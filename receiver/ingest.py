@@ -120,10 +120,12 @@ class IngestApp:
             return
         except Exception as exc:
             response = error_response(exc, f"POST /hooks/{names[0]}")
+            runtime.metrics.request(names[0], response.status_code)
             await response(scope, receive, send)
             return
         finally:
             runtime.ingest_inflight -= 1
+        runtime.metrics.request(names[0], 200)
         # The 200 is the hot path: two plain ASGI messages, no Response object.
         await send(
             {

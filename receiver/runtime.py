@@ -21,6 +21,7 @@ from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
 from receiver.journal import SqliteConfig, SqlJournal, make_journal
+from receiver.metrics import Metrics
 from receiver.named_jobs import NamedJob, NamedJobs
 from receiver.plugins import Plugins, close_sinks, load_plugins
 from receiver.processes import Heartbeat, new_owner
@@ -61,6 +62,7 @@ class Runtime:
     """This process's name in the journal: its leases and its heartbeat carry it."""
     heartbeat: Heartbeat | None = None
     jobs: NamedJobs | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     _started: bool = field(default=False, repr=False)
     _fetchers: dict[str, Fetcher] = field(default_factory=dict, repr=False)
     _watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -96,6 +98,7 @@ class Runtime:
             routes=routes,
             sinks=sinks,
             run_dispatcher=config.dispatcher.enabled if run_dispatcher is None else run_dispatcher,
+            metrics=Metrics(frozenset(routes)),
         )
 
     @property
@@ -146,6 +149,7 @@ class Runtime:
         return targets
 
     async def start(self) -> None:
+        self.journal.observe_commits(self.metrics.committed)
         await asyncio.to_thread(self.journal.open)
         self._watchdog = asyncio.create_task(
             self.journal.watchdog(JOURNAL_STALL_SECONDS), name="hookdock-journal-watchdog"
@@ -172,6 +176,7 @@ class Runtime:
                 ingest_load=lambda: self.ingest_inflight,
                 owner=self.owner,
                 stale_seconds=cluster.stale_seconds,
+                metrics=self.metrics,
             )
             await self.dispatcher.start()
 

@@ -222,6 +222,16 @@ class Admin:
         codes: dict[str, int] = await self._read(work)
         return codes
 
+    async def dead_by_sink(self) -> dict[tuple[str, str], int]:
+        def work(tx: Tx) -> dict[tuple[str, str], int]:
+            rows = tx.execute(
+                "SELECT sink, code, count(*) FROM sends WHERE state = 'dead' GROUP BY sink, code"
+            )
+            return {(sink, code or "none"): n for sink, code, n in rows}
+
+        found: dict[tuple[str, str], int] = await self._read(work)
+        return found
+
     async def get(self, delivery_id: str) -> DeliveryInfo | None:
         def work(tx: Tx) -> DeliveryInfo | None:
             rows = tx.execute(

@@ -97,6 +97,8 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name=f"hookdock-{name}", daemon=True)
         self.commits = 0
         self.committed_jobs = 0
+        self.on_commit: Callable[[int, float], None] | None = None
+        """Called on the commit thread after each commit: (jobs in the batch, seconds)."""
         self._waiting: set[asyncio.Future[Any]] = set()
         self._batch_started: float | None = None
         self._conn: Any = None
@@ -283,6 +285,8 @@ class GroupCommitter:
             return
         self.commits += 1
         self.committed_jobs += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.monotonic() - self._batch_started)
         self._deliver(outcomes)
 
     def _fail_batch(self, batch: list[_Job], exc: Exception) -> None:

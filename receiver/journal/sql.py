@@ -69,6 +69,10 @@ class SqlJournal(HotPath, Liveness, Admin, LivenessAdmin, Browse, Replay):
         """(commits, jobs committed): their ratio is the mean group-commit batch size."""
         return self._committer.commits, self._committer.committed_jobs
 
+    def observe_commits(self, observer: Callable[[int, float], None]) -> None:
+        """Have ``observer(batch size, seconds)`` called after each commit (on its thread)."""
+        self._committer.on_commit = observer
+
     async def _write(self, fn: Callable[[Tx], Any], *, single_statement: bool = False) -> Any:
         return await self._committer.submit(fn, single_statement=single_statement)
 

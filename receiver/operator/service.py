@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from handlers.redact import redact_json, redact_text
-from receiver.errors import BadRequest, NotFound
+from receiver.errors import BadRequest, NotFound, OperatorError
 from receiver.journal.base import DeliveryState, JournalAdmin, SendInfo, SendState
 from receiver.journal.views import (
     ActionInfo,
@@ -82,7 +82,8 @@ class EventQuery(BaseModel):
     page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = 50
     page_number: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     """Without ``cursor``: the page to skip to (slow when deep; follow ``nextCursor``)."""
-    cursor: str | None = None
+    cursor: Annotated[str, Field(pattern=r"^[0-9a-f]{26}\.[0-9]{1,9}$")] | None = None
+    """The ``nextCursor`` of the page before."""
     count: bool = True
     """Count every match for ``totalCount``; false saves a scan on a big journal."""
 
@@ -229,10 +230,10 @@ class Operator:
         self.journal = journal
         self.sink_types = dict(sinks)
 
-    def _configured(self, sink: str) -> str:
+    def _configured(self, sink: str, missing: type[OperatorError] = BadRequest) -> str:
         if sink not in self.sink_types:
             known = ", ".join(sorted(self.sink_types)) or "none"
-            raise BadRequest(f"no sink named {sink!r} is configured (configured: {known})")
+            raise missing(f"no sink named {sink!r} is configured (configured: {known})")
         return sink
 
     # ------------------------------------------------------------------ reading
@@ -362,7 +363,7 @@ class Operator:
         )
 
     async def stop_sink(self, sink: str, *, reason: str, actor: str) -> SinkActionOut:
-        self._configured(sink)
+        self._configured(sink, NotFound)
         already = sink in {s.sink for s in await self.journal.stopped_sinks()}
         if not already:
             await self.journal.stop_sink(sink, reason)

@@ -8,7 +8,11 @@ Admin tokens and webhook tokens never open each other's doors.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -209,3 +213,31 @@ def _reachable(base: str) -> bool:
     except httpx.TransportError:
         return False
     return True
+
+
+def test_events_tail_follows_new_events_live(tmp_path: Path) -> None:
+    with run_hookdock(tmp_path, _config(tmp_path), env=ENV) as server:
+        assert server.config_path is not None
+        first = _webhook(server, str(uuid.uuid4()))
+        wait_until(lambda: _delivered_attempts(server.url, f"{first}-0") == ["delivered"])
+        out = tmp_path / "tail.out"
+        argv = [sys.executable, "-m", "receiver", "events", "tail", "--interval", "0.2"]
+        with out.open("wb") as sink:
+            tail = subprocess.Popen(
+                [*argv, "--config", str(server.config_path)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **ENV},
+            )
+        try:
+            wait_until(lambda: f"{first}-0" in out.read_text(), message=lambda: out.read_text())
+            second = _webhook(server, str(uuid.uuid4()), name="second.pdf")
+            wait_until(lambda: f"{second}-0" in out.read_text(), message=lambda: out.read_text())
+        finally:
+            tail.send_signal(signal.SIGINT)
+            code = tail.wait(10)
+        lines = out.read_text().splitlines()
+        assert code == 0, lines
+        assert lines[0].startswith("RECEIVED (UTC)")
+        [new] = [line for line in lines if f"{second}-0" in line]
+        assert "second.pdf" in new
