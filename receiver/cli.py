@@ -29,6 +29,7 @@ from receiver.journal import (
     make_journal,
 )
 from receiver.journal.base import DeliveryState, SendState
+from receiver.logs import setup_logging
 from receiver.operator import Operator
 from receiver.operator.config import (
     OperatorConfig,
@@ -47,14 +48,6 @@ from receiver.runtime import Runtime
 __all__ = ["main"]
 
 log = logging.getLogger("hookdock")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
@@ -86,6 +79,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from receiver.server import serve
 
     config, base_dir, embedded = _resolve(args)
+    setup_logging(args.log_level, config.log)
     runtime = Runtime.build(config, base_dir)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -110,6 +104,7 @@ async def _run_worker(runtime: Runtime) -> None:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     config, base_dir, _ = _resolve(args)
+    setup_logging(args.log_level, config.log)
     runtime = Runtime.build(config, base_dir, run_dispatcher=True)
     runtime.role = "worker"
     asyncio.run(_run_worker(runtime))
@@ -541,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         code: int = args.run(args)
     except ConfigError as exc:

@@ -27,6 +27,7 @@ from handlers.netguard import AllowedNetwork, HostPattern
 from receiver.auth import AuthConfig
 from receiver.errors import ConfigError
 from receiver.journal.config import JournalConfig, SqliteConfig
+from receiver.logs import LogConfig
 from receiver.routing import RuleConfig
 
 __all__ = [
@@ -253,6 +254,7 @@ class Config(_Model):
     cluster: ClusterConfig = ClusterConfig()
     retention: RetentionConfig = RetentionConfig()
     admin: AdminConfig = AdminConfig()
+    log: LogConfig = LogConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
 

@@ -46,6 +46,7 @@ from handlers.source import Source
 from receiver.config import DispatcherConfig
 from receiver.fetch import Fetcher
 from receiver.journal.base import Claim, Journal, Outcome, SendClaim
+from receiver.logs import ACTIVITY
 from receiver.processes import new_owner, owner_is_gone
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -359,6 +360,7 @@ class Dispatcher:
             delivery.delivery_id,
             delivery.route,
             outcome.error,
+            extra={"delivery_id": delivery.delivery_id, "route": delivery.route},
         )
 
     # ------------------------------------------------------------------ sending
@@ -376,12 +378,14 @@ class Dispatcher:
         if self.metrics is not None:
             received = None if claim.event is None else claim.event.received_at
             self.metrics.attempt(claim.sink, outcome.kind, received)
+        ids = {"delivery_id": claim.delivery_id, "event_id": claim.event_id, "sink": claim.sink}
         if outcome.kind == "delivered":
-            log.debug(
+            ACTIVITY.info(
                 "delivered event %s (route %s) to sink %s",
                 claim.event_id,
                 claim.route,
                 claim.sink,
+                extra=ids,
             )
         elif outcome.kind == "retry":
             log.warning(
@@ -392,6 +396,7 @@ class Dispatcher:
                 claim.attempt,
                 (outcome.retry_at or 0) - self.clock(),
                 outcome.error,
+                extra=ids,
             )
         elif outcome.kind == "gone":
             log.error(
@@ -400,6 +405,7 @@ class Dispatcher:
                 claim.sink,
                 outcome.error,
                 claim.sink,
+                extra=ids,
             )
         else:
             log.error(
@@ -408,6 +414,7 @@ class Dispatcher:
                 claim.route,
                 claim.sink,
                 outcome.error,
+                extra=ids,
             )
 
     async def _send_outcome(self, claim: SendClaim) -> Outcome:

@@ -1,13 +1,17 @@
 """``POST /hooks/{route}[/{token}]``: check, journal durably, then answer.
 
 The order is fixed: route, body cap, content type, authentication, the source's shape check,
-the durable journal write, the answer.  A 2xx goes out only after the journal has fsync'd the
+the durable journal write, the answer.  Every answer carries a request id (the caller's
+``X-Request-Id`` if it is a plain token, else one made here), which the log lines about the
+request carry too.  A 2xx goes out only after the journal has fsync'd the
 delivery; anything that stops earlier raises an ``IngestError``, which ``receiver.responses``
 turns into a one-line plain-text response.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from datetime import UTC, datetime
 
@@ -24,6 +28,7 @@ from receiver.errors import (
     UnsupportedMediaType,
 )
 from receiver.ids import new_id
+from receiver.logs import ACTIVITY
 from receiver.responses import error_response, text
 from receiver.runtime import IngestRoute, Runtime
 
@@ -41,6 +46,9 @@ _KEPT_HEADERS = frozenset(
         "x-hook-test",
     }
 )
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 
 class ClientGone(Exception):
@@ -113,13 +121,15 @@ class IngestApp:
             await response(scope, receive, send)
             return
         runtime = self.runtime
+        request_id = _request_id(scope)
         runtime.ingest_inflight += 1
         try:
-            answer = await _ingest(scope, receive, runtime, names)
+            answer = await _ingest(scope, receive, runtime, names, request_id)
         except ClientGone:
             return
         except Exception as exc:
             response = error_response(exc, f"POST /hooks/{names[0]}")
+            response.headers["X-Request-Id"] = request_id
             runtime.metrics.request(names[0], response.status_code)
             await response(scope, receive, send)
             return
@@ -134,13 +144,24 @@ class IngestApp:
                 "headers": [
                     (b"content-type", b"text/plain; charset=utf-8"),
                     (b"content-length", str(len(answer)).encode()),
+                    (b"x-request-id", request_id.encode()),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": answer})
 
 
-async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[str]) -> bytes:
+def _request_id(scope: Scope) -> str:
+    """The caller's ``X-Request-Id`` when it is a plain token, else one of our own."""
+    given = _header(scope, b"x-request-id")
+    if given is not None and _REQUEST_ID.match(given):
+        return given
+    return new_id()
+
+
+async def _ingest(
+    scope: Scope, receive: Receive, runtime: Runtime, names: list[str], request_id: str
+) -> bytes:
     """The body of the 200 answer, once the delivery is durable; raises for anything else."""
     route = runtime.routes.get(names[0])
     path_token = names[1] if len(names) == 2 else None
@@ -177,6 +198,19 @@ async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[
         raise BadPayload(exc.message, status=exc.status) from exc
     # No timer per request: the journal's watchdog fails waiting writes if a commit hangs.
     result = await runtime.journal.append(delivery, dedupe_key)
+    if ACTIVITY.isEnabledFor(logging.INFO):
+        ACTIVITY.info(
+            "%s delivery %s (route %s, %d bytes)",
+            "already accepted" if result.duplicate else "accepted",
+            result.delivery_id,
+            route.config.name,
+            len(body),
+            extra={
+                "request_id": request_id,
+                "delivery_id": result.delivery_id,
+                "route": route.config.name,
+            },
+        )
     if result.duplicate:
         return f"hookdock: already accepted as {result.delivery_id}\n".encode()
     if runtime.dispatcher is not None:

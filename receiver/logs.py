@@ -1,0 +1,77 @@
+"""Logging: plain text or one JSON object a line (``[log] format``), and the activity lines.
+
+Lines about a delivery, an event or a send carry their ids as fields (``delivery_id``,
+``event_id``, ``sink``, ``request_id``, ``route``: ``extra=`` on the call), which the JSON
+format writes as keys of their own, so a log search finds every line about one of them.
+
+``hookdock.activity`` logs one INFO line per accepted delivery and per delivered send: what
+went right, for following the traffic.  ``[log] activity = false`` turns it down to WARNING.
+Secrets are never put in a line: ids and names only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ACTIVITY", "FIELDS", "JsonFormatter", "LogConfig", "setup_logging"]
+
+ACTIVITY = logging.getLogger("hookdock.activity")
+
+FIELDS = ("request_id", "delivery_id", "event_id", "send_id", "sink", "route")
+"""Record attributes the JSON format writes when a line has them."""
+
+_TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER = "hookdock-stderr"
+
+
+class LogConfig(BaseModel):
+    """``[log]``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["text", "json"] = "text"
+    activity: bool = True
+    """An INFO line per accepted delivery and per delivered send (``hookdock.activity``)."""
+    level: Annotated[str, Field(pattern=r"^(?i:debug|info|warning|error|critical)$")] | None = None
+    """Overrides ``--log-level`` / ``HOOKDOCK_LOG_LEVEL`` when set."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``,
+    the ids the line is about, and ``exception`` with its traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                out[name] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def setup_logging(level: str, config: LogConfig | None = None) -> None:
+    """Configure the root logger (again: ``serve`` knows the config only once it is read)."""
+    config = config or LogConfig()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if config.format == "json" else logging.Formatter(_TEXT))
+    handler.set_name(_HANDLER)
+    root = logging.getLogger()
+    # Only our own handler is replaced: others (a test runner's capture) stay.
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, (config.level or level).upper(), logging.INFO))
+    ACTIVITY.setLevel(logging.NOTSET if config.activity else logging.WARNING)

@@ -1,0 +1,37 @@
+"""The JSON log format: one object a line, with the ids a line is about and its traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from receiver.logs import JsonFormatter
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("hookdock.x", logging.ERROR, __file__, 1, "sent %s", ("e1",), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_a_line_is_one_object_with_its_ids() -> None:
+    line = JsonFormatter().format(_record(delivery_id="d1", event_id="d1-0", sink="s", other=1))
+    assert "\n" not in line
+    out = json.loads(line)
+    assert out["message"] == "sent e1"
+    assert (out["level"], out["logger"]) == ("error", "hookdock.x")
+    assert (out["delivery_id"], out["event_id"], out["sink"]) == ("d1", "d1-0", "s")
+    assert "other" not in out and "request_id" not in out
+    assert out["time"].endswith("+00:00")
+
+
+def test_an_exception_keeps_its_traceback_inside_the_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = _record()
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    assert "ValueError: boom" in json.loads(line)["exception"]
