@@ -382,19 +382,34 @@ def _cmd_sinks(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    if args.older_than_days <= 0:
-        print("hookdock prune: --older-than-days must be more than 0", file=sys.stderr)
+    ages = {"--older-than-days": args.older_than_days, "--dead-older-than-days": args.dead_days}
+    if all(age is None for age in ages.values()):
+        print("hookdock prune: give --older-than-days, --dead-older-than-days or both",
+              file=sys.stderr)  # fmt: skip
         return 2
+    for flag, age in ages.items():
+        if age is not None and age <= 0:
+            print(f"hookdock prune: {flag} must be more than 0", file=sys.stderr)
+            return 2
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         runtime = await _with_journal(args)
         try:
-            return await runtime.journal.prune(time.time() - args.older_than_days * 86400)
+            now = time.time()
+            done = dead = 0
+            if args.older_than_days is not None:
+                done = await runtime.journal.prune(now - args.older_than_days * 86400)
+            if args.dead_days is not None:
+                dead = await runtime.journal.prune_dead(now - args.dead_days * 86400)
+            return done, dead
         finally:
             await runtime.stop()
 
-    count = asyncio.run(run())
-    print(f"deleted {count} delivered deliveries older than {args.older_than_days:g} days")
+    done, dead = asyncio.run(run())
+    if args.older_than_days is not None:
+        print(f"deleted {done} delivered deliveries older than {args.older_than_days:g} days")
+    if args.dead_days is not None:
+        print(f"deleted {dead} dead deliveries older than {args.dead_days:g} days")
     return 0
 
 
@@ -499,8 +514,16 @@ def _parser() -> argparse.ArgumentParser:
     sinks.add_argument("action", nargs="?", choices=["list", "resume"], default="list")
     sinks.add_argument("name", nargs="?", help="the sink to resume")
     sinks.set_defaults(run=_cmd_sinks)
-    prune = command("prune", "delete delivered deliveries (raw bodies included) past an age")
-    prune.add_argument("--older-than-days", type=float, required=True)
+    prune = command("prune", "delete delivered or dead deliveries (raw bodies too) past an age")
+    prune.add_argument(
+        "--older-than-days", type=float, help="delete delivered deliveries older than this"
+    )
+    prune.add_argument(
+        "--dead-older-than-days",
+        dest="dead_days",
+        type=float,
+        help="delete dead deliveries (dead letters, raw bodies included) older than this",
+    )
     prune.set_defaults(run=_cmd_prune)
     migrate = command("migrate", "bring the journal's schema up to this version")
     migrate.add_argument(

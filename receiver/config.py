@@ -146,10 +146,14 @@ class ClusterConfig(_Model):
 
 
 class RetentionConfig(_Model):
-    """``[retention]``: delete delivered deliveries past an age, in one process at a time."""
+    """``[retention]``: delete delivered and dead deliveries past their ages, in one process
+    at a time."""
 
     delivered_days: Annotated[float, Field(ge=0, le=36500)] = 0.0
     """Done deliveries (raw bodies, events, sends, attempts) older than this go; 0 keeps all."""
+    dead_days: Annotated[float, Field(ge=0, le=36500)] = 0.0
+    """Dead deliveries older than this go too (they hold raw bodies: SAS links, personal
+    data); 0 keeps them until an operator retries or prunes them."""
     every_seconds: Annotated[float, Field(gt=0, le=86400)] = 3600.0
 
 

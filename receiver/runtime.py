@@ -184,13 +184,18 @@ class Runtime:
         """What one process at a time does, whichever replica it is."""
         jobs = []
         retention = self.config.retention
-        if retention.delivered_days > 0:
+        if retention.delivered_days > 0 or retention.dead_days > 0:
 
             async def prune() -> None:
-                cutoff = time.time() - retention.delivered_days * 86400
-                count = await self.journal.prune(cutoff)
-                if count:
-                    log.info("retention: deleted %d delivered deliveries", count)
+                now = time.time()
+                if retention.delivered_days > 0:
+                    done = await self.journal.prune(now - retention.delivered_days * 86400)
+                    if done:
+                        log.info("retention: deleted %d delivered deliveries", done)
+                if retention.dead_days > 0:
+                    dead = await self.journal.prune_dead(now - retention.dead_days * 86400)
+                    if dead:
+                        log.info("retention: deleted %d dead deliveries", dead)
 
             jobs.append(NamedJob("retention", retention.every_seconds, prune))
         return jobs

@@ -109,13 +109,25 @@ class Admin:
                     (cutoff,),
                 )
             ]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                _delete_sends(tx, chunk)
-                places = tx.marks(len(chunk))
-                for table in ("attempts", "events"):
-                    tx.execute(f"DELETE FROM {table} WHERE delivery_id IN ({places})", chunk)
-                tx.execute(f"DELETE FROM deliveries WHERE id IN ({places})", chunk)
+            _delete_deliveries(tx, ids)
+            return len(ids)
+
+        count: int = await self._write(work)
+        return count
+
+    async def prune_dead(self, dead_before: float) -> int:
+        cutoff = datetime.fromtimestamp(dead_before, UTC).isoformat()
+
+        def work(tx: Tx) -> int:
+            where, params = _state_filter(DeliveryState.DEAD)
+            ids = [
+                r[0]
+                for r in tx.execute(
+                    f"SELECT d.id FROM deliveries d WHERE d.received_at < ? AND {where}",
+                    [cutoff, *params],
+                )
+            ]
+            _delete_deliveries(tx, ids)
             return len(ids)
 
         count: int = await self._write(work)
@@ -321,6 +333,17 @@ def delivery_infos(tx: Tx, delivery_ids: Sequence[str]) -> list[DeliveryInfo]:
         ids,
     ).fetchall()
     return _infos(tx, rows)
+
+
+def _delete_deliveries(tx: Tx, ids: list[str]) -> None:
+    """Delete deliveries with everything of theirs: sends, attempts, events."""
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        _delete_sends(tx, chunk)
+        places = tx.marks(len(chunk))
+        for table in ("attempts", "events"):
+            tx.execute(f"DELETE FROM {table} WHERE delivery_id IN ({places})", chunk)
+        tx.execute(f"DELETE FROM deliveries WHERE id IN ({places})", chunk)
 
 
 def _delete_sends(tx: Tx, delivery_ids: list[str], *, state: str | None = None) -> None:

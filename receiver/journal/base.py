@@ -345,6 +345,12 @@ class JournalAdmin(Protocol):
         """
         ...
 
+    async def prune_dead(self, dead_before: float) -> int:
+        """Delete dead deliveries (raw bodies, events, sends, attempts) received before
+        ``dead_before``: dead letters keep SAS links and personal data, so they too have an
+        age limit (``[retention] dead_days``)."""
+        ...
+
     async def requeue(
         self, delivery_ids: Sequence[str] | None = None, *, sink: str | None = None
     ) -> int:

@@ -355,3 +355,29 @@ class OperatorContract:
             ("resume-sink", "a", {}),
             ("stop-sink", "a", {"reason": "maint"}),
         ]
+
+    # ------------------------------------------------------------------ retention of dead letters
+
+    async def test_prune_dead_deletes_only_old_dead_deliveries(self, journal: SqlJournal) -> None:
+        old = datetime(2020, 1, 1, tzinfo=UTC)
+        unroutable = await accepted(journal, raw(b"u", received_at=old))
+        await journal.finish(unroutable, "w", Outcome.dead("cannot normalize"))
+        dead_send, [a] = await _routed(journal, ["a"], lease=["a"], received_at=old)
+        await journal.finish_send(a, "w", Outcome.dead("refused"))
+        waiting, [wa, wb] = await _routed(journal, ["a", "b"], lease=["a", "b"], received_at=old)
+        await journal.finish_send(wa, "w", Outcome.dead("refused"))
+        await journal.finish_send(wb, "w", Outcome.retry("timeout", FUTURE))
+        done, [da] = await _routed(journal, ["a"], lease=["a"], received_at=old)
+        await journal.finish_send(da, "w", Outcome.delivered())
+        fresh, [fa] = await _routed(journal, ["a"], lease=["a"])
+        await journal.finish_send(fa, "w", Outcome.dead("refused"))
+
+        cutoff = datetime(2021, 1, 1, tzinfo=UTC).timestamp()
+        assert await journal.prune_dead(cutoff) == 2
+        for gone in (unroutable.delivery.delivery_id, dead_send.delivery_id):
+            assert await journal.get_raw(gone) is None
+        assert await rows(journal, "SELECT 1 FROM send_attempts WHERE send_id = ?", a.send_id) == []
+        assert await journal.detail(dead_send.event_id(0)) is None
+        for kept in (waiting, done, fresh):
+            assert await journal.get(kept.delivery_id) is not None
+        assert await journal.prune_dead(cutoff) == 0
