@@ -18,7 +18,7 @@ from typing import Any
 from handlers.files import format_bytes
 from handlers.redact import redact_text
 from handlers.sink import Sink
-from receiver import cli_events
+from receiver import cli_events, cli_setup
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import BadRequest, ConfigError, OperatorError, ReceiverError
@@ -85,6 +85,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     if embedded:
         _print_default_urls(config, host, port)
+    else:
+        shown = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+        for name, kind, url in cli_setup.webhook_urls(
+            config, f"http://{shown}:{port}", show_tokens=False
+        ):
+            log.info("route %s (%s): %s", name, kind, url)
     serve(runtime, host=host, port=port)
     return 0
 
@@ -156,6 +162,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing_dependency(exc: PluginError, value: str) -> bool:
+    """Whether a plugin failed to import only because a module it needs is not installed
+    (not its own module: that would be a broken installation)."""
+    own = value.partition(":")[0].strip()
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, ModuleNotFoundError):
+            name = cause.name or ""
+            return bool(name) and not (own == name or own.startswith(f"{name}."))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _cmd_plugins(args: argparse.Namespace) -> int:
     """Every installed sink and source plugin, from metadata; ``--check`` imports each one."""
     rows: list[dict[str, str | None]] = []
@@ -173,8 +192,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 load_plugin(info.group, info.name)
                 row["status"], row["error"] = "ok", None
             except PluginError as exc:
-                row["status"], row["error"] = "error", str(exc)
-                failed += 1
+                if _missing_dependency(exc, info.value):
+                    # An optional extra that is not installed (S3 without hookdock[s3]) is
+                    # information: the plugin cannot be used, but nothing is broken.
+                    row["status"], row["error"] = "unavailable", str(exc)
+                else:
+                    row["status"], row["error"] = "error", str(exc)
+                    failed += 1
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -186,10 +210,16 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for row, cells in zip(rows, table, strict=True):
             line = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
             if args.check:
-                line += "  OK" if row["status"] == "ok" else f"  ERROR {row['error']}"
+                line += {"ok": "  OK", "unavailable": "  NOT INSTALLED "}.get(
+                    str(row["status"]), "  ERROR "
+                ) + (row["error"] or "")
             print(line.rstrip())
         if args.check:
-            print(f"{len(rows) - failed} of {len(rows)} plugins import cleanly")
+            missing = sum(1 for r in rows if r["status"] == "unavailable")
+            summary = f"{len(rows) - failed - missing} of {len(rows)} plugins import cleanly"
+            if missing:
+                summary += f"; {missing} need an optional extra that is not installed"
+            print(summary)
     return 1 if failed else 0
 
 
@@ -536,6 +566,7 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--schema", help="a schema of its own in that database")
     journal.set_defaults(run=_cmd_journal)
     cli_events.register(command, _open_operator)
+    cli_setup.register(command, _resolve)
     plugins = commands.add_parser(
         "plugins",
         help="list the installed sink and source plugins",

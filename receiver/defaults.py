@@ -35,7 +35,7 @@ def load_or_create_token(data_dir: Path) -> str:
             return token
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     # O_EXCL: two first starts at once must not hand out two different tokens.
     try:

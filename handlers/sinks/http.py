@@ -96,6 +96,9 @@ from handlers.signing import (
 
 __all__ = ["HttpSink", "HttpSinkConfig"]
 
+MIN_SECRET_BYTES = 24
+"""The shortest signing key accepted (Standard Webhooks asks for 24 to 64 bytes)."""
+
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 # The signature, the body's framing and the connection belong to the sink and the client.
@@ -142,7 +145,8 @@ class HttpSinkConfig(BaseModel):
     sign: bool = True
     """``false`` sends unsigned requests; only for receivers that authenticate otherwise."""
     secret: SecretStr | None = Field(default=None, validate_default=True)
-    """A Standard Webhooks secret, ``whsec_<base64>``; required unless ``sign = false``."""
+    """A Standard Webhooks secret, ``whsec_<base64 of 24+ bytes>``; required unless
+    ``sign = false``."""
     body: Literal["event", "payload"] = "event"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     """Extra request headers; values are treated as secrets (an Authorization header is one)."""
@@ -172,10 +176,18 @@ class HttpSinkConfig(BaseModel):
             return None
         if not info.data.get("sign", True):
             raise ValueError("set, but sign = false: remove one of them")
+        secret = value.get_secret_value()
         try:
-            decode_whsec(value.get_secret_value())
+            key = decode_whsec(secret)
         except ValueError:
             raise ValueError("is not a valid secret: expected 'whsec_<base64>'") from None
+        # Standard Webhooks: a secret is whsec_ and base64 of 24 to 64 random bytes.  A short
+        # password such as "hunter2" also decodes as base64; it is refused, not used as a key.
+        if not secret.startswith("whsec_") or len(key) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"is too weak: expected 'whsec_' and the base64 of {MIN_SECRET_BYTES} random"
+                " bytes or more (make one with `hookdock secret`)"
+            )
         return value
 
     @field_validator("headers")

@@ -56,6 +56,9 @@ class Dialect:
     """Column types by role, for the schema: ``blob``, ``real``, ``serial``."""
     unavailable: tuple[type[BaseException], ...]
     """Driver errors that mean "not now": the write is refused with ``JournalUnavailable``."""
+    ordered_join: str = "JOIN"
+    """A join whose left side the planner must read first: SQLite's ``CROSS JOIN`` (its one
+    hint); PostgreSQL plans by its statistics and has no such join with ``ON``."""
     now_sql: str | None = None
     """A query for the database's clock (epoch seconds); None: the process clock is it."""
 

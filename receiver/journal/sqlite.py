@@ -9,6 +9,7 @@ SQLite's own locking.  SQLite's clock is the process's.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ SQLITE = Dialect(
     max_params=32_766,
     types={"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY"},
     unavailable=(sqlite3.Error,),
+    ordered_join="CROSS JOIN",
 )
 
 
@@ -60,7 +62,12 @@ class SqliteJournal(SqlJournal):
                     " or start `hookdock serve` once to create it"
                 )
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Raw bodies hold SAS links and personal data: the folder and the file are the
+                # owner's alone when hookdock makes them (SQLite gives its -wal and -shm files
+                # the database file's mode).
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not self.path.exists():
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:
                 raise JournalError(self._cannot_open(exc)) from exc
         super().open()

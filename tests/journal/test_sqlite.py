@@ -357,3 +357,15 @@ async def test_a_version_2_journal_opens_with_its_sends_kept(tmp_path: Path) -> 
     finally:
         await again_opened.close()
     assert _schema_version(path) == str(SCHEMA_VERSION)
+
+
+async def test_a_new_journal_and_its_folder_are_the_owners_alone(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "hookdock.db"
+    journal = SqliteJournal(path).open()
+    try:
+        await journal.ping()
+        assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+        wal = path.with_name("hookdock.db-wal")
+        assert wal.stat().st_mode & 0o777 == 0o600
+    finally:
+        await journal.close()

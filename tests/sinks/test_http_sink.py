@@ -467,6 +467,8 @@ async def test_check_a_closed_port(make_sink: MakeSink) -> None:
         ({"secret": None}, "secret", "required"),
         ({"sign": False}, "secret", "sign = false"),
         ({"secret": "whsec_***not-base64***"}, "secret", "not a valid secret"),
+        ({"secret": "hunter2"}, "secret", "is too weak"),
+        ({"secret": "whsec_" + base64.b64encode(b"x" * 23).decode()}, "secret", "24 random"),
         ({"body": "xml"}, "body", "'event' or 'payload'"),
         ({"connect_timeout_seconds": 0}, "connect_timeout_seconds", "greater than 0"),
         ({"read_timeout_seconds": -1}, "read_timeout_seconds", "greater than 0"),
