@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from handlers.netguard import AllowedNetwork, HostPattern
+from receiver.alerts import AlertsConfig
 from receiver.auth import AuthConfig
 from receiver.errors import ConfigError
 from receiver.journal.config import JournalConfig, SqliteConfig
@@ -259,6 +260,7 @@ class Config(_Model):
     retention: RetentionConfig = RetentionConfig()
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
+    alerts: AlertsConfig = AlertsConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
 

@@ -52,6 +52,7 @@ from receiver.retry import RetryPolicy
 from receiver.routing import Router
 
 if TYPE_CHECKING:
+    from receiver.alerts import Alerts
     from receiver.metrics import Metrics
 
 __all__ = ["Dispatcher", "RouteTarget", "SinkTarget", "owner_is_gone"]
@@ -109,9 +110,11 @@ class Dispatcher:
         owner: str | None = None,
         stale_seconds: float | None = None,
         metrics: Metrics | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self.journal = journal
         self.metrics = metrics
+        self.alerts = alerts
         self.routes = routes
         self.sinks = sinks
         self.config = config
@@ -378,6 +381,17 @@ class Dispatcher:
         if self.metrics is not None:
             received = None if claim.event is None else claim.event.received_at
             self.metrics.attempt(claim.sink, outcome.kind, received)
+        if self.alerts is not None:
+            if outcome.kind == "dead":
+                self.alerts.send_dead(
+                    sink=claim.sink,
+                    delivery_id=claim.delivery_id,
+                    event_id=claim.event_id,
+                    code=outcome.code,
+                    error=outcome.error,
+                )
+            elif outcome.kind == "gone":
+                self.alerts.sink_stopped(sink=claim.sink, reason=outcome.error)
         ids = {"delivery_id": claim.delivery_id, "event_id": claim.event_id, "sink": claim.sink}
         if outcome.kind == "delivered":
             ACTIVITY.info(

@@ -124,6 +124,12 @@ class Metrics:
             ["sink"],
             registry=self.registry,
         )
+        self.alerts = Counter(
+            "hookdock_alerts",
+            "Operational webhooks by type (send.dead, sink.stopped) and outcome",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
         self._journal_figures = _JournalFigures()
         self.registry.register(self._journal_figures)
         self._scrape = asyncio.Lock()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from handlers.sink import FileSink, Sink
 from handlers.source import Source
+from receiver.alerts import Alerts
 from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
@@ -63,6 +64,7 @@ class Runtime:
     heartbeat: Heartbeat | None = None
     jobs: NamedJobs | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    alerts: Alerts | None = None
     _started: bool = field(default=False, repr=False)
     _fetchers: dict[str, Fetcher] = field(default_factory=dict, repr=False)
     _watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -150,6 +152,8 @@ class Runtime:
 
     async def start(self) -> None:
         self.journal.observe_commits(self.metrics.committed)
+        if self.config.alerts.urls:
+            self.alerts = Alerts(self.config.alerts, self.metrics)
         await asyncio.to_thread(self.journal.open)
         self._watchdog = asyncio.create_task(
             self.journal.watchdog(JOURNAL_STALL_SECONDS), name="hookdock-journal-watchdog"
@@ -177,6 +181,7 @@ class Runtime:
                 owner=self.owner,
                 stale_seconds=cluster.stale_seconds,
                 metrics=self.metrics,
+                alerts=self.alerts,
             )
             await self.dispatcher.start()
 
@@ -214,6 +219,8 @@ class Runtime:
         if self.dispatcher is not None:
             await self.dispatcher.stop(max(0.5, deadline - time.monotonic()))
         await close_sinks(self.sinks)
+        if self.alerts is not None:
+            await self.alerts.aclose()
         for fetcher in self._fetchers.values():
             await fetcher.aclose()
         if self.jobs is not None:

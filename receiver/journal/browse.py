@@ -68,25 +68,31 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _candidates(tx: Tx, f: EventFilter) -> tuple[str, list[Any]]:
+def _candidates(tx: Tx, f: EventFilter) -> tuple[str, list[Any], bool]:
     """Where a listing starts: every event (in index order), or, when only rare states are
-    wanted (pending, dead: never delivered), the events of the sends in those states, found
-    through their partial indexes (the states are literals so the planner can use them), and
-    read first: scanning every event in order for a few dead ones took 0.3 to 0.6 s at a
-    million events (``bench/operator_list.py``)."""
+    wanted (pending, dead: never delivered), the events of the sends in those states, read
+    first, through their partial indexes: scanning every event in order for a few dead ones
+    took 0.3 to 0.6 s at a million events (``bench/operator_list.py``).  Each state is its
+    own ``state = '<literal>'`` select, the form SQLite matches to a partial index; an event
+    may come twice (dead at two sinks), so the third value says the rows need DISTINCT."""
     states = {s for s in f.states if s is not SendState.DELIVERED}
     if not states or len(states) < len(set(f.states)):
-        return "events e", []
-    literal = ", ".join(f"'{s.value}'" for s in sorted(states))
+        return "events e", [], False
     sink = " AND s.sink = ?" if f.sink is not None else ""
+    selects = [
+        f"SELECT s.event_id AS id FROM sends s WHERE s.state = '{state.value}'{sink}"
+        for state in sorted(states)
+    ]
     return (
-        f"(SELECT DISTINCT s.event_id AS id FROM sends s WHERE s.state IN ({literal}){sink}) c"
-        f" {tx.dialect.ordered_join} events e ON e.id = c.id",
-        [] if f.sink is None else [f.sink],
+        f"({' UNION ALL '.join(selects)}) c {tx.dialect.ordered_join} events e ON e.id = c.id",
+        [] if f.sink is None else [f.sink] * len(selects),
+        True,
     )
 
 
-def _where(f: EventFilter) -> tuple[list[str], list[Any]]:
+def _where(f: EventFilter, *, from_sends: bool = False) -> tuple[list[str], list[Any]]:
+    """The conditions on ``e``; ``from_sends``: the listing starts from the sends of the
+    wanted states at ``f.sink`` already, which is that condition met."""
     clauses: list[str] = []
     params: list[Any] = []
     if f.since is not None:
@@ -105,9 +111,10 @@ def _where(f: EventFilter) -> tuple[list[str], list[Any]]:
         params.append(_like(f.text))
     states = list(dict.fromkeys(f.states))
     if f.sink is not None:
-        only = f" AND s.state IN ({','.join('?' * len(states))})" if states else ""
-        clauses.append(f"e.id IN (SELECT s.event_id FROM sends s WHERE s.sink = ?{only})")
-        params += [f.sink, *(s.value for s in states)]
+        if not from_sends:
+            only = f" AND s.state IN ({','.join('?' * len(states))})" if states else ""
+            clauses.append(f"e.id IN (SELECT s.event_id FROM sends s WHERE s.sink = ?{only})")
+            params += [f.sink, *(s.value for s in states)]
     elif states:
         # The event's state, by the rule: every (any pending, any dead) it maps to a wanted
         # state, made from ``event_state`` itself.
@@ -151,14 +158,15 @@ class Browse:
         after = None if cursor is None else parse_cursor(cursor)
 
         def work(tx: Tx) -> EventPage:
-            source, params = _candidates(tx, where)
-            clauses, more_params = _where(where)
+            source, params, distinct = _candidates(tx, where)
+            clauses, more_params = _where(where, from_sends=distinct)
             params += more_params
             if after is not None:
                 clauses.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
                 params += [after[0], after[0], after[1]]
             sql = (
-                f"SELECT {_ROW_COLUMNS} FROM {source} JOIN deliveries d ON d.id = e.delivery_id"
+                f"SELECT {'DISTINCT ' if distinct else ''}{_ROW_COLUMNS} FROM {source}"
+                " JOIN deliveries d ON d.id = e.delivery_id"
                 f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
                 " ORDER BY e.delivery_id DESC, e.position DESC LIMIT ? OFFSET ?"
             )
@@ -203,9 +211,10 @@ class Browse:
 
     async def count_events(self, where: EventFilter) -> int:
         def work(tx: Tx) -> int:
-            source, params = _candidates(tx, where)
-            clauses, more_params = _where(where)
-            sql = f"SELECT count(*) FROM {source}" + (
+            source, params, distinct = _candidates(tx, where)
+            clauses, more_params = _where(where, from_sends=distinct)
+            counted = "count(DISTINCT e.id)" if distinct else "count(*)"
+            sql = f"SELECT {counted} FROM {source}" + (
                 " WHERE " + " AND ".join(clauses) if clauses else ""
             )
             return int(tx.execute(sql, [*params, *more_params]).fetchone()[0])

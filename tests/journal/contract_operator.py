@@ -381,3 +381,16 @@ class OperatorContract:
         for kept in (waiting, done, fresh):
             assert await journal.get(kept.delivery_id) is not None
         assert await journal.prune_dead(cutoff) == 0
+
+    async def test_an_event_dead_at_two_sinks_is_listed_and_counted_once(
+        self, journal: SqlJournal
+    ) -> None:
+        d, [a, b] = await _routed(journal, ["a", "b"], lease=["a", "b"])
+        await journal.finish_send(a, "w", Outcome.dead("refused"))
+        await journal.finish_send(b, "w", Outcome.dead("refused"))
+        pending, [p] = await _routed(journal, ["a"], lease=["a"])
+        await journal.finish_send(p, "w", Outcome.retry("later", FUTURE))
+        assert await _ids(journal, states=(SendState.DEAD,)) == [d.event_id(0)]
+        both = (SendState.DEAD, SendState.PENDING)
+        assert set(await _ids(journal, states=both)) == {d.event_id(0), pending.event_id(0)}
+        assert await _ids(journal, sink="b", states=(SendState.DEAD,)) == [d.event_id(0)]
