@@ -266,24 +266,11 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
-        seen: set[str] = set()
-        for index, route in enumerate(self.routes):
-            if route.name in seen:
-                raise ValueError(f"routes[{index}].name: route {route.name!r} is defined twice")
-            seen.add(route.name)
-            defined = ", ".join(sorted(self.sinks)) or "none"
-            for sink in route.sinks:
-                if sink not in self.sinks:
-                    raise ValueError(
-                        f"routes[{index}].sinks: no sink named {sink!r} (defined: {defined})"
-                    )
-            for number, rule in enumerate(route.rules):
-                for sink in rule.sinks:
-                    if sink not in self.sinks:
-                        raise ValueError(
-                            f"routes[{index}].rules[{number}].sinks: no sink named {sink!r} "
-                            f"(defined: {defined})"
-                        )
+        # Every problem at once, one line each: a config is fixed in one pass, not one a run.
+        problems = _reference_problems(
+            [route.model_dump(include={"name", "sinks", "rules"}) for route in self.routes],
+            self.sinks,
+        )
         webhook_secrets = [
             (route.name, secret.get_secret_value())
             for route in self.routes
@@ -293,21 +280,23 @@ class Config(_Model):
         for number, token in enumerate(self.admin.tokens):
             for name, value in webhook_secrets:
                 if token.get_secret_value() == value:
-                    raise ValueError(
+                    problems.append(
                         f"admin.tokens[{number}]: the same as the token of route {name!r}:"
                         " give the admin API a token of its own"
                     )
         for name, options in self.sinks.items():
             if not isinstance(options.get("type"), str):
-                raise ValueError(f'sinks.{name}.type: missing (for example type = "local")')
+                problems.append(f'sinks.{name}.type: missing (for example type = "local")')
+                continue
             host, _ = split_sink_options(options)
             try:
-                retry = self.dispatcher.retry.merged(host.get("retry") or {})
+                self.dispatcher.retry.merged(host.get("retry") or {})
                 SinkHostConfig.model_validate({**host, "retry": {}})
             except ValidationError as exc:
                 where = f"sinks.{name}.retry" if "retry" in host else f"sinks.{name}"
-                raise ValueError("\n  ".join(format_validation_error(exc, prefix=where))) from None
-            del retry
+                problems += format_validation_error(exc, prefix=where)
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
     def sink_host(self, name: str) -> SinkHostConfig:
@@ -323,6 +312,33 @@ class Config(_Model):
             if route.name == name:
                 return route
         return None
+
+
+def _reference_problems(routes: Any, sinks: Any) -> list[str]:
+    """Routes named twice, and sinks a route or a rule names that are not defined; from the
+    validated config, or from the raw document when other keys failed to validate."""
+    problems: list[str] = []
+    defined_names = set(sinks) if isinstance(sinks, dict) else set()
+    defined = ", ".join(sorted(defined_names)) or "none"
+    seen: set[str] = set()
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if not isinstance(route, dict):
+            continue
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"routes[{index}].name: route {name!r} is defined twice")
+            seen.add(name)
+        wanted = [(f"routes[{index}].sinks", route.get("sinks"))]
+        rules = route.get("rules")
+        for number, rule in enumerate(rules if isinstance(rules, list) else []):
+            if isinstance(rule, dict):
+                wanted.append((f"routes[{index}].rules[{number}].sinks", rule.get("sinks")))
+        for where, names in wanted:
+            for sink in names if isinstance(names, list) else []:
+                if isinstance(sink, str) and sink not in defined_names:
+                    problems.append(f"{where}: no sink named {sink!r} (defined: {defined})")
+    return problems
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -399,12 +415,22 @@ def parse_config(
     missing: list[str] = []
     data = _expand_env(data, "", dict(os.environ) if env is None else env, missing)
     heading = f"invalid configuration{f' in {origin}' if origin else ''}:"
-    if missing:
-        raise ConfigError("\n  ".join([heading, *missing]))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n  ".join([heading, *format_validation_error(exc)])) from None
+        # Every problem in one run: the missing variables, every bad or unknown key (but not
+        # the emptiness of a value whose variable is missing: that is said already), and the
+        # references between routes and sinks, which the model checks only once the rest
+        # is valid.
+        unset = {line.split(":", 1)[0] for line in missing}
+        lines = [
+            line for line in format_validation_error(exc) if line.split(":", 1)[0] not in unset
+        ]
+        if not any(": no sink named " in line for line in lines):
+            lines += _reference_problems(data.get("routes"), data.get("sinks"))
+        raise ConfigError("\n  ".join([heading, *missing, *lines])) from None
+    if missing:
+        raise ConfigError("\n  ".join([heading, *missing]))
     if isinstance(config.journal, SqliteConfig) and not config.journal.path.is_absolute():
         journal = config.journal.model_copy(update={"path": base_dir / config.journal.path})
         config = config.model_copy(update={"journal": journal})
