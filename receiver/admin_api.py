@@ -163,6 +163,10 @@ async def _actions(request: Request, ops: Operator, actor: str) -> Any:
     return await ops.actions(int(raw))
 
 
+async def _batch(request: Request, ops: Operator, actor: str) -> Any:
+    return await ops.batch(request.path_params["batch_id"])
+
+
 async def _purge(request: Request, ops: Operator, actor: str) -> Any:
     return await ops.purge_task(request.path_params["task_id"], actor=actor)
 
@@ -201,6 +205,7 @@ def admin_app(operator: Operator, tokens: Sequence[SecretStr]) -> Starlette:
         Route("/sinks/{name}/dead", guarded(_dead_letters), methods=["GET"]),
         Route("/sinks/{name}/stop", guarded(_stop), methods=["POST"]),
         Route("/sinks/{name}/resume", guarded(_resume), methods=["POST"]),
+        Route("/batches/{batch_id}", guarded(_batch), methods=["GET"]),
         Route("/tasks/{task_id}/purge", guarded(_purge), methods=["POST"]),
         Route("/actions", guarded(_actions), methods=["GET"]),
     ]

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from receiver.operator.models import (
     ActionOut,
+    BatchOut,
     DeliveryOut,
     ErrorOut,
     EventPageOut,
@@ -86,6 +87,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
 
     models: list[type[BaseModel]] = [
         ActionOut,
+        BatchOut,
         DeliveryOut,
         ErrorOut,
         EventPageOut,
@@ -162,6 +164,13 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                 "summary": "Resume a stopped sink",
                 "parameters": [_path("name")],
                 "responses": {"200": _json(_ref(SinkActionOut), "resumed or not"), **_errors()},
+            }
+        },
+        "/batches/{batchId}": {
+            "get": {
+                "summary": "A vendor batch: its events by state",
+                "parameters": [_path("batchId")],
+                "responses": {"200": _json(_ref(BatchOut), "counts"), **_errors()},
             }
         },
         "/tasks/{taskId}/purge": {

@@ -398,11 +398,15 @@ class HttpSink:
             )
         if 300 <= status < 400:
             target = f" to {redact_url(location)}" if location else ""
-            raise PermanentSinkError(
+            refused = PermanentSinkError(
                 f"{said} (a redirect{target}); redirects are not followed: set url to the"
                 f" final address{detail}"
             )
-        raise PermanentSinkError(f"{said}{detail}")
+        else:
+            refused = PermanentSinkError(f"{said}{detail}")
+        # Counted by status where an operator looks (``hookdock status`` failures, metrics).
+        refused.code = f"http_{status}"
+        raise refused
 
     def _quote(self, text: str) -> str:
         """``text`` on one line, scrubbed, cut to about 200 characters."""

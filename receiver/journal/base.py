@@ -420,6 +420,10 @@ class JournalAdmin(Protocol):
         """A delivery, found by its id or by one of its events' ids, with everything known."""
         ...
 
+    async def batch(self, batch_id: str) -> dict[SendState, int]:
+        """How many events of a vendor batch are in each state (all zero: no such batch)."""
+        ...
+
     async def actions(self, limit: int = 100) -> builtins.list[ActionInfo]:
         """The latest operators' actions, newest first."""
         ...

@@ -164,6 +164,16 @@ class Browse:
             if after is not None:
                 clauses.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
                 params += [after[0], after[0], after[1]]
+                # The same bound on the joined deliveries: without it PostgreSQL merge-joins
+                # from the newest delivery down to the cursor (0.1 s at a million).
+                clauses.append("d.id <= ?")
+                params.append(after[0])
+            if where.until is not None:
+                clauses.append("d.id < ?")
+                params.append(_id_bound(where.until))
+            if where.since is not None:
+                clauses.append("d.id >= ?")
+                params.append(_id_bound(where.since))
             sql = (
                 f"SELECT {'DISTINCT ' if distinct else ''}{_ROW_COLUMNS} FROM {source}"
                 " JOIN deliveries d ON d.id = e.delivery_id"
@@ -277,6 +287,21 @@ class Browse:
 
         detail: DeliveryDetail | None = await self._read(work)
         return detail
+
+    async def batch(self, batch_id: str) -> dict[SendState, int]:
+        """How many events of a vendor batch are in each state (all zero: no such batch)."""
+
+        def work(tx: Tx) -> dict[SendState, int]:
+            out = dict.fromkeys(SendState, 0)
+            for _, pending, dead in tx.execute(
+                f"SELECT e.id, {_PENDING}, {_DEAD} FROM events e WHERE e.batch_id = ?",
+                (batch_id,),
+            ):
+                out[event_state(bool(pending), bool(dead))] += 1
+            return out
+
+        counts: dict[SendState, int] = await self._read(work)
+        return counts
 
     async def actions(self, limit: int = 100) -> list[ActionInfo]:
         """The latest operators' actions, newest first."""

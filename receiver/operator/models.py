@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "ActionOut",
     "AttemptOut",
+    "BatchOut",
     "DeliveryOut",
     "ErrorOut",
     "EventItem",
@@ -200,3 +201,13 @@ class PurgeOut(_Out):
     sends: int
     delivered_to: dict[str, int]
     message: str
+
+
+class BatchOut(_Out):
+    """A vendor batch: its events by state."""
+
+    batch_id: str
+    events: int
+    pending: int
+    delivered: int
+    dead: int

@@ -31,6 +31,7 @@ from receiver.journal.views import (
 from receiver.operator.models import (
     ActionOut,
     AttemptOut,
+    BatchOut,
     DeliveryOut,
     EventItem,
     EventOut,
@@ -290,6 +291,19 @@ class Operator:
                 )
             )
         return out
+
+    async def batch(self, batch_id: str) -> BatchOut:
+        counts = await self.journal.batch(batch_id)
+        total = sum(counts.values())
+        if not total:
+            raise NotFound(f"no events of batch {batch_id!r} in the journal")
+        return BatchOut(
+            batch_id=batch_id,
+            events=total,
+            pending=counts[SendState.PENDING],
+            delivered=counts[SendState.DELIVERED],
+            dead=counts[SendState.DEAD],
+        )
 
     async def actions(self, limit: int = 100) -> list[ActionOut]:
         return [_action(a) for a in await self.journal.actions(limit)]

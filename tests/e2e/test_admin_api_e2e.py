@@ -134,6 +134,11 @@ def test_find_show_replay_and_record_over_http(tmp_path: Path) -> None:
         )
         assert _api(base, "POST", "/sinks/exports/resume").json()["changed"] is True
         assert _api(base, "GET", "/sinks/exports/dead").json()["items"] == []
+        missing = _api(base, "GET", "/batches/no-such-batch")
+        assert (missing.status_code, missing.json()) == (
+            404,
+            {"error": "no events of batch 'no-such-batch' in the journal"},
+        )
         actions = [a["action"] for a in _api(base, "GET", "/actions").json()]
         assert actions == ["resume-sink", "stop-sink", "replay"]
 

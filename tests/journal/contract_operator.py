@@ -394,3 +394,18 @@ class OperatorContract:
         both = (SendState.DEAD, SendState.PENDING)
         assert set(await _ids(journal, states=both)) == {d.event_id(0), pending.event_id(0)}
         assert await _ids(journal, sink="b", states=(SendState.DEAD,)) == [d.event_id(0)]
+
+    async def test_a_batch_counts_its_events_by_state(self, journal: SqlJournal) -> None:
+        _, [a] = await _routed(journal, ["a"], lease=["a"], batch_id="b-9")
+        await journal.finish_send(a, "w", Outcome.delivered())
+        _, [x, y] = await _routed(journal, ["a", "b"], lease=["a", "b"], batch_id="b-9")
+        await journal.finish_send(x, "w", Outcome.dead("refused"))
+        await journal.finish_send(y, "w", Outcome.delivered())
+        await _routed(journal, ["a"], batch_id="b-9")
+        await _routed(journal, ["a"], batch_id="other")
+        assert await journal.batch("b-9") == {
+            SendState.PENDING: 1,
+            SendState.DELIVERED: 1,
+            SendState.DEAD: 1,
+        }
+        assert sum((await journal.batch("none-such")).values()) == 0

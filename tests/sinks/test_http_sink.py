@@ -233,6 +233,8 @@ async def test_status_classes(
     assert f"answered {status}" in message
     assert f"{rx.url}{HOOK}" in message
     assert f"because {status}" in message
+    # A refusal is counted by its status (hookdock status, metrics); retries and 410 have none.
+    assert exc.code == (f"http_{status}" if kind is PermanentSinkError else None)
     if kind is RetryableSinkError:
         assert isinstance(exc, RetryableSinkError)
         assert exc.retry_after is None

@@ -199,3 +199,14 @@ async def test_dead_letters_of_a_sink_and_a_purge(journal: MemoryJournal, ops: O
         " copies live on in the sinks that received them: archive (1)"
     )
     assert (await ops.events(EventQuery())).total_count == 0
+
+
+async def test_a_batch_by_state(journal: MemoryJournal, ops: Operator) -> None:
+    from receiver.journal.views import EventFilter
+
+    _, [send] = await _delivered(journal)
+    await journal.finish_send(send, "w", Outcome.delivered())
+    [row] = (await journal.events(EventFilter())).items
+    assert row.batch_id is None
+    with pytest.raises(NotFound, match="no events of batch 'b1'"):
+        await ops.batch("b1")
