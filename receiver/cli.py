@@ -518,20 +518,22 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     serve = command("serve", "run the webhook receiver (and the dispatcher)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="the address to listen on (default: [server] host)")
+    serve.add_argument("--port", type=int, help="the port to listen on (default: [server] port)")
     serve.set_defaults(run=_cmd_serve)
     command("worker", "run only the dispatcher").set_defaults(run=_cmd_worker)
     command("check", "validate the configuration and check every sink").set_defaults(run=_cmd_check)
     command("status", "count deliveries by state, as JSON").set_defaults(run=_cmd_status)
     listing = command("deliveries", "list deliveries, newest first")
-    listing.add_argument("--state", choices=[s.value for s in DeliveryState])
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument(
+        "--state", choices=[s.value for s in DeliveryState], help="only deliveries in this state"
+    )
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (50)")
     listing.add_argument("--sends", action="store_true", help="show each (event, sink) pair")
     listing.set_defaults(run=_cmd_deliveries)
     retry = command("retry", "send dead-lettered deliveries through the dispatcher again")
     retry.add_argument("ids", nargs="*", help="delivery ids")
-    retry.add_argument("--all-dead", action="store_true")
+    retry.add_argument("--all-dead", action="store_true", help="every dead delivery")
     retry.add_argument("--sink", help="only what failed at this sink")
     retry.add_argument(
         "--renormalize",
@@ -541,7 +543,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     retry.set_defaults(run=_cmd_retry)
     sinks = command("sinks", "list sinks with their sends by state; resume a stopped sink")
-    sinks.add_argument("action", nargs="?", choices=["list", "resume"], default="list")
+    sinks.add_argument(
+        "action", nargs="?", choices=["list", "resume"], default="list", help="list (default)"
+    )
     sinks.add_argument("name", nargs="?", help="the sink to resume")
     sinks.set_defaults(run=_cmd_sinks)
     prune = command("prune", "delete delivered or dead deliveries (raw bodies too) past an age")
@@ -561,7 +565,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=_cmd_migrate)
     journal = command("journal", "move the journal: `journal copy --to DSN`")
-    journal.add_argument("action", choices=["copy"])
+    journal.add_argument("action", choices=["copy"], help="copy: into an empty PostgreSQL")
     journal.add_argument("--to", required=True, help="an empty PostgreSQL database (DSN)")
     journal.add_argument("--schema", help="a schema of its own in that database")
     journal.set_defaults(run=_cmd_journal)
