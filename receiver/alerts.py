@@ -1,11 +1,13 @@
-"""Operational webhooks (``[alerts]``): hookdock tells someone when a send is dead-lettered or a
-sink stops, as Svix's operational webhooks do.
+"""Operational webhooks (``[alerts]``): hookdock tells someone when a send is dead-lettered, a
+sink stops, or a sink keeps failing longer than ``failing_seconds``, as Svix's operational
+webhooks do.
 
 Each alert is a JSON POST to every configured URL, signed with Standard Webhooks headers
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) under ``[alerts] secret``::
 
     {"type": "send.dead", "timestamp": "...", "data": {"sink": ..., "event_id": ..., ...}}
     {"type": "sink.stopped", "timestamp": "...", "data": {"sink": ..., "reason": ...}}
+    {"type": "sink.failing", "timestamp": "...", "data": {"sink": ..., "failing_seconds": ...}}
 
 Alerts go out in the background and never hold up a delivery: each URL gets up to three
 tries (1 s, then 5 s apart); at most ``max_pending`` wait at once, and beyond that they are
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -64,6 +66,9 @@ class AlertsConfig(BaseModel):
     urls: tuple[Annotated[str, AfterValidator(_http_url)], ...] = ()
     secret: Annotated[SecretStr, AfterValidator(_signing_secret)] | None = None
     """``whsec_...``: every alert is signed with it (Standard Webhooks)."""
+    failing_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 1800.0
+    """``sink.failing`` once a sink's sends have failed (and are retried) this long with none
+    delivered in between; 0: never.  Each process judges by the attempts it makes."""
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_pending: Annotated[int, Field(ge=1, le=10_000)] = 100
 
@@ -77,11 +82,55 @@ class AlertsConfig(BaseModel):
 class Alerts:
     """Sends alerts in the background; ``aclose`` waits a moment for those under way."""
 
-    def __init__(self, config: AlertsConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: AlertsConfig,
+        metrics: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._failing_since: dict[str, float] = {}
+        self._failing_said: set[str] = set()
+
+    def outcome(
+        self,
+        *,
+        sink: str,
+        kind: str,
+        delivery_id: str,
+        event_id: str,
+        code: str | None,
+        error: str | None,
+    ) -> None:
+        """What one attempt at a send ended with: alerts for a dead send, a stopped sink, and
+        a sink that has been failing for ``failing_seconds`` (said once, until it delivers)."""
+        if kind == "delivered":
+            self._failing_since.pop(sink, None)
+            self._failing_said.discard(sink)
+        elif kind == "dead":
+            self.send_dead(
+                sink=sink, delivery_id=delivery_id, event_id=event_id, code=code, error=error
+            )
+        elif kind == "gone":
+            self.sink_stopped(sink=sink, reason=error)
+        elif kind == "retry" and self.config.failing_seconds > 0:
+            now = self.clock()
+            since = self._failing_since.setdefault(sink, now)
+            if now - since >= self.config.failing_seconds and sink not in self._failing_said:
+                self._failing_said.add(sink)
+                self._emit(
+                    "sink.failing",
+                    {
+                        "sink": sink,
+                        "failing_seconds": round(now - since, 1),
+                        "error": None if error is None else redact_text(error),
+                    },
+                )
 
     @property
     def enabled(self) -> bool:

@@ -382,16 +382,14 @@ class Dispatcher:
             received = None if claim.event is None else claim.event.received_at
             self.metrics.attempt(claim.sink, outcome.kind, received)
         if self.alerts is not None:
-            if outcome.kind == "dead":
-                self.alerts.send_dead(
-                    sink=claim.sink,
-                    delivery_id=claim.delivery_id,
-                    event_id=claim.event_id,
-                    code=outcome.code,
-                    error=outcome.error,
-                )
-            elif outcome.kind == "gone":
-                self.alerts.sink_stopped(sink=claim.sink, reason=outcome.error)
+            self.alerts.outcome(
+                sink=claim.sink,
+                kind=outcome.kind,
+                delivery_id=claim.delivery_id,
+                event_id=claim.event_id,
+                code=outcome.code,
+                error=outcome.error,
+            )
         ids = {"delivery_id": claim.delivery_id, "event_id": claim.event_id, "sink": claim.sink}
         if outcome.kind == "delivered":
             ACTIVITY.info(
