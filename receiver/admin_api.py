@@ -9,7 +9,10 @@ Errors are ``{"error": "..."}`` with their status (``receiver.responses.api_erro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
@@ -22,12 +25,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from handlers.redact import redact_text
 from receiver.admin_openapi import openapi_document
 from receiver.errors import BadRequest, NotFound, Unauthorized
-from receiver.operator import Operator, query_from
+from receiver.ids import new_id
+from receiver.operator import EventQuery, Operator, query_from
+from receiver.operator.models import BulkReplayOut
 from receiver.responses import api_error_response, json_response
 
-__all__ = ["PREFIX", "ReplayIn", "StopIn", "admin_app"]
+__all__ = ["PREFIX", "BulkReplayIn", "ReplayIn", "StopIn", "admin_app"]
+
+log = logging.getLogger("hookdock")
 
 PREFIX = "/admin/api"
 MAX_BODY_BYTES = 64 * 1024
@@ -45,6 +53,15 @@ class ReplayIn(_In):
     sink: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     """Only to this sink (a send is made if the event had none to it); default: every sink
     the event was routed to."""
+
+
+class BulkReplayIn(_In):
+    filter: dict[str, Any] = {}
+    """The listing's parameters (``taskId``, ``state``, ``sink``, ``since``...): what to replay."""
+    sink: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """Only to this sink; default: every sink each event went to."""
+    dry_run: bool = Field(default=False, alias="dryRun")
+    """Count what the filter matches, replay nothing."""
 
 
 class StopIn(_In):
@@ -171,13 +188,105 @@ async def _purge(request: Request, ops: Operator, actor: str) -> Any:
     return await ops.purge_task(request.path_params["task_id"], actor=actor)
 
 
+class _Jobs:
+    """Bulk replays running in this process (and the last ones that ended), by id."""
+
+    KEPT = 100
+
+    def __init__(self, busy: Callable[[], bool]) -> None:
+        self.busy = busy
+        self.state: dict[str, BulkReplayOut] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def pause(self) -> None:
+        # Never starve live traffic: a breath between chunks, and while webhooks are
+        # pouring in, wait for them to ease, up to a second (the dispatcher's ingest-first
+        # rule: one chunk still goes a second, so a replay ends even under steady load).
+        await asyncio.sleep(0.01)
+        for _ in range(10):
+            if not self.busy():
+                return
+            await asyncio.sleep(0.1)
+
+    def start(self, ops: Operator, query: EventQuery, sink: str | None, actor: str) -> str:
+        job_id = f"replay_{new_id()}"
+
+        def progress(now: BulkReplayOut) -> None:
+            self.state[job_id] = now
+
+        async def run() -> None:
+            try:
+                done = await ops.bulk_replay(
+                    query,
+                    sink=sink,
+                    actor=actor,
+                    job_id=job_id,
+                    progress=progress,
+                    pause=self.pause,
+                )
+                self.state[job_id] = done
+            except asyncio.CancelledError:
+                self.state[job_id] = self.state[job_id].model_copy(update={"state": "cancelled"})
+                raise
+            except Exception as exc:
+                log.exception("bulk replay %s failed", job_id)
+                failed = {"state": "failed", "error": redact_text(str(exc)) or type(exc).__name__}
+                self.state[job_id] = self.state[job_id].model_copy(update=failed)
+            finally:
+                self.tasks.pop(job_id, None)
+
+        self.state[job_id] = BulkReplayOut(
+            job_id=job_id, state="running", matched=0, replayed=0, requeued=0, created=0,
+            in_flight=0,
+        )  # fmt: skip
+        self.tasks[job_id] = asyncio.create_task(run(), name=f"hookdock-{job_id}")
+        for old in [j for j in self.state if j not in self.tasks][: -self.KEPT or None]:
+            self.state.pop(old, None)
+        return job_id
+
+    def get(self, job_id: str) -> BulkReplayOut:
+        found = self.state.get(job_id)
+        if found is None:
+            raise NotFound(f"no bulk replay {job_id!r} in this process")
+        return found
+
+    async def cancel(self, job_id: str) -> BulkReplayOut:
+        task = self.tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return self.get(job_id)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     return api_error_response(exc, f"{request.method} {request.url.path}")
 
 
-def admin_app(operator: Operator, tokens: Sequence[SecretStr]) -> Starlette:
-    """The API as an ASGI app, to mount at ``PREFIX`` (its routes are relative to it)."""
+def admin_app(
+    operator: Operator,
+    tokens: Sequence[SecretStr],
+    busy: Callable[[], bool] = lambda: False,
+) -> Starlette:
+    """The API as an ASGI app, to mount at ``PREFIX`` (its routes are relative to it).
+    ``busy`` says when webhooks are pouring in: bulk replays wait for them."""
     tokens = tuple(tokens)
+    jobs = _Jobs(busy)
+
+    async def _bulk(request: Request, ops: Operator, actor: str) -> Any:
+        body = await _body(request, BulkReplayIn)
+        query = query_from(body.filter)
+        if body.dry_run:
+            return await ops.bulk_replay(query, sink=body.sink, actor=actor, dry_run=True)
+        if body.sink is not None:
+            ops.check_sink(body.sink)
+        return jobs.get(jobs.start(ops, query, body.sink, actor))
+
+    async def _bulk_state(request: Request, ops: Operator, actor: str) -> Any:
+        return jobs.get(request.path_params["job_id"])
+
+    async def _bulk_cancel(request: Request, ops: Operator, actor: str) -> Any:
+        return await jobs.cancel(request.path_params["job_id"])
 
     def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -206,6 +315,9 @@ def admin_app(operator: Operator, tokens: Sequence[SecretStr]) -> Starlette:
         Route("/sinks/{name}/stop", guarded(_stop), methods=["POST"]),
         Route("/sinks/{name}/resume", guarded(_resume), methods=["POST"]),
         Route("/batches/{batch_id}", guarded(_batch), methods=["GET"]),
+        Route("/replays", guarded(_bulk), methods=["POST"]),
+        Route("/replays/{job_id}", guarded(_bulk_state), methods=["GET"]),
+        Route("/replays/{job_id}", guarded(_bulk_cancel), methods=["DELETE"]),
         Route("/tasks/{task_id}/purge", guarded(_purge), methods=["POST"]),
         Route("/actions", guarded(_actions), methods=["GET"]),
     ]

@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from receiver.operator.models import (
     ActionOut,
     BatchOut,
+    BulkReplayOut,
     DeliveryOut,
     ErrorOut,
     EventPageOut,
@@ -83,11 +84,12 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def openapi_document(prefix: str) -> dict[str, Any]:
-    from receiver.admin_api import ReplayIn, StopIn
+    from receiver.admin_api import BulkReplayIn, ReplayIn, StopIn
 
     models: list[type[BaseModel]] = [
         ActionOut,
         BatchOut,
+        BulkReplayOut,
         DeliveryOut,
         ErrorOut,
         EventPageOut,
@@ -172,6 +174,26 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                 "parameters": [_path("batchId")],
                 "responses": {"200": _json(_ref(BatchOut), "counts"), **_errors()},
             }
+        },
+        "/replays": {
+            "post": {
+                "summary": "Replay every event a filter matches (dryRun: count them first), as a"
+                " job with progress that yields to live traffic",
+                "requestBody": _body(BulkReplayIn),
+                "responses": {"200": _json(_ref(BulkReplayOut), "started"), **_errors(400)},
+            }
+        },
+        "/replays/{jobId}": {
+            "get": {
+                "summary": "A bulk replay's progress",
+                "parameters": [_path("jobId")],
+                "responses": {"200": _json(_ref(BulkReplayOut), "progress"), **_errors()},
+            },
+            "delete": {
+                "summary": "Cancel a bulk replay (what was replayed stays replayed)",
+                "parameters": [_path("jobId")],
+                "responses": {"200": _json(_ref(BulkReplayOut), "cancelled"), **_errors()},
+            },
         },
         "/tasks/{taskId}/purge": {
             "post": {

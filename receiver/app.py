@@ -95,7 +95,12 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
 
 def _admin(runtime: Runtime) -> ASGIApp:
     sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
-    return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens)
+    busy_at = runtime.config.dispatcher.busy_requests
+
+    def busy() -> bool:
+        return busy_at > 0 and runtime.ingest_inflight >= busy_at
+
+    return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens, busy)
 
 
 def _metrics(runtime: Runtime) -> Route:

@@ -24,7 +24,13 @@ from pydantic import BaseModel
 from handlers.files import format_bytes
 from receiver.journal import SqlJournal
 from receiver.operator import EventQuery, Operator, query_from
-from receiver.operator.models import AttemptOut, DeliveryOut, EventItem, EventPageOut
+from receiver.operator.models import (
+    AttemptOut,
+    BulkReplayOut,
+    DeliveryOut,
+    EventItem,
+    EventPageOut,
+)
 
 __all__ = ["actor", "register", "show_time"]
 
@@ -97,7 +103,7 @@ def _query(args: argparse.Namespace) -> EventQuery:
         "workspace_id": args.workspace,
         "external_id": args.external_id,
         "q": args.text,
-        "page_size": args.limit,
+        "page_size": getattr(args, "limit", 50),
         "page_number": getattr(args, "page", 1),
         "cursor": getattr(args, "cursor", None),
     }
@@ -203,9 +209,44 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if (args.id is None) == (not args.all):
+        print("hookdock events replay: name an id, or pass --all with filters", file=sys.stderr)
+        return 2
+    if args.all:
+        return _replay_all(args)
+
     async def work(ops: Operator) -> int:
         done = await ops.replay(args.id, sink=args.sink, actor=actor())
         _print_json(done) if args.json else print(f"{done.delivery_id}: {done.message}")
+        return 0
+
+    return _run(args, work)
+
+
+def _replay_all(args: argparse.Namespace) -> int:
+    """Every event the filters match, with a progress line (``--dry-run``: the count only)."""
+    query = _query(args)
+
+    def progress(now: BulkReplayOut) -> None:
+        if not args.json:
+            share = now.replayed / now.matched if now.matched else 1.0
+            bar = "#" * int(share * 30)
+            print(f"\r[{bar:30}] {now.replayed} of {now.matched} events", end="", file=sys.stderr)
+
+    async def work(ops: Operator) -> int:
+        done = await ops.bulk_replay(
+            query, sink=args.sink, actor=actor(), dry_run=args.dry_run, progress=progress
+        )
+        if args.json:
+            _print_json(done)
+        elif args.dry_run:
+            print(f"{done.matched} events match; run again without --dry-run to replay them")
+        else:
+            print(file=sys.stderr)
+            print(
+                f"replayed {done.replayed} events: {done.requeued} sends go out again,"
+                f" {done.created} made, {done.in_flight} left to an attempt under way"
+            )
         return 0
 
     return _run(args, work)
@@ -266,7 +307,7 @@ def _purge(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
-def _filters(sub: argparse.ArgumentParser) -> None:
+def _filters(sub: argparse.ArgumentParser, *, listing: bool = True) -> None:
     sub.add_argument("--since", help="received at or after (ISO 8601; no zone: UTC)")
     sub.add_argument("--until", help="received before (ISO 8601; no zone: UTC)")
     sub.add_argument(
@@ -278,14 +319,16 @@ def _filters(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--route", help="the route it came in on")
     sub.add_argument("--vendor", help="the vendor (smartdocumentor)")
     sub.add_argument("--kind", help="the kind of event (text_document, transcript, ...)")
-    sub.add_argument("--sink", help="events routed to this sink")
+    if listing:
+        sub.add_argument("--sink", help="events routed to this sink")
     sub.add_argument("--task", help="the vendor's task id")
     sub.add_argument("--batch", help="the vendor's batch id")
     sub.add_argument("--workspace", help="the vendor's workspace id")
     sub.add_argument("--external-id", help="the vendor's external id")
     sub.add_argument("--text", help="text anywhere in the display name, in any case")
-    sub.add_argument("--limit", type=int, default=50, help="events per page (1 to 1000)")
-    sub.add_argument("--json", action="store_true", help="JSON, for scripts")
+    if listing:
+        sub.add_argument("--limit", type=int, default=50, help="events per page (1 to 1000)")
+        sub.add_argument("--json", action="store_true", help="JSON, for scripts")
 
 
 def register(command: Command, open_journal: OpenJournal) -> None:
@@ -309,9 +352,18 @@ def register(command: Command, open_journal: OpenJournal) -> None:
     show.add_argument("id", help="a delivery id (from `accepted as <id>`) or an event id")
     show.add_argument("--json", action="store_true", help="JSON, for scripts")
     replay = sub("replay", "send an event (or a delivery's events) again, in any state", _replay)
-    replay.add_argument("id", help="a delivery id or an event id")
-    replay.add_argument("--sink", help="only to this sink (default: every sink it went to)")
+    replay.add_argument("id", nargs="?", help="a delivery id or an event id")
+    replay.add_argument(
+        "--sink",
+        help="only to this sink (default: every sink it went to); with --all, also only the"
+        " events routed to it, and --state is their send's to it",
+    )
     replay.add_argument("--json", action="store_true", help="JSON, for scripts")
+    replay.add_argument("--all", action="store_true", help="every event the filters match")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="with --all: count them, replay nothing"
+    )
+    _filters(replay, listing=False)
     now = sub("retry-now", "try a waiting send now (its id: see `events show`)", _retry_now)
     now.add_argument("send_id", type=int, help="the send's id")
     now.add_argument("--json", action="store_true", help="JSON, for scripts")

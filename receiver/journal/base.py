@@ -445,6 +445,18 @@ class JournalAdmin(Protocol):
         ``ref`` names nothing.  Recorded as ``actor``'s action."""
         ...
 
+    async def replay_events(
+        self,
+        event_ids: Sequence[str],
+        *,
+        sink: str | None = None,
+        actor: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> tuple[int, int, int]:
+        """``replay`` for many events in one transaction (a bulk replay's chunk); returns
+        (sends made pending, sends made, sends left to an attempt under way)."""
+        ...
+
     async def retry_now(self, send_id: int, *, actor: str) -> RetryNowResult | None:
         """Make a waiting send due now (None: no such send; ``due_now`` False: not waiting)."""
         ...

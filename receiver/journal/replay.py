@@ -6,7 +6,7 @@ Each action and its record are one transaction: an action is never done unrecord
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -59,6 +59,45 @@ def _archive_attempts(tx: Tx, send_ids: list[int]) -> None:
     )
 
 
+def _send_again(
+    tx: Tx, events: list[tuple[str, str, int]], sink: str | None
+) -> tuple[int, int, int]:
+    """Make the sends of ``events`` (id, delivery id, position) pending with fresh attempts,
+    only those to ``sink`` when given, making a send to it where an event has none.  A send
+    under an attempt right now is left to it: its outcome would overwrite the replay.
+    Returns (made pending, made, left to their attempt)."""
+    now = tx.now
+    ids = [e[0] for e in events]
+    only = "" if sink is None else " AND sink = ?"
+    rows = tx.execute(
+        f"SELECT id, event_id, lease_until FROM sends WHERE event_id IN ({tx.marks(len(ids))})"
+        + only,
+        [*ids] + ([] if sink is None else [sink]),
+    ).fetchall()
+    busy = [r for r in rows if r[2] is not None and r[2] >= now]
+    again = [r[0] for r in rows if r[2] is None or r[2] < now]
+    _archive_attempts(tx, again)
+    if again:
+        tx.execute(
+            "UPDATE sends SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+            " last_error = NULL, code = NULL, delivered_at = NULL, lease_owner = NULL,"
+            f" lease_until = NULL, updated_at = ? WHERE id IN ({tx.marks(len(again))})",
+            [now, now, *again],
+        )
+    created = 0
+    if sink is not None:
+        have = {r[1] for r in rows}
+        for event_id, delivery_id, position in events:
+            if event_id not in have:
+                created += tx.execute(
+                    "INSERT INTO sends (delivery_id, event_index, event_id, sink,"
+                    " next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (delivery_id, position, event_id, sink, now, now),
+                ).rowcount
+    return len(again), created, len(busy)
+
+
 class Replay:
     """Mixed into ``SqlJournal``."""
 
@@ -109,42 +148,53 @@ class Replay:
                     (now, now, delivery_id),
                 ).rowcount
                 return ReplayResult(delivery_id, [], 0, 0, 0, bool(rerouted))
+            again, created, busy = _send_again(tx, [(e, delivery_id, p) for e, p in events], sink)
             ids = [r[0] for r in events]
-            only = "" if sink is None else " AND sink = ?"
-            args: list[Any] = [*ids] + ([] if sink is None else [sink])
-            rows = tx.execute(
-                "SELECT id, event_id, lease_until FROM sends"
-                f" WHERE event_id IN ({tx.marks(len(ids))}){only}",
-                args,
-            ).fetchall()
-            # A send under an attempt right now is left to it: its outcome would overwrite
-            # the replay, and a delivered one is recorded anyway.
-            busy = [r for r in rows if r[2] is not None and r[2] >= now]
-            again = [r[0] for r in rows if r[2] is None or r[2] < now]
-            _archive_attempts(tx, again)
-            if again:
-                tx.execute(
-                    "UPDATE sends SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                    " last_error = NULL, code = NULL, delivered_at = NULL, lease_owner = NULL,"
-                    f" lease_until = NULL, updated_at = ? WHERE id IN ({tx.marks(len(again))})",
-                    [now, now, *again],
-                )
-            created = 0
-            if sink is not None:
-                have = {r[1] for r in rows}
-                for event_id, position in events:
-                    if event_id in have:
-                        continue
-                    created += tx.execute(
-                        "INSERT INTO sends (delivery_id, event_index, event_id, sink,"
-                        " next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT DO NOTHING",
-                        (delivery_id, position, event_id, sink, now, now),
-                    ).rowcount
-            return ReplayResult(delivery_id, ids, len(again), created, len(busy), False)
+            return ReplayResult(delivery_id, ids, again, created, busy, False)
 
         result: ReplayResult | None = await self._write(work)
         return result
+
+    async def replay_events(
+        self,
+        event_ids: Sequence[str],
+        *,
+        sink: str | None = None,
+        actor: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> tuple[int, int, int]:
+        """``replay`` for many events at once (a bulk replay's chunk), in one transaction, one
+        action recorded per event.  Returns (made pending, made, left to their attempt)."""
+        wanted = list(event_ids)
+        if not wanted:
+            return 0, 0, 0
+
+        def work(tx: Tx) -> tuple[int, int, int]:
+            events = [
+                (r[0], r[1], r[2])
+                for r in tx.execute(
+                    "SELECT id, delivery_id, position FROM events"
+                    f" WHERE id IN ({tx.marks(len(wanted))})",
+                    wanted,
+                )
+            ]
+            if not events:
+                return 0, 0, 0
+            what = {**(detail or {}), **({"sink": sink} if sink else {})}
+            for event_id, delivery_id, _ in events:
+                record_action(
+                    tx,
+                    actor,
+                    "replay",
+                    delivery_id=delivery_id,
+                    event_id=event_id,
+                    sink=sink,
+                    detail=what,
+                )
+            return _send_again(tx, events, sink)
+
+        counts: tuple[int, int, int] = await self._write(work)
+        return counts
 
     async def retry_now(self, send_id: int, *, actor: str) -> RetryNowResult | None:
         def work(tx: Tx) -> RetryNowResult | None:

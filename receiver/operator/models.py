@@ -18,6 +18,7 @@ __all__ = [
     "ActionOut",
     "AttemptOut",
     "BatchOut",
+    "BulkReplayOut",
     "DeliveryOut",
     "ErrorOut",
     "EventItem",
@@ -211,3 +212,19 @@ class BatchOut(_Out):
     pending: int
     delivered: int
     dead: int
+
+
+class BulkReplayOut(_Out):
+    """A bulk replay by filter: its count first (``dryRun``), then its progress."""
+
+    job_id: str | None
+    """None for a dry run (nothing is done) and for a replay run by the CLI itself."""
+    state: Literal["dry-run", "running", "done", "cancelled", "failed"]
+    matched: int
+    """Events the filter matched when the replay began."""
+    replayed: int
+    """Events replayed so far."""
+    requeued: int
+    created: int
+    in_flight: int
+    error: str | None = None

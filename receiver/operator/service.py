@@ -10,7 +10,7 @@ says why, and what to do instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -32,6 +32,7 @@ from receiver.operator.models import (
     ActionOut,
     AttemptOut,
     BatchOut,
+    BulkReplayOut,
     DeliveryOut,
     EventItem,
     EventOut,
@@ -49,6 +50,8 @@ from receiver.operator.models import (
 __all__ = ["EventQuery", "Operator", "query_from"]
 
 MAX_PAGE_SIZE = 1000
+BULK_CHUNK = 500
+"""Events a bulk replay replays per transaction."""
 
 
 class EventQuery(BaseModel):
@@ -231,6 +234,10 @@ class Operator:
         self.journal = journal
         self.sink_types = dict(sinks)
 
+    def check_sink(self, sink: str) -> None:
+        """``BadRequest`` unless ``sink`` is configured."""
+        self._configured(sink)
+
     def _configured(self, sink: str, missing: type[OperatorError] = BadRequest) -> str:
         if sink not in self.sink_types:
             known = ", ".join(sorted(self.sink_types)) or "none"
@@ -352,6 +359,62 @@ class Operator:
             rerouted=result.rerouted,
             message=message,
         )
+
+    async def bulk_replay(
+        self,
+        query: EventQuery,
+        *,
+        sink: str | None,
+        actor: str,
+        dry_run: bool = False,
+        job_id: str | None = None,
+        progress: Callable[[BulkReplayOut], None] | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
+    ) -> BulkReplayOut:
+        """Replay every event ``query`` matches (to ``sink`` only when given), a chunk of
+        ``BULK_CHUNK`` at a time, newest first; ``dry_run`` only counts them.
+
+        ``pause`` is awaited between chunks: the server's yields to ingest while webhooks
+        are coming.  Each event is recorded as replayed by ``actor`` under this filter.
+        """
+        if sink is not None:
+            self._configured(sink)
+        where = query.event_filter()
+        matched = await self.journal.count_events(where)
+        state = BulkReplayOut(
+            job_id=job_id,
+            state="dry-run" if dry_run else "running",
+            matched=matched,
+            replayed=0,
+            requeued=0,
+            created=0,
+            in_flight=0,
+        )
+        if dry_run:
+            return state
+        detail = {"bulk": job_id or "cli", **query.model_dump(exclude_defaults=True, mode="json")}
+        cursor = None
+        while True:
+            page = await self.journal.events(where, BULK_CHUNK, cursor=cursor)
+            ids = [row.event_id for row in page.items]
+            again, created, busy = await self.journal.replay_events(
+                ids, sink=sink, actor=actor, detail=detail
+            )
+            state = state.model_copy(
+                update={
+                    "replayed": state.replayed + len(ids),
+                    "requeued": state.requeued + again,
+                    "created": state.created + created,
+                    "in_flight": state.in_flight + busy,
+                }
+            )
+            if progress is not None:
+                progress(state)
+            cursor = page.next_cursor
+            if cursor is None:
+                return state.model_copy(update={"state": "done"})
+            if pause is not None:
+                await pause()
 
     async def retry_now(self, send_id: int, *, actor: str) -> RetryNowOut:
         result = await self.journal.retry_now(send_id, actor=actor)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,43 @@ def test_events_tail_follows_new_events_live(tmp_path: Path) -> None:
         assert lines[0].startswith("RECEIVED (UTC)")
         [new] = [line for line in lines if f"{second}-0" in line]
         assert "second.pdf" in new
+
+
+def test_bulk_replay_by_filter_as_a_job(tmp_path: Path) -> None:
+    task = str(uuid.uuid4())
+    with run_hookdock(tmp_path, _config(tmp_path), env=ENV) as server:
+        base = server.url
+        ids = [_webhook(server, task, name=f"doc {n}.pdf") for n in range(3)]
+        _webhook(server, str(uuid.uuid4()))
+        for delivery_id in ids:
+            wait_until(partial(_attempts_are, base, f"{delivery_id}-0", ["delivered"]))
+        dry = _api(base, "POST", "/replays", json={"filter": {"taskId": task}, "dryRun": True})
+        assert dry.status_code == 200, dry.text
+        assert (dry.json()["state"], dry.json()["matched"]) == ("dry-run", 3)
+        started = _api(base, "POST", "/replays", json={"filter": {"taskId": task}})
+        job = started.json()["jobId"]
+
+        def finished() -> dict[str, Any] | None:
+            state: dict[str, Any] = _api(base, "GET", f"/replays/{job}").json()
+            return state if state["state"] == "done" else None
+
+        done = wait_until(finished)
+        assert done is not None
+        assert (done["matched"], done["replayed"], done["requeued"]) == (3, 3, 3)
+        for delivery_id in ids:
+            twice = ["delivered", "delivered"]
+            wait_until(partial(_attempts_are, base, f"{delivery_id}-0", twice))
+        [action] = _api(base, "GET", f"/events/{ids[0]}").json()["actions"]
+        assert (action["action"], action["detail"]["bulk"], action["detail"]["task_id"]) == (
+            "replay",
+            job,
+            task,
+        )
+        assert _api(base, "DELETE", f"/replays/{job}").json()["state"] == "done"
+        assert _api(base, "GET", "/replays/replay_nope").status_code == 404
+        bad = _api(base, "POST", "/replays", json={"filter": {"taskid": "x"}})
+        assert (bad.status_code, bad.json()["error"]) == (400, "taskid: unknown parameter")
+
+
+def _attempts_are(base: str, event_id: str, outcomes: list[str]) -> bool:
+    return _delivered_attempts(base, event_id) == outcomes

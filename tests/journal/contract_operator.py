@@ -409,3 +409,18 @@ class OperatorContract:
             SendState.DEAD: 1,
         }
         assert sum((await journal.batch("none-such")).values()) == 0
+
+    async def test_replay_events_replays_a_chunk_in_one_go(self, journal: SqlJournal) -> None:
+        one, [a1] = await _routed(journal, ["a"], lease=["a"])
+        two, [a2] = await _routed(journal, ["a"], lease=["a"])
+        await journal.finish_send(a1, "w", Outcome.delivered())
+        await journal.finish_send(a2, "w", Outcome.dead("refused"))
+        ids = [one.event_id(0), two.event_id(0), "no-such-event"]
+        assert await journal.replay_events(ids, actor="ops", detail={"bulk": "j1"}) == (2, 0, 0)
+        assert await journal.replay_events(ids[:1], sink="b", actor="ops") == (0, 1, 0)
+        states = [s.state for d in (one, two) for s in await journal.sends(d.delivery_id)]
+        assert states == [SendState.PENDING, SendState.PENDING, SendState.PENDING]
+        detail = await journal.detail(two.delivery_id)
+        assert detail is not None
+        assert [(x.action, dict(x.detail)) for x in detail.actions] == [("replay", {"bulk": "j1"})]
+        assert await journal.replay_events([], actor="ops") == (0, 0, 0)

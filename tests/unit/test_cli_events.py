@@ -256,3 +256,21 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert re.fullmatch(r"hookdock \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_replay_all_by_filter_dry_run_first(
+    config: Path, delivery_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["events", "replay", "--all", "--sink", "hook", "--state", "dead"]
+    code, out, _ = _run(capsys, *base, "--dry-run", "--config", str(config))
+    assert (code, out) == (0, "1 events match; run again without --dry-run to replay them\n")
+    code, out, err = _run(capsys, *base, "--config", str(config))
+    assert code == 0
+    assert (
+        out == "replayed 1 events: 1 sends go out again, 0 made, 0 left to an attempt under way\n"
+    )
+    assert "1 of 1 events" in err
+    code, out, _ = _run(capsys, *base, "--dry-run", "--config", str(config))
+    assert out.startswith("0 events match")
+    code, _, err = _run(capsys, "events", "replay", "--config", str(config))
+    assert (code, err) == (2, "hookdock events replay: name an id, or pass --all with filters\n")

@@ -210,3 +210,34 @@ async def test_a_batch_by_state(journal: MemoryJournal, ops: Operator) -> None:
     assert row.batch_id is None
     with pytest.raises(NotFound, match="no events of batch 'b1'"):
         await ops.batch("b1")
+
+
+async def test_a_bulk_replay_counts_first_then_replays_with_progress(
+    journal: MemoryJournal, ops: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import receiver.operator.service as service
+
+    monkeypatch.setattr(service, "BULK_CHUNK", 2)
+    for _ in range(5):
+        _, [send] = await _delivered(journal, task="bulk")
+        await journal.finish_send(send, "w", Outcome.delivered())
+    await _delivered(journal, task="other")
+    query = EventQuery(task_id="bulk")
+    dry = await ops.bulk_replay(query, sink=None, actor="ann", dry_run=True)
+    assert (dry.state, dry.matched, dry.replayed) == ("dry-run", 5, 0)
+    assert (await ops.events(EventQuery(state=["pending"]))).total_count == 1
+
+    seen: list[int] = []
+    pauses: list[None] = []
+
+    async def pause() -> None:
+        pauses.append(None)
+
+    done = await ops.bulk_replay(
+        query, sink=None, actor="ann", progress=lambda s: seen.append(s.replayed), pause=pause
+    )
+    assert (done.state, done.matched, done.replayed, done.requeued) == ("done", 5, 5, 5)
+    assert seen == [2, 4, 5] and len(pauses) == 2
+    assert (await ops.events(EventQuery(state=["pending"]))).total_count == 6
+    with pytest.raises(BadRequest, match="no sink named 'nope'"):
+        await ops.bulk_replay(query, sink="nope", actor="ann")
