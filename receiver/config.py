@@ -24,11 +24,11 @@ from pydantic import (
 )
 
 from handlers.netguard import AllowedNetwork, HostPattern
-from receiver.alerts import AlertsConfig
 from receiver.auth import AuthConfig
 from receiver.errors import ConfigError
 from receiver.journal.config import JournalConfig, SqliteConfig
 from receiver.logs import LogConfig
+from receiver.ops_webhooks import OpsWebhooksConfig
 from receiver.routing import RuleConfig
 
 __all__ = [
@@ -260,7 +260,7 @@ class Config(_Model):
     retention: RetentionConfig = RetentionConfig()
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
-    alerts: AlertsConfig = AlertsConfig()
+    alerts: OpsWebhooksConfig = OpsWebhooksConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
 

@@ -52,8 +52,8 @@ from receiver.retry import RetryPolicy
 from receiver.routing import Router
 
 if TYPE_CHECKING:
-    from receiver.alerts import Alerts
     from receiver.metrics import Metrics
+    from receiver.ops_webhooks import OpsWebhooks
 
 __all__ = ["Dispatcher", "RouteTarget", "SinkTarget", "owner_is_gone"]
 
@@ -110,7 +110,7 @@ class Dispatcher:
         owner: str | None = None,
         stale_seconds: float | None = None,
         metrics: Metrics | None = None,
-        alerts: Alerts | None = None,
+        alerts: OpsWebhooks | None = None,
     ) -> None:
         self.journal = journal
         self.metrics = metrics

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from handlers.sink import FileSink, Sink
 from handlers.source import Source
-from receiver.alerts import Alerts
 from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
 from receiver.journal import SqliteConfig, SqlJournal, make_journal
 from receiver.metrics import Metrics
 from receiver.named_jobs import NamedJob, NamedJobs
+from receiver.ops_webhooks import OpsWebhooks
 from receiver.plugins import Plugins, close_sinks, load_plugins
 from receiver.processes import Heartbeat, new_owner
 from receiver.retry import RetryPolicy
@@ -64,7 +64,7 @@ class Runtime:
     heartbeat: Heartbeat | None = None
     jobs: NamedJobs | None = None
     metrics: Metrics = field(default_factory=Metrics)
-    alerts: Alerts | None = None
+    alerts: OpsWebhooks | None = None
     _started: bool = field(default=False, repr=False)
     _fetchers: dict[str, Fetcher] = field(default_factory=dict, repr=False)
     _watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -153,7 +153,7 @@ class Runtime:
     async def start(self) -> None:
         self.journal.observe_commits(self.metrics.committed)
         if self.config.alerts.urls:
-            self.alerts = Alerts(self.config.alerts, self.metrics)
+            self.alerts = OpsWebhooks(self.config.alerts, self.metrics)
         await asyncio.to_thread(self.journal.open)
         self._watchdog = asyncio.create_task(
             self.journal.watchdog(JOURNAL_STALL_SECONDS), name="hookdock-journal-watchdog"

@@ -1,6 +1,6 @@
-"""Operational webhooks (``[alerts]``): hookdock tells someone when a send is dead-lettered, a
-sink stops, or a sink keeps failing longer than ``failing_seconds``, as Svix's operational
-webhooks do.
+"""Operational webhooks (``[alerts]``): hookdock tells someone when a send is dead-lettered,
+a sink stops, or a sink keeps failing longer than ``failing_seconds``, as Svix's operational
+webhooks do.  (Not the alerts vendors send about themselves, which are events.)
 
 Each alert is a JSON POST to every configured URL, signed with Standard Webhooks headers
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) under ``[alerts] secret``::
@@ -34,7 +34,7 @@ from handlers.signing import decode_whsec, sign_standard_webhook
 from receiver.ids import new_id
 from receiver.metrics import Metrics
 
-__all__ = ["Alerts", "AlertsConfig"]
+__all__ = ["OpsWebhooks", "OpsWebhooksConfig"]
 
 log = logging.getLogger("hookdock.alerts")
 
@@ -58,7 +58,7 @@ def _signing_secret(value: SecretStr) -> SecretStr:
     return value
 
 
-class AlertsConfig(BaseModel):
+class OpsWebhooksConfig(BaseModel):
     """``[alerts]``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -73,18 +73,18 @@ class AlertsConfig(BaseModel):
     max_pending: Annotated[int, Field(ge=1, le=10_000)] = 100
 
     @model_validator(mode="after")
-    def _signed(self) -> AlertsConfig:
+    def _signed(self) -> OpsWebhooksConfig:
         if self.urls and self.secret is None:
             raise ValueError("secret: required with urls (make one: hookdock secret)")
         return self
 
 
-class Alerts:
+class OpsWebhooks:
     """Sends alerts in the background; ``aclose`` waits a moment for those under way."""
 
     def __init__(
         self,
-        config: AlertsConfig,
+        config: OpsWebhooksConfig,
         metrics: Metrics | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,

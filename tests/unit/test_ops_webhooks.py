@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from receiver.alerts import Alerts, AlertsConfig
+from receiver.ops_webhooks import OpsWebhooks, OpsWebhooksConfig
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-class _Recorded(Alerts):
-    def __init__(self, config: AlertsConfig, now: list[float]) -> None:
+class _Recorded(OpsWebhooks):
+    def __init__(self, config: OpsWebhooksConfig, now: list[float]) -> None:
         super().__init__(config, clock=lambda: now[0])
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
@@ -24,13 +24,15 @@ class _Recorded(Alerts):
         self.sent.append((kind, dict(data)))
 
 
-def _outcome(alerts: Alerts, kind: str, sink: str = "erp", error: str | None = "503") -> None:
+def _outcome(alerts: OpsWebhooks, kind: str, sink: str = "erp", error: str | None = "503") -> None:
     alerts.outcome(sink=sink, kind=kind, delivery_id="d", event_id="d-0", code=None, error=error)
 
 
 def test_a_sink_failing_for_long_is_said_once_until_it_delivers() -> None:
     now = [0.0]
-    alerts = _Recorded(AlertsConfig(urls=("http://x/ops",), secret=SECRET, failing_seconds=60), now)
+    alerts = _Recorded(
+        OpsWebhooksConfig(urls=("http://x/ops",), secret=SECRET, failing_seconds=60), now
+    )
     _outcome(alerts, "retry")
     now[0] = 59.0
     _outcome(alerts, "retry")
@@ -51,7 +53,7 @@ def test_a_sink_failing_for_long_is_said_once_until_it_delivers() -> None:
 
 
 def test_dead_and_gone_are_said_each_time() -> None:
-    alerts = _Recorded(AlertsConfig(urls=("http://x/ops",), secret=SECRET), [0.0])
+    alerts = _Recorded(OpsWebhooksConfig(urls=("http://x/ops",), secret=SECRET), [0.0])
     _outcome(alerts, "dead")
     _outcome(alerts, "gone", error="410 Gone")
     assert [kind for kind, _ in alerts.sent] == ["send.dead", "sink.stopped"]
@@ -59,8 +61,8 @@ def test_dead_and_gone_are_said_each_time() -> None:
 
 def test_alert_urls_need_a_strong_secret() -> None:
     with pytest.raises(ValidationError, match="secret: required with urls"):
-        AlertsConfig(urls=("http://x/ops",))
+        OpsWebhooksConfig(urls=("http://x/ops",))
     with pytest.raises(ValidationError, match="too weak"):
-        AlertsConfig(urls=("http://x/ops",), secret="hunter2")
+        OpsWebhooksConfig(urls=("http://x/ops",), secret="hunter2")
     with pytest.raises(ValidationError, match="http:// or https://"):
-        AlertsConfig(urls=("ftp://x/ops",), secret=SECRET)
+        OpsWebhooksConfig(urls=("ftp://x/ops",), secret=SECRET)
