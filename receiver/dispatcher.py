@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -46,6 +47,7 @@ from handlers.source import Source
 from receiver.config import DispatcherConfig
 from receiver.fetch import Fetcher
 from receiver.journal.base import Claim, Journal, Outcome, SendClaim
+from receiver.journal.errors import JournalError
 from receiver.processes import new_owner, owner_is_gone
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -327,7 +329,7 @@ class Dispatcher:
         except Exception:
             # The lease runs out and routing is tried again: at-least-once, never lost.
             self._load.subtract(reserved)
-            log.exception("cannot record the routing of delivery %s", delivery.delivery_id)
+            _journal_failed("cannot record the routing of delivery %s", delivery.delivery_id)
             return
         self._load.subtract(reserved)
         if self._stopping and sends:
@@ -347,7 +349,7 @@ class Dispatcher:
         try:
             await self.journal.finish(claim, self.owner, outcome)
         except Exception:
-            log.exception("cannot record the outcome of delivery %s", delivery.delivery_id)
+            _journal_failed("cannot record the outcome of delivery %s", delivery.delivery_id)
             return
         log.error(
             "delivery %s (route %s) dead-lettered: %s",
@@ -364,7 +366,7 @@ class Dispatcher:
             await self.journal.finish_send(claim, self.owner, outcome)
         except Exception:
             # The lease runs out and another attempt follows: at-least-once, never lost.
-            log.exception(
+            _journal_failed(
                 "cannot record the outcome of event %s to sink %s", claim.event_id, claim.sink
             )
             return
@@ -513,6 +515,16 @@ class Dispatcher:
             f"the file's link expires at {when}, with no time left for another try: {reason}",
             code="link_expired",
         )
+
+
+def _journal_failed(message: str, *args: object) -> None:
+    """Log a journal write the dispatcher could not make: one line while the journal is away
+    (a database restart makes hundreds), a traceback for anything else."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, JournalError):
+        log.warning(message + " (its lease runs out and it is tried again): %s", *args, exc)
+    else:
+        log.exception(message, *args)
 
 
 class _Unroutable(Exception):

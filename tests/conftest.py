@@ -549,3 +549,67 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG_DSN_ENV = "HOOKDOCK_TEST_PG_DSN"
+PG_DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_connect(dsn: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The test database (``$HOOKDOCK_TEST_PG_DSN``, else a local one with trust auth).
+
+    Never skipped: the PostgreSQL journal is part of what ships, so a test run without the
+    database fails here, saying which one it tried and how to point at another.
+    """
+    import psycopg
+
+    from receiver.journal.postgres import describe_dsn
+
+    dsn = os.environ.get(PG_DSN_ENV, PG_DEFAULT_DSN)
+    try:
+        _pg_connect(dsn).close()
+    except psycopg.Error as exc:
+        pytest.fail(
+            f"PostgreSQL is needed for these tests and {describe_dsn(dsn)} cannot be reached"
+            f" ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}):"
+            f" start it, or set {PG_DSN_ENV} to a database the tests may create schemas in",
+            pytrace=False,
+        )
+    return dsn
+
+
+def drop_pg_schema(dsn: str, schema: str) -> None:
+    """``DROP SCHEMA ... CASCADE``; a journal still connected to it makes this fail, not hang."""
+    with _pg_connect(dsn) as conn:
+        conn.execute("SET lock_timeout = '10s'")
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    """A fresh schema name of this test's own (a PG journal configured with it creates it);
+    dropped with everything in it afterwards.  Close every journal on it before the test ends.
+    """
+    schema = f"hookdock_test_{secrets.token_hex(6)}"
+    try:
+        yield schema
+    finally:
+        drop_pg_schema(pg_dsn, schema)
+
+
+def pg_journal_table(dsn: str, schema: str, **options: Any) -> dict[str, Any]:
+    """The ``[journal]`` table of a PostgreSQL journal in ``schema``, for ``to_toml``.
+
+    With ``make_config``, drop its SQLite ``path`` in the same merge:
+    ``make_config(tmp_path, journal={"path": None, **pg_journal_table(pg_dsn, pg_schema)})``.
+    """
+    return {"type": "postgres", "dsn": dsn, "schema": schema, **options}
