@@ -229,6 +229,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
             }
             # Dead sends by cause (link_expired, file_deleted, ...): what an operator acts on.
             out["failures"] = await journal.dead_codes()
+            # Vendors reporting trouble of their own (receiver.alerts), such as SuperOffice's
+            # webhook.errors: counted by vendor and kind.
+            out["alerts"] = await journal.alert_counts()
             return out
         finally:
             await runtime.stop()

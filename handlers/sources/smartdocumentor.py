@@ -7,6 +7,15 @@ to the reviewer, so rejections are short plain sentences.  They never echo the b
 
 The same ``taskId`` can be exported again after a re-review, so the dedupe key combines the
 task with a hash of the exact body: a resent body is a duplicate, a re-export is new.
+
+Each export kind has its own URL, and the four are easy to mix up when pasting them into
+SmartDocumentor's export settings.  Their bodies have distinct shapes (OCR ``chunks``,
+transcript ``paragraphs``, an ``exportedFileUrl`` to a ``.docx`` or to an anonymized PDF or
+image), so a body that is plainly of another kind is refused at the first document, with a
+line the reviewer can act on; a body that shows no kind clearly is taken.
+
+Event attributes: ``task_id``, ``task_number``, ``workspace_id``, ``batch_id``, ``external_id``
+(the same values as the event's fields of those names).
 """
 
 from __future__ import annotations
@@ -17,12 +26,13 @@ from hashlib import sha256
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import orjson
 from pydantic import ValidationError
 
 from handlers.errors import NormalizeError, PayloadRejected
 from handlers.event import Event, FileRef, RawDelivery
 from handlers.redact import sas_expiry
+from handlers.source import SourceBase
+from handlers.sources.jsonbody import parse_object
 
 __all__ = [
     "SOURCES",
@@ -31,12 +41,11 @@ __all__ = [
     "TextDocumentSource",
     "TranscriptFileSource",
     "TranscriptSource",
+    "shape_of",
 ]
 
-_BOM = b"\xef\xbb\xbf"
 
-
-class SmartDocumentorSource:
+class SmartDocumentorSource(SourceBase):
     """What the four export kinds share; a subclass only names its ``kind``.
 
     ``has_exported_file`` marks the "URL to file" kinds, whose body must carry an
@@ -49,14 +58,21 @@ class SmartDocumentorSource:
     has_exported_file: ClassVar[bool] = False
 
     def admit(self, delivery: RawDelivery) -> str:
-        body = _parse(delivery.body)
+        body = parse_object(delivery.body)
+        # Only at the door: a delivery journaled before this check existed still normalizes.
+        seen = shape_of(body)
+        if seen is not None and seen != self.kind:
+            raise PayloadRejected(
+                f"this is {_KIND_NAMES[seen][0]}; this URL takes {_KIND_NAMES[self.kind][1]}",
+                status=422,
+            )
         task_id = self._check(body)
         digest = sha256(delivery.body).hexdigest()
         return f"{delivery.route}:{self.kind}:{task_id}:{digest}"
 
     def normalize(self, delivery: RawDelivery) -> list[Event]:
         try:
-            body = _parse(delivery.body)
+            body = parse_object(delivery.body)
             task_id = self._check(body)
         except PayloadRejected as exc:
             # Reachable when a delivery was journaled before this source grew stricter; the
@@ -71,6 +87,13 @@ class SmartDocumentorSource:
         if body.get("originalFileUrl") is not None:
             files.append(_file_ref("original", body["originalFileUrl"]))
 
+        ids: dict[str, str | int | None] = {
+            "task_id": task_id,
+            "task_number": _task_number(body.get("taskNumber")),
+            "workspace_id": _opt_id(body.get("workspaceId")),
+            "batch_id": _opt_id(body.get("batchId")),
+            "external_id": _opt_id(body.get("externalId")),
+        }
         try:
             event = Event(
                 event_id=delivery.event_id(0),
@@ -86,6 +109,7 @@ class SmartDocumentorSource:
                 external_id=_opt_id(body.get("externalId")),
                 display_name=_opt_str(body.get("displayName")),
                 files=tuple(files),
+                attributes=ids,
                 payload=body,
             )
         except ValidationError as exc:
@@ -145,17 +169,39 @@ SOURCES: dict[str, type[SmartDocumentorSource]] = {
 }
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    # RFC 8259 lets a parser ignore a UTF-8 BOM, and .NET senders sometimes write one; orjson
-    # refuses it, and bouncing a reviewed document over it would help nobody.
-    raw = raw.removeprefix(_BOM)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadRejected("body is not JSON", status=400) from exc
-    if not isinstance(body, dict):
-        raise PayloadRejected("body is not a JSON object", status=422)
-    return body
+_KIND_NAMES = {
+    "text_document": ("a text document export", "text documents"),
+    "transcript": ("a transcript export", "transcripts"),
+    "transcript_file": (
+        "a transcript file export (URL to file)",
+        "transcript files (URL to file)",
+    ),
+    "anonymization_file": (
+        "an anonymization file export (URL to file)",
+        "anonymized files (URL to file)",
+    ),
+}
+"""Per kind: what a body of that kind is, and what its URL takes, for the reviewer."""
+
+_ANONYMIZED_SUFFIXES = (".pdf", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def shape_of(body: Mapping[str, Any]) -> str | None:
+    """The export kind ``body`` plainly is, or None when it shows no kind, or several."""
+    seen: set[str] = set()
+    if isinstance(body.get("chunks"), list):
+        seen.add("text_document")
+    if isinstance(body.get("paragraphs"), list):
+        seen.add("transcript")
+    exported = body.get("exportedFileUrl")
+    if _is_http_url(exported):
+        path = urlsplit(str(exported)).path.lower()
+        if path.endswith(".docx"):
+            seen.add("transcript_file")
+        elif path.endswith(_ANONYMIZED_SUFFIXES) or "totalPages" in body:
+            # A transcript file is a .docx and has no pages; an anonymized document has both.
+            seen.add("anonymization_file")
+    return seen.pop() if len(seen) == 1 else None
 
 
 def _task_id(value: object) -> str:

@@ -72,7 +72,8 @@ def full_status(config: Path) -> dict[str, Any]:
 
 def status(config: Path) -> dict[str, int]:
     """Deliveries by overall state (pending, done, dead)."""
-    return {k: v for k, v in full_status(config).items() if k not in ("sinks", "failures")}
+    skip = ("sinks", "failures", "alerts")
+    return {k: v for k, v in full_status(config).items() if k not in skip}
 
 
 def dead_lines(config: Path) -> list[str]:
