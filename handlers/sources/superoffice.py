@@ -148,7 +148,7 @@ def _parse(delivery: RawDelivery) -> _Parsed:
     body = parse_object(delivery.body)
     headers = delivery.headers
     is_test = headers.get(_TEST_HEADER, "").strip().lower() == "true"
-    raw_name = body.get("Event", headers.get(_EVENT_HEADER))
+    raw_name = _field_or_header(body, "Event", headers, _EVENT_HEADER)
     name = _text(raw_name)
     if name is None:
         if not is_test:
@@ -157,13 +157,23 @@ def _parse(delivery: RawDelivery) -> _Parsed:
             )
         name = TEST_EVENT
     is_test = is_test or name.lower() == TEST_EVENT
-    raw_id = body.get("EventId", headers.get(_EVENT_ID_HEADER))
+    raw_id = _field_or_header(body, "EventId", headers, _EVENT_ID_HEADER)
     event_id = _text(raw_id)
     if event_id is None and not is_test:
         raise PayloadRejected(
             "EventId missing" if raw_id is None else "EventId is not a string", status=422
         )
     return _Parsed(body, name, event_id, is_test)
+
+
+def _field_or_header(
+    body: Mapping[str, Any], field: str, headers: Mapping[str, str], header: str
+) -> object:
+    """The body's field; else the header SuperOffice sends with the same value; else None."""
+    value = body.get(field)
+    if value is None:
+        value = headers.get(header, "").strip() or None
+    return value
 
 
 def _text(value: object) -> str | None:

@@ -32,8 +32,14 @@ __all__ = ["Admin"]
 _PENDING_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'pending')"
 _DEAD_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'dead')"
 
-_ALERT = b'%"alert":"%'
+_ALERT = '%"alert":"%'
 """An event with an alert, as ``Event.to_json`` writes it (compact, ``"alert":null`` without)."""
+_ALERT_FILTER = {
+    # SQLite's LIKE never matches a BLOB operand: compare the body's text.  PostgreSQL has
+    # LIKE on bytea itself, where a cast to text would give the hex form.
+    "sqlite": ("CAST(body AS TEXT) LIKE ?", _ALERT),
+    "postgres": ("body LIKE ?", _ALERT.encode()),
+}
 
 _DELIVERY_COLUMNS = (
     "d.id, d.route, d.source, d.state, d.attempts, d.received_at, d.next_attempt_at,"
@@ -261,7 +267,8 @@ class Admin:
             out: dict[str, int] = {}
             # Events are JSON without a column for alerts; LIKE (on bytes in both engines)
             # keeps the scan to a byte search, and the match is confirmed on the parsed event.
-            for (body,) in tx.execute("SELECT body FROM events WHERE body LIKE ?", (_ALERT,)):
+            where, pattern = _ALERT_FILTER[tx.dialect.name]
+            for (body,) in tx.execute(f"SELECT body FROM events WHERE {where}", (pattern,)):
                 event = orjson.loads(bytes(body))
                 if isinstance(event, dict) and event.get("alert"):
                     key = f"{event.get('vendor')} {event.get('kind')}"
