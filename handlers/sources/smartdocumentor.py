@@ -10,9 +10,10 @@ task with a hash of the exact body: a resent body is a duplicate, a re-export is
 
 Each export kind has its own URL, and the four are easy to mix up when pasting them into
 SmartDocumentor's export settings.  Their bodies have distinct shapes (OCR ``chunks``,
-transcript ``paragraphs``, an ``exportedFileUrl`` to a ``.docx`` or to an anonymized PDF or
-image), so a body that is plainly of another kind is refused at the first document, with a
-line the reviewer can act on; a body that shows no kind clearly is taken.
+transcript ``paragraphs``, an ``exportedFileUrl``: to a ``.docx`` for transcripts, with
+``totalPages`` for anonymized documents), so a body that is plainly of another kind is
+refused at the first document, with a line the reviewer can act on; a body that shows no
+kind clearly is taken (``shape_of``).
 
 Event attributes: ``task_id``, ``task_number``, ``workspace_id``, ``batch_id``, ``external_id``
 (the same values as the event's fields of those names).
@@ -35,6 +36,7 @@ from handlers.source import SourceBase
 from handlers.sources.jsonbody import parse_object
 
 __all__ = [
+    "FILE_EXPORT",
     "SOURCES",
     "AnonymizationFileSource",
     "SmartDocumentorSource",
@@ -59,14 +61,15 @@ class SmartDocumentorSource(SourceBase):
 
     def admit(self, delivery: RawDelivery) -> str:
         body = parse_object(delivery.body)
+        task_id = _check_common(body)
         # Only at the door: a delivery journaled before this check existed still normalizes.
         seen = shape_of(body)
-        if seen is not None and seen != self.kind:
+        if not (seen in (None, self.kind) or (seen == FILE_EXPORT and self.has_exported_file)):
             raise PayloadRejected(
                 f"this is {_KIND_NAMES[seen][0]}; this URL takes {_KIND_NAMES[self.kind][1]}",
                 status=422,
             )
-        task_id = self._check(body)
+        self._check_exported(body)
         digest = sha256(delivery.body).hexdigest()
         return f"{delivery.route}:{self.kind}:{task_id}:{digest}"
 
@@ -124,17 +127,17 @@ class SmartDocumentorSource(SourceBase):
 
     def _check(self, body: Mapping[str, Any]) -> str:
         """Validate the fields routing and dedupe depend on; return the task id as text."""
-        task_id = _task_id(body.get("taskId"))
+        task_id = _check_common(body)
+        self._check_exported(body)
+        return task_id
+
+    def _check_exported(self, body: Mapping[str, Any]) -> None:
         if self.has_exported_file:
             exported = body.get("exportedFileUrl")
             if exported is None:
                 raise PayloadRejected("exportedFileUrl missing", status=422)
             if not _is_http_url(exported):
                 raise PayloadRejected("exportedFileUrl is not an http(s) URL", status=422)
-        original = body.get("originalFileUrl")
-        if original is not None and not _is_http_url(original):
-            raise PayloadRejected("originalFileUrl is not an http(s) URL", status=422)
-        return task_id
 
 
 class TextDocumentSource(SmartDocumentorSource):
@@ -169,6 +172,9 @@ SOURCES: dict[str, type[SmartDocumentorSource]] = {
 }
 
 
+FILE_EXPORT = "file"
+"""What ``shape_of`` says of a "URL to file" export that does not tell which of the two."""
+
 _KIND_NAMES = {
     "text_document": ("a text document export", "text documents"),
     "transcript": ("a transcript export", "transcripts"),
@@ -180,14 +186,20 @@ _KIND_NAMES = {
         "an anonymization file export (URL to file)",
         "anonymized files (URL to file)",
     ),
+    FILE_EXPORT: ("a URL to file export", "URL to file exports"),
 }
 """Per kind: what a body of that kind is, and what its URL takes, for the reviewer."""
 
-_ANONYMIZED_SUFFIXES = (".pdf", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
-
 
 def shape_of(body: Mapping[str, Any]) -> str | None:
-    """The export kind ``body`` plainly is, or None when it shows no kind, or several."""
+    """The export kind ``body`` plainly is; ``FILE_EXPORT`` for a "URL to file" export that
+    does not tell which; None when it shows no kind, or several.
+
+    A refused document goes back to a reviewer, so only documented marks count: OCR
+    ``chunks``, transcript ``paragraphs``, an ``exportedFileUrl``; between the two file kinds,
+    a ``.docx`` without ``totalPages`` (a transcript file), or ``totalPages`` without a
+    ``.docx`` (an anonymized document).  A file's other extensions decide nothing.
+    """
     seen: set[str] = set()
     if isinstance(body.get("chunks"), list):
         seen.add("text_document")
@@ -195,13 +207,24 @@ def shape_of(body: Mapping[str, Any]) -> str | None:
         seen.add("transcript")
     exported = body.get("exportedFileUrl")
     if _is_http_url(exported):
-        path = urlsplit(str(exported)).path.lower()
-        if path.endswith(".docx"):
+        docx = urlsplit(str(exported)).path.lower().endswith(".docx")
+        pages = "totalPages" in body
+        if docx and not pages:
             seen.add("transcript_file")
-        elif path.endswith(_ANONYMIZED_SUFFIXES) or "totalPages" in body:
-            # A transcript file is a .docx and has no pages; an anonymized document has both.
+        elif pages and not docx:
             seen.add("anonymization_file")
+        else:
+            seen.add(FILE_EXPORT)
     return seen.pop() if len(seen) == 1 else None
+
+
+def _check_common(body: Mapping[str, Any]) -> str:
+    """The fields every kind has (the task id, returned as text, and the original's link)."""
+    task_id = _task_id(body.get("taskId"))
+    original = body.get("originalFileUrl")
+    if original is not None and not _is_http_url(original):
+        raise PayloadRejected("originalFileUrl is not an http(s) URL", status=422)
+    return task_id
 
 
 def _task_id(value: object) -> str:

@@ -313,10 +313,11 @@ def test_another_route_has_another_key() -> None:
 
 
 def test_another_kind_has_another_key() -> None:
-    # A body that shows no kind (no chunks, no paragraphs, a file without a telling
-    # extension), so that every kind's source takes it.
-    body = dumps({"taskId": "t1", "exportedFileUrl": NEUTRAL_SAS})
-    keys = {source_for(kind).admit(delivery(body)) for kind in KINDS}
+    # The same body on routes of two kinds that both take it (it shows neither kind).
+    text = dumps({"taskId": "t1"})
+    keys = {source_for(kind).admit(delivery(text)) for kind in ("text_document", "transcript")}
+    file = dumps({"taskId": "t1", "exportedFileUrl": NEUTRAL_SAS})
+    keys |= {source_for(kind).admit(delivery(file)) for kind in FILE_KINDS}
     assert len(keys) == len(KINDS)
 
 
@@ -452,7 +453,8 @@ def test_text_kinds_need_no_exported_file_url(kind: str) -> None:
 @pytest.mark.parametrize("kind", ALL)
 def test_null_or_missing_original_file_url_is_fine(kind: str) -> None:
     for extra in ({}, {"originalFileUrl": None}):
-        body = dumps({"taskId": "t1", "exportedFileUrl": NEUTRAL_SAS, **extra})
+        exported = {"exportedFileUrl": NEUTRAL_SAS} if kind in FILE_KINDS else {}
+        body = dumps({"taskId": "t1", **exported, **extra})
         source_for(kind).admit(delivery(body))
         assert [f.role for f in normalize_one(kind, body).files] == (
             ["exported"] if kind in FILE_KINDS else []
