@@ -34,6 +34,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     TypeAdapter,
     model_validator,
@@ -173,8 +174,15 @@ class HmacBase64Auth(_Scheme):
     header: Annotated[str, AfterValidator(_header_name)] = "X-SuperOffice-Signature"
     secret: Annotated[SecretStr, AfterValidator(_non_empty)]
 
+    _family: HmacAuth | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Once, not per request: validating a model costs more than the HMAC it checks.
+        self._family = HmacAuth(header=self.header, encoding="base64", secret=self.secret)
+
     def as_family(self) -> HmacAuth:
-        return HmacAuth(header=self.header, encoding="base64", secret=self.secret)
+        assert self._family is not None
+        return self._family
 
 
 class HmacAuth(_Scheme):

@@ -7,6 +7,7 @@ dedupe never joins two tests.  The last test reads the server's whole stderr for
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -272,8 +273,17 @@ def test_refusals_are_exact_plain_lines(
     status: int,
     text: str,
 ) -> None:
+    before = journaled(server)
     response = server.client.request(method, path, headers=headers, content=body or None)
     assert_plain(response, status, text)
+    assert journaled(server) == before, "a refused request must leave nothing in the journal"
+
+
+def journaled(server: Server) -> int:
+    """How many deliveries the server's journal holds (read beside the running server)."""
+    with contextlib.closing(sqlite3.connect(server.journal, timeout=10.0)) as db:
+        count: int = db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        return count
 
 
 def test_refused_bodies_are_not_stored(server: Server) -> None:
