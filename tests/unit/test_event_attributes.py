@@ -7,9 +7,11 @@ import pytest
 
 from handlers.errors import PermanentSinkError
 from handlers.event import Event
+from handlers.sources.smartdocumentor import TextDocumentSource
 from handlers.templates import EventTemplate, check_template
-from handlers.testing import make_event
+from handlers.testing import make_delivery, make_event
 from receiver.routing import Router, RuleConfig
+from tests.sd_payloads import load
 
 CONTACT = make_event(
     vendor="superoffice",
@@ -87,3 +89,30 @@ def test_the_event_json_keeps_its_fields_and_adds_attributes_and_alert() -> None
     old = orjson.loads(event.to_json())
     del old["attributes"], old["alert"]
     assert Event.model_validate_json(orjson.dumps(old)).attributes == {}
+
+
+def test_a_smartdocumentor_events_json_is_the_old_one_plus_attributes_and_alert() -> None:
+    [event] = TextDocumentSource().normalize(make_delivery(load("text_document", "baseline")))
+    data = orjson.loads(event.to_json())
+    before = {
+        "event_id",
+        "delivery_id",
+        "vendor",
+        "kind",
+        "route",
+        "received_at",
+        "task_id",
+        "task_number",
+        "workspace_id",
+        "batch_id",
+        "external_id",
+        "display_name",
+        "files",
+        "payload",
+    }
+    assert set(data) == before | {"attributes", "alert"}
+    assert data["alert"] is None
+    assert data["attributes"] == {
+        name: data[name]
+        for name in ("task_id", "task_number", "workspace_id", "batch_id", "external_id")
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from handlers.errors import PayloadRejected
 from handlers.event import RawDelivery
 from handlers.sources.generic import GenericJsonSource, GenericSettings
 from handlers.sources.smartdocumentor import SOURCES, SmartDocumentorSource
@@ -82,8 +83,6 @@ class _EchoingRefusal(GenericJsonSource):
     """Broken on purpose: its refusal quotes the body, and answers 410."""
 
     def admit(self, delivery: RawDelivery) -> str:
-        from handlers.errors import PayloadRejected
-
         raise PayloadRejected(f"bad: {delivery.body.decode()}", status=410)
 
 
