@@ -2,7 +2,9 @@
 
 Every model is frozen and forbids unknown keys, so a typo stops the start with the key named.
 Relative paths are taken from the config file's folder (from the working directory for the
-embedded defaults).  Sink options are an open set: each sink plugin validates its own table.
+embedded defaults).  Sink options and a route's source ``settings`` are open sets: each
+plugin validates its own table when it is loaded (``receiver.plugins``), and so is a route's
+``auth`` without a ``type``, which takes its source's scheme.
 """
 
 from __future__ import annotations
