@@ -247,6 +247,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 lease.name: {"owner": lease.owner, "until": lease.lease_until.isoformat()}
                 for lease in await journal.named_leases()
             }
+            # Vendors reporting trouble of their own (receiver.alerts), such as SuperOffice's
+            # webhook.errors: counted by vendor and kind.
+            out["alerts"] = await journal.alert_counts()
             return out
         finally:
             await runtime.stop()

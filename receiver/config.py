@@ -2,7 +2,9 @@
 
 Every model is frozen and forbids unknown keys, so a typo stops the start with the key named.
 Relative paths are taken from the config file's folder (from the working directory for the
-embedded defaults).  Sink options are an open set: each sink plugin validates its own table.
+embedded defaults).  Sink options and a route's source ``settings`` are open sets: each
+plugin validates its own table when it is loaded (``receiver.plugins``), and so is a route's
+``auth`` without a ``type``, which takes its source's scheme.
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from handlers.netguard import AllowedNetwork, HostPattern
-from receiver.auth import AuthConfig
+from receiver.auth import RouteAuth, SourceDefaultAuth, route_auth
 from receiver.errors import ConfigError
 from receiver.journal.config import JournalConfig, SqliteConfig
 from receiver.routing import RuleConfig
@@ -172,7 +181,13 @@ class FilesConfig(_Model):
 class RouteConfig(_Model):
     name: Annotated[str, Field(pattern=_NAME)]
     source: str
-    auth: AuthConfig
+    auth: Annotated[RouteAuth, BeforeValidator(route_auth)] = Field(
+        default_factory=SourceDefaultAuth
+    )
+    """A scheme (``type = ...``); without a type, the source's own scheme with these keys on
+    top (SuperOffice: ``auth = { secret = "..." }``)."""
+    settings: dict[str, Any] = {}
+    """The source's own settings, validated by its ``settings_model`` when it is loaded."""
     sinks: list[str]
     """Where an event goes when no rule matches it (empty: dropped unless a rule matches)."""
     rules: list[RuleConfig] = []
@@ -283,10 +298,11 @@ def _loc(loc: tuple[int | str, ...]) -> str:
             "basic",
             "header-token",
             "standard-webhooks",
+            "source-default",
             "none",
             "sqlite",
             "postgres",
-        ) or (part.startswith("hmac-")):
+        ) or (part == "hmac" or part.startswith("hmac-")):
             continue  # the discriminator's branch name is noise next to the key itself
         else:
             out += f".{part}" if out else part

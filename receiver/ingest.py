@@ -29,19 +29,6 @@ from receiver.runtime import IngestRoute, Runtime
 
 __all__ = ["IngestApp"]
 
-# Headers worth keeping with a delivery.  Credentials (Authorization, signatures) never are.
-_KEPT_HEADERS = frozenset(
-    {
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "x-superoffice-event",
-        "x-superoffice-eventid",
-        "x-superoffice-retry",
-        "x-hook-test",
-    }
-)
-
 
 class ClientGone(Exception):
     """The sender hung up before its body arrived: there is nobody to answer."""
@@ -142,13 +129,13 @@ async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[
     """The body of the 200 answer, once the delivery is durable; raises for anything else."""
     route = runtime.routes.get(names[0])
     path_token = names[1] if len(names) == 2 else None
-    if route is None or (path_token is not None and not uses_path_token(route.config.auth)):
+    if route is None or (path_token is not None and not uses_path_token(route.auth)):
         raise RouteNotFound("no such webhook route")
     body = await _read_capped(scope, receive, route.config.max_body_bytes)
     content_type = _media_type(scope, route)
     now = time.time()
     verify(
-        route.config.auth,
+        route.auth,
         path_token=path_token,
         query=QueryParams(scope["query_string"]) if path_token is None else {},
         headers=Headers(scope=scope),
@@ -158,7 +145,7 @@ async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[
     headers = {
         name: value.decode("latin-1")
         for raw_name, value in scope["headers"]
-        if (name := raw_name.decode("latin-1").lower()) in _KEPT_HEADERS
+        if (name := raw_name.decode("latin-1").lower()) in route.kept_headers
     }
     delivery = RawDelivery(
         delivery_id=new_id(),

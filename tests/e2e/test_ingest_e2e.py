@@ -50,7 +50,7 @@ from tests.conftest import (
     run_hookdock,
     wait_until,
 )
-from tests.sd_payloads import EXPECTED, all_cases
+from tests.sd_payloads import EXPECTED, all_cases, load
 
 pytestmark = pytest.mark.e2e
 
@@ -304,8 +304,13 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
      "hookdock: body is not a JSON object\n"),
     ("task-id-missing", "POST", sd_path(), JSON, b'{"workspaceId": "ws-e2e"}', 422,
      "hookdock: taskId missing\n"),
-    ("exported-file-url-missing", "POST", sd_path("transcript_file"), JSON, text_document(),
-     422, "hookdock: exportedFileUrl missing\n"),
+    ("exported-file-url-missing", "POST", sd_path("transcript_file"), JSON,
+     b'{"taskId": "t-e2e-no-file"}', 422, "hookdock: exportedFileUrl missing\n"),
+    ("wrong-kind-text-to-file", "POST", sd_path("transcript_file"), JSON, text_document(), 422,
+     "hookdock: this is a text document export; this URL takes transcript files (URL to file)\n"),
+    ("wrong-kind-transcript-to-text", "POST", sd_path(), JSON,
+     load("transcript", "baseline"), 422,
+     "hookdock: this is a transcript export; this URL takes text documents\n"),
 ]  # fmt: skip
 
 
@@ -323,8 +328,17 @@ def test_refusals_are_exact_plain_lines(
     status: int,
     text: str,
 ) -> None:
+    before = journaled(server)
     response = server.client.request(method, path, headers=headers, content=body or None)
     assert_plain(response, status, text)
+    assert journaled(server) == before, "a refused request must leave nothing in the journal"
+
+
+def journaled(server: Server) -> int:
+    """How many deliveries the server's journal holds (read beside the running server)."""
+    with contextlib.closing(sqlite3.connect(server.journal, timeout=10.0)) as db:
+        count: int = db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        return count
 
 
 def test_refused_bodies_are_not_stored(any_server: Server) -> None:
