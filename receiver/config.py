@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from handlers.json_depth import DEFAULT_MAX_JSON_DEPTH
 from handlers.netguard import AllowedNetwork, HostPattern
 from receiver.auth import AuthConfig
 from receiver.errors import ConfigError
@@ -110,9 +111,9 @@ class DispatcherConfig(_Model):
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
-    """Ingest first: with this many requests in flight, exports pause (one batch per
-    ``busy_pause_seconds``), so a burst is journaled and answered at full speed and exported
-    right after.  0: never pause."""
+    """Ingest first: with this many requests at work (body received, being journaled),
+    exports pause (one batch per ``busy_pause_seconds``), so a burst is journaled and answered
+    at full speed and exported right after.  0: never pause."""
     busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     file_transfers: Annotated[int, Field(ge=1, le=256)] = 4
     """Files downloaded at once, across every sink: each transfer takes a few MiB (a part or
@@ -156,6 +157,9 @@ class RouteConfig(_Model):
     rules: list[RuleConfig] = []
     """Tried in order; the first that matches an event picks its sinks (or drops it)."""
     max_body_bytes: Annotated[int, Field(ge=1, le=1024 * MiB)] = MiB
+    max_json_depth: Annotated[int, Field(ge=1, le=200)] = DEFAULT_MAX_JSON_DEPTH
+    """Levels a JSON body may nest; deeper is refused (422) before it is journaled.  At most
+    200: JSON writers stop near 254, and an event wraps the payload in levels of its own."""
     files: FilesConfig = FilesConfig()
 
     @model_validator(mode="after")

@@ -78,6 +78,9 @@ __all__ = ["COPY_LIMIT", "MAX_PARTS", "S3Sink", "S3SinkConfig", "classify"]
 
 log = logging.getLogger(__name__)
 
+KEY_MAX_BYTES = 960
+"""Bytes an event's rendered key may take: S3's 1,024 less room for a stored file's suffix."""
+
 DEFAULT_KEY_TEMPLATE = "{vendor}/{workspace_id}/{task_id}/{kind}-{event_id}.json"
 PROBE_PREFIX = ".hookdock-probe/"
 MIB = 1024 * 1024
@@ -176,7 +179,10 @@ class S3Sink:
 
     def __init__(self, config: S3SinkConfig) -> None:
         self.config = config
-        self._template = EventTemplate(config.key_template, sink="s3 sink", what="key")
+        # S3 takes keys of up to 1,024 bytes; a stored file's key adds ``.<role>.<ext>``.
+        self._template = EventTemplate(
+            config.key_template, sink="s3 sink", what="key", max_bytes=KEY_MAX_BYTES
+        )
         self._client: S3Client | None = None
         self._stack: AsyncExitStack | None = None
         self._lock = asyncio.Lock()
