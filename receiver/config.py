@@ -56,6 +56,16 @@ class ServerConfig(_Model):
     """On SIGTERM: how long /readyz answers 503 before the listener closes, for load balancers."""
     access_log: bool = False
     """uvicorn's access log.  Off by default: it would log URL tokens."""
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """A request's line and headers must all arrive within this long (408, then close)."""
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """A request's whole body must arrive within this long after its headers (408, close)."""
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    """The request line and headers together, at most (431, then close)."""
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Open connections at once; one more is answered 503 and closed as it opens."""
+    keep_alive_seconds: Annotated[int, Field(ge=1, le=600)] = 5
+    """An idle kept-alive connection is closed after this long."""
 
 
 class JournalConfig(_Model):
