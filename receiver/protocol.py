@@ -145,10 +145,18 @@ class HookdockProtocol(HttpToolsProtocol):
         answer = raw_response(status, message)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete and not cycle.disconnected:
-            # An earlier request is still at work: its answer goes first, then this one.
-            self._deferred = answer
-            self.flow.pause_reading()
-            return
+            if not cycle.more_body:
+                # A whole request is at work (being journaled): its answer goes first, then
+                # this one, so a sender is never told "rejected" for what was stored.
+                self._deferred = answer
+                self.flow.pause_reading()
+                return
+            # The bad bytes are inside this request's own body: the request is refused and
+            # the app, still waiting on the body, sees the client gone and stores nothing.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                answer = b""
         self._close_with(answer)
 
     def on_response_complete(self) -> None:
@@ -161,7 +169,8 @@ class HookdockProtocol(HttpToolsProtocol):
     def _close_with(self, answer: bytes) -> None:
         self._cancel_timers()
         if not self.transport.is_closing():
-            self.transport.write(answer)
+            if answer:
+                self.transport.write(answer)
             self.transport.close()
 
     # ------------------------------------------------------------ deadlines

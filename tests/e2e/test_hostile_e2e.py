@@ -330,6 +330,26 @@ def test_content_length_shorter_than_the_body_answers_the_stored_request_first(
     assert server.process.wait_export(path, delivery)["payload"] == {"taskId": task_id}
 
 
+def test_a_broken_chunk_inside_a_body_is_refused_and_not_stored(server: Server) -> None:
+    # Found by the fuzz: the request whose body breaks must be answered, not wait for a body
+    # that can no longer come.
+    before = server.deliveries()
+    body = body_for(task())
+    with RawConnection(server.port) as conn:
+        conn.send(
+            f"POST {HOOK} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            "transfer-encoding: chunked\r\n\r\n".encode()
+            + b"%x\n" % len(body)  # LF alone after a chunk size: not HTTP
+            + body
+            + b"\r\n0\r\n\r\n"
+        )
+        response = conn.read_response(timeout=BODY_SECONDS / 2)
+        assert response is not None
+        assert (response.status, response.text) == (400, "hookdock: invalid HTTP request\n")
+        assert conn.closed_by_peer()
+    assert server.deliveries() == before
+
+
 def test_bytes_that_are_not_http_get_one_line_400(server: Server) -> None:
     with RawConnection(server.port) as conn:
         conn.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n")
