@@ -282,6 +282,7 @@ def test_a_link_under_the_export_root_dead_letters_naming_it(server: Server) -> 
         " root folder (remove the link, or point root at the real folder)"
     )
     assert code == "link_refused"
+    assert server.process.dead_lettered(delivery) == f"sink exports: {error}", "logged too"
     assert os.listdir(outside) == []
     listing = run_cli(
         "deliveries", "--state", "dead", "--sends", config=server.folder / "hookdock.toml"
@@ -302,6 +303,7 @@ def test_a_field_too_long_for_a_file_name_dead_letters_naming_it(server: Server)
         " 300 bytes rendered, at most 255"
     )
     assert code is None
+    assert server.process.dead_lettered(delivery) == f"sink exports: {error}", "logged too"
     assert not list(server.exports.rglob(f"*{delivery}*"))
 
 
