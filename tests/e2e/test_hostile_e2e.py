@@ -332,6 +332,43 @@ def test_content_length_shorter_than_the_body_answers_the_stored_request_first(
     assert server.process.wait_export(path, delivery)["payload"] == {"taskId": task_id}
 
 
+def test_well_formed_pipelined_and_kept_alive_requests_still_work(server: Server) -> None:
+    # The limits count per request: two requests in one read, then a third on the same
+    # connection, each with headers near the cap, are all answered.
+    padding = {"x-pad": "p" * (MAX_HEADER_BYTES - 300)}
+    first, second, third = task(), task(), task()
+    with RawConnection(server.port) as conn:
+        conn.send(
+            request_bytes(HOOK, body_for(first), headers=padding)
+            + request_bytes(HOOK, body_for(second), headers=padding)
+        )
+        answers = [conn.read_response(), conn.read_response()]
+        conn.send(request_bytes(HOOK, body_for(third), headers=padding))
+        answers.append(conn.read_response())
+    for answer in answers:
+        assert answer is not None and answer.status == 200, answer
+    tasks = {first: answers[0], second: answers[1], third: answers[2]}
+    for task_id, answer in tasks.items():
+        assert answer is not None
+        delivery = delivery_id_from(answer.text)
+        path = export_path(
+            server.exports, kind="text_document", task_id=task_id, delivery_id=delivery
+        )
+        assert server.process.wait_export(path, delivery)["task_id"] == task_id
+
+
+def test_a_kept_alive_connection_gets_a_fresh_header_deadline(server: Server) -> None:
+    with RawConnection(server.port) as conn:
+        conn.send(request_bytes(HOOK, body_for(task())))
+        first = conn.read_response()
+        assert first is not None and first.status == 200
+        conn.send(b"POST " + HOOK.encode())  # the next request begins, and stalls
+        started = time.monotonic()
+        response = conn.read_response(timeout=HEADER_SECONDS + LATE)
+        assert response is not None and response.status == 408, response
+        assert time.monotonic() - started >= HEADER_SECONDS * 0.9
+
+
 def test_a_broken_chunk_inside_a_body_is_refused_and_not_stored(server: Server) -> None:
     # Found by the fuzz: the request whose body breaks must be answered, not wait for a body
     # that can no longer come.
