@@ -104,6 +104,7 @@ def serve(runtime: Runtime, *, host: str, port: int) -> None:
         h11_max_incomplete_event_size=server_config.max_header_bytes,
         timeout_keep_alive=server_config.keep_alive_seconds,
         lifespan="on",
+        ws="none",  # no WebSocket routes: an Upgrade is an ordinary request, under the limits
         access_log=server_config.access_log,
         log_config=None,
         timeout_graceful_shutdown=max(1, int(server_config.grace_seconds)),
