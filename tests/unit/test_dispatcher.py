@@ -511,27 +511,3 @@ async def test_errors_are_redacted_before_they_are_stored() -> None:
     assert "TopSecret" not in reason
     assert "sig=REDACTED" in reason
     assert "ConnectionError" in reason
-
-
-class _Serializing:
-    """A third-party sink that wraps every failure as retryable, serialization errors too."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def deliver(self, event: Event) -> None:
-        self.calls += 1
-        try:
-            raise RecursionError("maximum recursion depth exceeded while encoding")
-        except RecursionError as exc:
-            raise RetryableSinkError(f"cannot encode event {event.event_id}") from exc
-
-
-async def test_an_error_that_can_never_succeed_is_dead_at_its_first_attempt() -> None:
-    sink = _Serializing()
-    dispatcher, journal = make([("s", sink)], max_attempts=30)
-    reason = await dead_letter_reason(dispatcher, journal, d := delivery("t"))
-    assert sink.calls == 1
-    assert reason == f"sink s: cannot encode event {d.delivery_id}-0"
-    [send] = await journal.sends(d.delivery_id)
-    assert (send.state, send.attempts) == (SendState.DEAD, 1)
