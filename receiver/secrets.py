@@ -1,12 +1,13 @@
 """Every secret a configuration holds or implies, registered for redaction as it loads.
 
 Routes' credentials (URL tokens, passwords, header tokens, HMAC and Standard Webhooks
-secrets) and the secret-looking options of every sink (``secret``, ``password``,
-``session_token``, ``secret_access_key``, any ``headers`` value, a URL's user info and the
-``Basic`` value a client makes of it) go into ``handlers.redact.SECRETS``, so that
-``redact_text`` and the logging filter scrub them from whatever text carries them, whichever
-library wrote it.  Sinks register what they derive themselves (credentials from the
-environment, for one); this covers third-party sinks' options too, by their keys' names.
+secrets), the journal's (a database URL's password), and the secret-looking options of
+every sink (``secret``, ``password``, ``session_token``, ``secret_access_key``, any
+``headers`` value, a URL's user info and the ``Basic`` value a client makes of it) go into
+``handlers.redact.SECRETS``, so that ``redact_text`` and the logging filter scrub them from
+whatever text carries them, whichever library wrote it.  Sinks register what they derive
+themselves (credentials from the environment, for one); this covers third-party sinks'
+options too, by their keys' names.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from handlers.redact import SECRETS, basic_credentials
 from receiver.config import Config
@@ -46,7 +47,12 @@ def _from_url(value: str) -> Iterator[str]:
 
 def _walk(value: Any, secret: bool) -> Iterator[str]:
     if isinstance(value, SecretStr):
-        yield value.get_secret_value()
+        text = value.get_secret_value()
+        yield text
+        if "://" in text:
+            yield from _from_url(text)  # a DSN's password, on its own too
+    elif isinstance(value, BaseModel):
+        yield from _walk(dict(value), secret)
     elif isinstance(value, str):
         if secret:
             yield value
@@ -72,6 +78,7 @@ def secrets_of(config: Config) -> list[str]:
             found.append(basic_credentials(username, password.get_secret_value()))
     for options in config.sinks.values():
         found += _walk(options, False)
+    found += _walk(config.journal, False)  # a database URL's password, where there is one
     return [value for value in found if value]
 
 

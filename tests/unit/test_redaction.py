@@ -110,7 +110,11 @@ def test_every_secret_a_config_holds_or_implies_is_found(tmp_path: Path) -> None
                     "headers": {"X-Api-Key": "api-key-value"},
                     "secret": "whsec_c2VjcmV0LWtleS1ieXRlcw==",
                 },
-                "b": {"type": "thirdparty:Sink", "nested": {"client_secret": "third-party"}},
+                "b": {
+                    "type": "thirdparty:Sink",
+                    "nested": {"client_secret": "third-party"},
+                    "dsn": "postgresql://app:db-pass-1@127.0.0.1/x",
+                },
             },
         },
         base_dir=tmp_path,
@@ -124,6 +128,7 @@ def test_every_secret_a_config_holds_or_implies_is_found(tmp_path: Path) -> None
         "api-key-value",
         "whsec_c2VjcmV0LWtleS1ieXRlcw==",
         "third-party",
+        "db-pass-1",
     } <= found
     register_config_secrets(config)
     assert redact_text("sent Basic-less " + basic_credentials("hook", "p@ss-word")) == (
