@@ -389,6 +389,30 @@ def test_a_broken_chunk_inside_a_body_is_refused_and_not_stored(server: Server) 
     assert server.deliveries() == before
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "content-length: 4\r\ntransfer-encoding: chunked",  # request smuggling's first tool
+        "content-length: 4\r\ncontent-length: 5",
+        "content-length: -1",
+        "content-length: 99999999999999999999",
+    ],
+)
+def test_ambiguous_framing_is_refused_before_a_byte_is_stored(server: Server, framing: str) -> None:
+    before = server.deliveries()
+    with RawConnection(server.port) as conn:
+        conn.send(
+            f"POST {HOOK} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"{framing}\r\n\r\n".encode()
+            + body_for(task())
+        )
+        response = conn.read_response(timeout=LATE)
+        assert response is not None
+        assert (response.status, response.text) == (400, "hookdock: invalid HTTP request\n")
+        assert conn.closed_by_peer()
+    assert server.deliveries() == before
+
+
 def test_bytes_that_are_not_http_get_one_line_400(server: Server) -> None:
     with RawConnection(server.port) as conn:
         conn.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n")
