@@ -99,13 +99,19 @@ _SECRET_PAIR = re.compile(
     + r")(?!REDACTED)"
     + _VALUE
 )
-# ``Authorization: Basic dXNlcjpwYXNz``, ``Bearer abc.def``: whatever scheme, the credential.
-_SCHEME_CREDENTIAL = re.compile(
-    r"(?i)(\b(?:basic|bearer|digest|token|hmac|whsec)[ \t]+)(?!REDACTED)[A-Za-z0-9+/=._~-]{6,}"
-)
+# ``Authorization: Basic dXNlcjpwYXNz``, ``Authorization: abc123``: the credential, whatever
+# the scheme (AWS's is left to ``Signature=`` below, keeping the credential scope readable).
 _AUTHORIZATION = re.compile(
-    r"""(?i)(\b(?:proxy-)?authorization["']?\s*[:=]\s*""" + _BYTES_QUOTE + r")(?!REDACTED)"
-    r"""(?!(?:basic|bearer|digest|aws4-hmac-sha256)\b)""" + _VALUE
+    r"""(?i)(\b(?:proxy-)?authorization["']?\s*[:=]\s*"""
+    + _BYTES_QUOTE
+    + r"(?:(?:basic|bearer|digest)[ \t]+)?+)(?!REDACTED)(?!aws4-hmac-sha256\b)"
+    + _VALUE
+)
+# ``Basic dXNlcjpwYXNz`` or ``Bearer eyJ...`` anywhere else.  A credential has a digit or one
+# of ``+/=`` in it, which words do not: "Basic authentication failed" stays as it is.
+_SCHEME_CREDENTIAL = re.compile(
+    r"(?i)(\b(?:basic|bearer|digest)[ \t]+)(?!REDACTED)"
+    r"(?=[A-Za-z0-9+/=._~-]*[0-9+/=])[A-Za-z0-9+/=._~-]{8,}"
 )
 _MIN_SECRET = 4
 """Shorter values are not scrubbed by value: they would garble ordinary text."""
@@ -167,8 +173,8 @@ def redact_text(text: str) -> str:
     text = SECRETS.scrub(text)
     text = _SIG_IN_TEXT.sub(rf"\1{REDACTED}", text)
     text = _USERINFO_IN_TEXT.sub(rf"\1{REDACTED}@", text)
-    text = _SCHEME_CREDENTIAL.sub(rf"\1{REDACTED}", text)
     text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
+    text = _SCHEME_CREDENTIAL.sub(rf"\1{REDACTED}", text)
     return _SECRET_PAIR.sub(rf"\1{REDACTED}", text)
 
 

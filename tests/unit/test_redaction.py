@@ -42,6 +42,14 @@ def fresh_registry() -> Iterator[None]:
         ("https://user:pw@host/x", "https://REDACTED@host/x"),
         ("host;x-amz-date;x-amz-security-token", "host;x-amz-date;x-amz-security-token"),
         ("the token is fine", "the token is fine"),
+        ("authorization: Basic REDACTED x", "authorization: Basic REDACTED x"),
+        ("the token provided is wrong", "the token provided is wrong"),
+        ("Basic authentication failed", "Basic authentication failed"),
+        (
+            "proxy-authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+            "proxy-authorization: Basic REDACTED",
+        ),
+        ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30 along", "sent Bearer REDACTED along"),
     ],
 )
 def test_credential_shapes_are_redacted(text: str, expected: str) -> None:
