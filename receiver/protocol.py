@@ -204,8 +204,10 @@ class HookdockProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         seconds = f"{self.limits.body_timeout_seconds:g}"
-        # The app waits on the body: the close tells it the client is gone, so nothing of
-        # this request is stored.
+        # The app waits on the body: it is told the client is gone, so nothing of this
+        # request is stored.
+        cycle.disconnected = True
+        cycle.message_event.set()
         self._close_with(raw_response(408, f"request body did not arrive within {seconds} s"))
 
     def _cancel_timers(self) -> None:
