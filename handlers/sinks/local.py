@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from handlers.errors import PermanentSinkError
 from handlers.event import Event
 from handlers.files import FileInfo, IncomingFile, stored_name
+from handlers.name_limits import NAME_MAX, NameLimits
 from handlers.sinks.local_fs import ParentDir, write_error
-from handlers.templates import NAME_MAX, EventTemplate, check_template
+from handlers.templates import EventTemplate, check_template
 
 __all__ = ["LocalSink", "LocalSinkConfig"]
 
@@ -71,12 +72,8 @@ class LocalSink:
     def __init__(self, config: LocalSinkConfig) -> None:
         self.config = config
         self.root = config.root.resolve()
-        self._template = EventTemplate(
-            config.path_template,
-            sink="local sink",
-            max_segment_bytes=NAME_MAX,
-            max_last_segment_bytes=LAST_SEGMENT_MAX,
-        )
+        self._template = EventTemplate(config.path_template, sink="local sink")
+        self._limits = NameLimits(segment_bytes=NAME_MAX, last_segment_bytes=LAST_SEGMENT_MAX)
         # Writes in progress by target: the same event delivered twice at once (a retry racing
         # a slow first attempt) joins the first write instead of racing it for the temp file.
         self._writing: dict[Path, asyncio.Future[None]] = {}
@@ -85,7 +82,10 @@ class LocalSink:
         # No resolve(): it asks the disk about every path component.  The template is relative
         # without "..", and every value is free of separators, "." and "..", so the joined path
         # stays under the root by construction; the check below is a cheap second guard.
-        target = self.root / self._template.render(event)
+        rendered = self._template.render(event)
+        template = self.config.path_template
+        self._limits.check(rendered, template, event, sink="local sink", what="path")
+        target = self.root / rendered
         if ".." in target.parts or not target.is_relative_to(self.root) or target == self.root:
             raise PermanentSinkError("local sink: the path template leaves the root folder")
         return target

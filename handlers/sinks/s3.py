@@ -60,6 +60,7 @@ from pydantic import (
 from handlers.errors import RetryableSinkError
 from handlers.event import Event
 from handlers.files import FileInfo, IncomingFile, format_bytes, stored_name
+from handlers.name_limits import NameLimits
 from handlers.redact import SECRETS
 from handlers.sinks.s3_errors import FAILURES, INSTALL_HINT, classify, http_status
 from handlers.sinks.s3_multipart import COPY_LIMIT, MAX_PARTS, MultipartUpload, too_many_parts
@@ -182,10 +183,9 @@ class S3Sink:
 
     def __init__(self, config: S3SinkConfig) -> None:
         self.config = config
+        self._template = EventTemplate(config.key_template, sink="s3 sink", what="key")
         # S3 takes keys of up to 1,024 bytes; a stored file's key adds ``.<role>.<ext>``.
-        self._template = EventTemplate(
-            config.key_template, sink="s3 sink", what="key", max_bytes=KEY_MAX_BYTES
-        )
+        self._limits = NameLimits(total_bytes=KEY_MAX_BYTES)
         self._client: S3Client | None = None
         self._stack: AsyncExitStack | None = None
         self._lock = asyncio.Lock()
@@ -216,7 +216,8 @@ class S3Sink:
         return f"S3Sink(bucket={self.config.bucket!r}, endpoint_url={self.config.endpoint_url!r})"
 
     def key_for(self, event: Event) -> str:
-        return self._template.render(event)
+        key = self._template.render(event)
+        return self._limits.check(key, self.config.key_template, event, sink="s3 sink", what="key")
 
     def file_key_for(self, event: Event, role: str, filename: str) -> str:
         """Beside the event's object: its key without ``.json``, then ``.<role><.ext>``."""
