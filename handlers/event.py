@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
+from handlers.errors import EventNotWritable
 from handlers.redact import redact_url
 
 if TYPE_CHECKING:
@@ -130,12 +132,19 @@ class Event(_Frozen):
         Every sink serializes every event, and pydantic walks the untyped payload value by value;
         orjson writes the same document three to six times faster.  Anything orjson cannot write
         (a third-party source's Decimal, an int beyond 64 bits) falls back to pydantic.
+        What neither can write raises ``EventNotWritable``: no retry will change that.
         """
         option = _ORJSON_INDENT if indent else _ORJSON
         try:
             return orjson.dumps(self.__dict__, default=_fields_of, option=option)
         except orjson.JSONEncodeError:
+            pass
+        try:
             return self.model_dump_json(indent=2 if indent else None).encode()
+        except (PydanticSerializationError, RecursionError) as exc:
+            raise EventNotWritable(
+                f"event {self.event_id} cannot be written as JSON: {_first_line(exc)}"
+            ) from exc
 
     def with_files(self, stored: Mapping[str, FileInfo]) -> Event:
         """This event with ``stored`` (role to info) recorded on its files.
@@ -169,6 +178,12 @@ class Event(_Frozen):
         for name, attribute in self.attributes.items():
             fields[ATTRIBUTE_PREFIX + name] = "none" if attribute is None else str(attribute)
         return fields
+
+
+def _first_line(exc: BaseException) -> str:
+    # pydantic's message is "Error serializing to JSON: ValueError: Maximum serialization depth
+    # exceeded": the part after the last colon is what a person needs.
+    return str(exc).splitlines()[0].rsplit(": ", 1)[-1][:200] if str(exc) else type(exc).__name__
 
 
 def _replace_strings(value: Any, replacements: Mapping[str, str]) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from handlers.files import format_bytes
-from handlers.redact import redact_text
+from handlers.redact import RedactingFilter, redact_text
 from handlers.sink import Sink
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
@@ -35,18 +35,31 @@ from receiver.plugins import (
     load_plugins,
 )
 from receiver.runtime import Runtime
+from receiver.secrets import register_config_secrets
 
 __all__ = ["main"]
 
 log = logging.getLogger("hookdock")
 
 
+# Libraries whose debug output carries credentials (botocore logs signed canonical requests
+# and request headers with the session token); held at INFO whatever --log-level says.
+_CHATTY_LOGGERS = ("botocore", "aiobotocore", "s3transfer", "urllib3", "boto3")
+
+
 def _setup_logging(level: str) -> None:
+    numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=numeric,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Every line, from whatever library, passes the redaction of known secrets and
+    # credential shapes on its way out (handlers.redact).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
@@ -54,10 +67,13 @@ def _resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     path = args.config or os.environ.get("HOOKDOCK_CONFIG")
     if path:
         config, base_dir = load_config(Path(path))
-        return config, base_dir, False
-    data_dir = Path(args.data_dir or os.environ.get("HOOKDOCK_DATA") or DEFAULT_DATA_DIR)
-    config, base_dir = default_config(data_dir)
-    return config, base_dir, True
+        embedded = False
+    else:
+        data_dir = Path(args.data_dir or os.environ.get("HOOKDOCK_DATA") or DEFAULT_DATA_DIR)
+        config, base_dir = default_config(data_dir)
+        embedded = True
+    register_config_secrets(config)
+    return config, base_dir, embedded
 
 
 def _print_default_urls(config: Config, host: str, port: int) -> None:
@@ -131,7 +147,8 @@ async def _sink_checks(sinks: dict[str, Sink]) -> list[str]:
         results = await asyncio.gather(*(_check_one(n, s) for n, s in sinks.items()))
     finally:
         await close_sinks(sinks)
-    return [problem for found in results for problem in found]
+    # A sink's own words may quote its destination, which may quote its credentials back.
+    return [redact_text(problem) for found in results for problem in found]
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -254,7 +271,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         finally:
             await runtime.stop()
 
-    print(json.dumps(asyncio.run(run())))
+    print(redact_text(json.dumps(asyncio.run(run()))))
     return 0
 
 
@@ -264,7 +281,8 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
         try:
             state = DeliveryState(args.state) if args.state else None
             for info in await runtime.journal.list(state, args.limit):
-                error = f"  {info.last_error}" if info.last_error else ""
+                # Redacted again: a row stored by an earlier release may hold what is now known.
+                error = f"  {redact_text(info.last_error)}" if info.last_error else ""
                 print(
                     f"{info.delivery_id}  {info.state.value:7}  {info.attempts:3}  "
                     f"{info.received_at:%Y-%m-%d %H:%M:%S}  {info.route}{error}"
@@ -272,7 +290,7 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
                 if args.sends:
                     for send in await runtime.journal.sends(info.delivery_id):
                         code = f"  [{send.code}]" if send.code else ""
-                        why = f"{code}  {send.last_error}" if send.last_error else code
+                        why = f"{code}  {redact_text(send.last_error)}" if send.last_error else code
                         print(
                             f"    {send.event_id}  -> {send.sink:16} {send.state.value:9}"
                             f" {send.attempts:3}{why}"
@@ -337,7 +355,7 @@ def _cmd_sinks(args: argparse.Namespace) -> int:
                 note = ""
                 if name in stopped:
                     note = f"  STOPPED since {stopped[name].stopped_at:%Y-%m-%d %H:%M:%S}: "
-                    note += stopped[name].reason
+                    note += redact_text(stopped[name].reason)
                 kind = runtime.config.sinks.get(name, {}).get("type", "(not configured)")
                 print(f"{name:16} {kind:10} {figures or 'no sends yet'}{note}")
             return 0

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from handlers.json_depth import DEFAULT_MAX_JSON_DEPTH
 from handlers.netguard import AllowedNetwork, HostPattern
 from receiver.auth import RouteAuth, SourceDefaultAuth, route_auth
 from receiver.errors import ConfigError
@@ -67,6 +68,16 @@ class ServerConfig(_Model):
     """On SIGTERM: how long /readyz answers 503 before the listener closes, for load balancers."""
     access_log: bool = False
     """uvicorn's access log.  Off by default: it would log URL tokens."""
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """A request's line and headers must all arrive within this long (408, then close)."""
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """A request's whole body must arrive within this long after its headers (408, close)."""
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    """The request line and headers together, at most (431, then close)."""
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Open connections at once; one more is answered 503 and closed as it opens."""
+    keep_alive_seconds: Annotated[int, Field(ge=1, le=600)] = 5
+    """An idle kept-alive connection is closed after this long."""
 
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
@@ -115,9 +126,9 @@ class DispatcherConfig(_Model):
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
-    """Ingest first: with this many requests in flight, exports pause (one batch per
-    ``busy_pause_seconds``), so a burst is journaled and answered at full speed and exported
-    right after.  0: never pause."""
+    """Ingest first: with this many requests at work (body received, being journaled),
+    exports pause (one batch per ``busy_pause_seconds``), so a burst is journaled and answered
+    at full speed and exported right after.  0: never pause."""
     busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     file_transfers: Annotated[int, Field(ge=1, le=256)] = 4
     """Files downloaded at once, across every sink: each transfer takes a few MiB (a part or
@@ -193,6 +204,9 @@ class RouteConfig(_Model):
     rules: list[RuleConfig] = []
     """Tried in order; the first that matches an event picks its sinks (or drops it)."""
     max_body_bytes: Annotated[int, Field(ge=1, le=1024 * MiB)] = MiB
+    max_json_depth: Annotated[int, Field(ge=1, le=200)] = DEFAULT_MAX_JSON_DEPTH
+    """Levels a JSON body may nest; deeper is refused (422) before it is journaled.  At most
+    200: JSON writers stop near 254, and an event wraps the payload in levels of its own."""
     files: FilesConfig = FilesConfig()
 
     @model_validator(mode="after")

@@ -45,6 +45,7 @@ from handlers.redact import redact_text
 from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.config import DispatcherConfig
+from receiver.failures import never_succeeds
 from receiver.fetch import Fetcher
 from receiver.journal.base import Claim, Journal, Outcome, SendClaim
 from receiver.journal.errors import JournalError
@@ -432,6 +433,8 @@ class Dispatcher:
         except Exception as exc:
             reason = _describe(exc)
             code = getattr(exc, "code", None)
+            if never_succeeds(exc):
+                return Outcome.dead(reason, code=code)
             after = exc.retry_after if isinstance(exc, RetryableSinkError) else None
             delay = target.policy.delay(claim.attempt, at_least=after)
             if delay is None:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers.errors import PayloadRejected
 from handlers.event import RawDelivery
+from handlers.json_depth import json_too_deep
 from receiver.auth import uses_path_token, verify
 from receiver.errors import (
     BadPayload,
@@ -65,13 +66,14 @@ async def _read_capped(scope: Scope, receive: Receive, cap: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _media_type(scope: Scope, route: IngestRoute) -> str:
+def _media_type(scope: Scope, route: IngestRoute) -> tuple[str, str]:
+    """The Content-Type as sent, and its media type (``application/json``)."""
     raw = _header(scope, b"content-type") or ""
     media = raw.split(";", 1)[0].strip().lower()
     if media not in route.media_types:
         wanted = " or ".join(sorted(route.media_types))
         raise UnsupportedMediaType(f"content type must be {wanted}")
-    return raw
+    return raw, media
 
 
 class IngestApp:
@@ -99,18 +101,14 @@ class IngestApp:
             response = text(405, "method not allowed", {"Allow": "POST"})
             await response(scope, receive, send)
             return
-        runtime = self.runtime
-        runtime.ingest_inflight += 1
         try:
-            answer = await _ingest(scope, receive, runtime, names)
+            answer = await _ingest(scope, receive, self.runtime, names)
         except ClientGone:
             return
         except Exception as exc:
             response = error_response(exc, f"POST /hooks/{names[0]}")
             await response(scope, receive, send)
             return
-        finally:
-            runtime.ingest_inflight -= 1
         # The 200 is the hot path: two plain ASGI messages, no Response object.
         await send(
             {
@@ -132,7 +130,19 @@ async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[
     if route is None or (path_token is not None and not uses_path_token(route.auth)):
         raise RouteNotFound("no such webhook route")
     body = await _read_capped(scope, receive, route.config.max_body_bytes)
-    content_type = _media_type(scope, route)
+    # Ingest pressure is work, not open sockets: a request counts for the dispatcher (which
+    # steps aside for ingest) from the moment its whole body is here, never while it trickles.
+    runtime.ingest_inflight += 1
+    try:
+        return await _admit_and_store(scope, runtime, route, path_token, body)
+    finally:
+        runtime.ingest_inflight -= 1
+
+
+async def _admit_and_store(
+    scope: Scope, runtime: Runtime, route: IngestRoute, path_token: str | None, body: bytes
+) -> bytes:
+    content_type, media = _media_type(scope, route)
     now = time.time()
     verify(
         route.auth,
@@ -156,6 +166,10 @@ async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[
         headers=headers,
         body=body,
     )
+    limit = route.config.max_json_depth
+    if media.endswith("json") and json_too_deep(body, limit):
+        # orjson writes at most 254 levels: deeper would be journaled, then never delivered.
+        raise BadPayload(f"JSON is nested deeper than {limit} levels", status=422)
     try:
         dedupe_key = route.source.admit(delivery)
     except PayloadRejected as exc:

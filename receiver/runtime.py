@@ -78,7 +78,8 @@ class Runtime:
     dispatcher: Dispatcher | None = None
     draining: bool = False
     ingest_inflight: int = 0
-    """Requests between arrival and answer; the dispatcher yields to them."""
+    """Requests whose body has arrived, being checked and journaled: the work the dispatcher
+    yields to.  A request whose body still trickles in is not counted: it costs nothing."""
     shutdown_deadline: float | None = None
     role: str = "serve"
     owner: str = field(default_factory=new_owner)
