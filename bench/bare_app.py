@@ -45,6 +45,8 @@ def create_app(*, freeze_heap: bool = True) -> Starlette:
         routes=[
             Route("/hooks/{route}/{token}", hook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            # What HAProxy checks (infra/haproxy.cfg), for bench/replicas.py's ceiling row.
+            Route("/readyz", healthz, methods=["GET", "HEAD"]),
         ],
         lifespan=lifespan,
     )

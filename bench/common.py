@@ -6,7 +6,9 @@ Everything here talks to 127.0.0.1 only, and every process it starts is stopped 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import math
 import os
 import secrets
@@ -31,6 +33,7 @@ if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
 from handlers.event import Event  # noqa: E402
+from receiver.journal import PostgresConfig, SqliteConfig, SqlJournal, make_journal  # noqa: E402
 from tests.sd_payloads import load  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -84,30 +87,66 @@ def body_template(target_bytes: int = 3072) -> BodyTemplate:
 
 
 @dataclass(frozen=True)
+class PgTarget:
+    """A PostgreSQL journal for a bench run: the DSN and a schema of its own."""
+
+    dsn: str
+    schema: str
+
+
+@dataclass(frozen=True)
 class HookdockSetup:
     config: Path
     token: str
     journal: Path
+    """The SQLite journal's file (unused when ``pg`` is set)."""
     exports: Path
+    pg: PgTarget | None = None
 
     @property
     def hook_path(self) -> str:
         return f"/hooks/{ROUTE}/{self.token}"
 
+    @property
+    def journal_config(self) -> SqliteConfig | PostgresConfig:
+        """The ``[journal]`` this config names, with absolute paths: for ``make_journal``."""
+        if self.pg is None:
+            return SqliteConfig(path=self.journal)
+        return PostgresConfig.model_validate(
+            {"type": "postgres", "dsn": self.pg.dsn, "schema": self.pg.schema}
+        )
 
-def write_config(directory: Path, *, dispatcher: bool = True) -> HookdockSetup:
-    """A config with one url-token route for SmartDocumentor text documents and a local sink,
-    journal and exports inside ``directory`` (paths relative to the config file)."""
+
+NULL_SINK = "bench.null_sink:NullSink"
+"""A sink that accepts every event and does nothing: what is left is hookdock's own cost."""
+
+
+def write_config(
+    directory: Path,
+    *,
+    dispatcher: bool = True,
+    pg: PgTarget | None = None,
+    sink_type: str = "local",
+) -> HookdockSetup:
+    """A config with one url-token route for SmartDocumentor text documents and one sink
+    (``local``: a folder; or ``NULL_SINK``), journal and exports inside ``directory`` (paths
+    relative to the config file), or the journal in PostgreSQL when ``pg`` is given."""
     directory.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
+    if pg is None:
+        journal = 'path = "data/hookdock.db"'
+    else:
+        # json.dumps makes a valid TOML basic string of a DSN or a schema name.
+        journal = f'type = "postgres"\ndsn = {json.dumps(pg.dsn)}\nschema = {json.dumps(pg.schema)}'
+    sink = 'root = "exports"\n' if sink_type == "local" else ""
     text = f"""\
-# Written by bench/: one route, one local sink, everything under this folder.
+# Written by bench/: one route, one sink, everything under this folder (or in PostgreSQL).
 [server]
 host = "{HOST}"
 grace_seconds = 5.0
 
 [journal]
-path = "data/hookdock.db"
+{journal}
 
 [dispatcher]
 enabled = {"true" if dispatcher else "false"}
@@ -119,12 +158,81 @@ sinks = ["exports"]
 auth = {{ type = "url-token", token = "{token}" }}
 
 [sinks.exports]
-type = "local"
-root = "exports"
-"""
+type = "{sink_type}"
+{sink}"""
     path = directory / "hookdock.toml"
     path.write_text(text, encoding="utf-8")
-    return HookdockSetup(path, token, directory / "data" / "hookdock.db", directory / "exports")
+    return HookdockSetup(path, token, directory / "data" / "hookdock.db", directory / "exports", pg)
+
+
+# ---------------------------------------------------------------- journals
+
+
+PG_DSN_ENV = "HOOKDOCK_TEST_PG_DSN"
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_dsn(given: str | None = None) -> str:
+    """``--dsn``, else ``$HOOKDOCK_TEST_PG_DSN``, else the local test database."""
+    return given or os.environ.get(PG_DSN_ENV) or DEFAULT_PG_DSN
+
+
+def pg_problem(dsn: str) -> str | None:
+    """Why PostgreSQL at ``dsn`` cannot be used (one line), or None."""
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def new_pg_target(dsn: str, purpose: str) -> PgTarget:
+    """A fresh schema name; the journal creates the schema, ``drop_pg_schema`` removes it."""
+    return PgTarget(dsn, f"bench_{purpose}_{secrets.token_hex(4)}")
+
+
+def drop_pg_schema(target: PgTarget) -> None:
+    import psycopg
+
+    with psycopg.connect(target.dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+
+
+async def _with_journal(setup: HookdockSetup, fn: Any) -> Any:
+    journal: SqlJournal = make_journal(setup.journal_config, create=False)
+    await asyncio.to_thread(journal.open)
+    try:
+        return await fn(journal)
+    finally:
+        await journal.close()
+
+
+def journal_counts(setup: HookdockSetup) -> dict[str, int]:
+    """The journal's deliveries per overall state, read through the journal itself (the
+    server must have stopped for SQLite, or this waits on its lock); {} if it cannot."""
+
+    async def counts(journal: SqlJournal) -> dict[str, int]:
+        return {str(state): n for state, n in (await journal.counts()).items()}
+
+    try:
+        result: dict[str, int] = asyncio.run(_with_journal(setup, counts))
+    except Exception as exc:
+        print(f"cannot read the journal's states: {exc}", file=sys.stderr)
+        return {}
+    return result
+
+
+def journal_query(setup: HookdockSetup, sql: str, params: Sequence[Any] = ()) -> Any:
+    """One row of ``sql`` (``?`` placeholders, either engine), read through the journal."""
+
+    async def query(journal: SqlJournal) -> Any:
+        # The journal's read path converts the placeholders and picks the connection.
+        return await journal._read(lambda tx: tx.execute(sql, params).fetchone())
+
+    return asyncio.run(_with_journal(setup, query))
 
 
 # ---------------------------------------------------------------- servers
@@ -169,11 +277,19 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, ready_timeout: float = 30.0) -> None:
+    def start_process(self) -> None:
+        """Start it without waiting for it to answer (a worker serves nothing)."""
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=_child_env()
             )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, ready_timeout: float = 30.0) -> None:
+        self.start_process()
+        assert self.proc is not None
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

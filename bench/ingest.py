@@ -3,16 +3,20 @@
 Starts, one at a time and each as its own subprocess on 127.0.0.1:
 
   bare      bench/bare_app.py: Starlette reads the body and answers 202, nothing else
-  durable   python -m receiver serve --config <temp config>: every 200 is an fsync'd journal
+  sqlite    python -m receiver serve --config <temp config>: every 200 is an fsync'd journal
             row (group commit), and the in-process dispatcher exports each delivery to a
             local folder while the load runs
+  postgres  the same with the journal in PostgreSQL (a fresh schema, dropped afterwards):
+            every 200 is a committed row (synchronous_commit as the server has it)
 
 and drives each with wrk at the same fixed concurrency (default -t1 -c32 -d10s, after a short
 warm-up).  Every request body is distinct: a ~3 KB SmartDocumentor text document whose taskId
 changes per request, so hookdock's dedupe never short-circuits the journal write.  Prints one
-table (requests/s, p50, p99, non-2xx) and the durable/bare throughput ratio.
+table (requests/s, p50, p99, non-2xx) and the throughput ratios: each journal over bare, and
+PostgreSQL over SQLite.
 
-    python bench/ingest.py                       # defaults: -t1 -c32 -d10s, 2 s warm-up
+    python bench/ingest.py                       # bare, sqlite, postgres: -t1 -c32 -d10s
+    python bench/ingest.py --servers bare,sqlite # without PostgreSQL
     python bench/ingest.py -c 64 -d 20s --rounds 3 --journal-stats
 
 Needs wrk on PATH (Debian/Ubuntu: apt-get install -y wrk).  This is a benchmark, not a test:
@@ -27,7 +31,6 @@ import re
 import secrets
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,16 +44,24 @@ from common import (
     HOST,
     ROUTE,
     BodyTemplate,
+    HookdockSetup,
+    PgTarget,
     Server,
     bare_server,
     body_template,
+    drop_pg_schema,
     free_port,
     hookdock_server,
+    journal_counts,
+    journal_query,
+    new_pg_target,
+    pg_dsn,
+    pg_problem,
     table,
     write_config,
 )
 
-from receiver.journal.sqlite_schema import OVERALL_STATE
+SERVERS = ("bare", "sqlite", "postgres")
 
 # wrk runs this in each of its threads (each thread has its own Lua state).  The task id is
 # "<run tag>-<thread>-4000-8000-<counter>", so no two requests of any run share a body; the
@@ -229,7 +240,7 @@ def measure(
         run_wrk(args, url, script, body, args.warmup, work / f"wrk-{name}-{round_no}-warmup.txt")
     before: dict[str, int] | None = None
     offset = 0
-    if args.journal_stats and name == "durable":
+    if args.journal_stats and name != "bare":
         before, offset = read_stats(server, 0)
     raw, tag = run_wrk(args, url, script, body, args.duration, work / f"wrk-{name}-{round_no}.txt")
     batch = None
@@ -253,23 +264,21 @@ def measure(
     )
 
 
-def count_journaled(db: Path, tag: int) -> tuple[int, str] | None:
+def count_journaled(setup: HookdockSetup, tag: int) -> tuple[int, str] | None:
     """Rows the measured run left in the journal (its task ids start with the run's tag), and
     ``done/all`` over the whole journal (warm-up included) when the server had stopped: how far
-    the in-process dispatcher had got with the exports."""
+    the in-process dispatcher had got with the exports.  Read through the journal itself."""
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE d.dedupe_key LIKE ?),"
-                f" count(*) FILTER (WHERE ({OVERALL_STATE}) = 'done'), count(*) FROM deliveries d",
-                (f"{ROUTE}:text_document:{tag:08x}-%",),
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        row = journal_query(
+            setup,
+            "SELECT count(*) FROM deliveries WHERE dedupe_key LIKE ?",
+            (f"{ROUTE}:text_document:{tag:08x}-%",),
+        )
+    except Exception as exc:
+        print(f"cannot read the journal: {exc}", file=sys.stderr)
         return None
-    return int(row[0]), f"{row[1]}/{row[2]}"
+    states = journal_counts(setup)
+    return int(row[0]), f"{states.get('done', 0)}/{sum(states.values())}"
 
 
 def main() -> int:
@@ -285,11 +294,14 @@ def main() -> int:
     parser.add_argument("--timeout", default="5s", help="wrk request timeout (default 5s)")
     parser.add_argument("--body-bytes", type=int, default=3072, help="body size (default 3072)")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="alternate bare/durable this many times (default 1)"
+        "--rounds", type=int, default=1, help="alternate the servers this many times (default 1)"
     )
     parser.add_argument(
-        "--only", choices=["bare", "durable"], help="run one server only (no ratio)"
+        "--servers",
+        default=",".join(SERVERS),
+        help="which servers, comma-separated, of bare, sqlite, postgres (default: all three)",
     )
+    parser.add_argument("--dsn", help="PostgreSQL DSN (default: $HOOKDOCK_TEST_PG_DSN or local)")
     parser.add_argument(
         "--no-dispatcher",
         action="store_true",
@@ -320,11 +332,18 @@ def main() -> int:
     script = work / "post.lua"
     script.write_text(LUA, encoding="utf-8")
 
-    names = [args.only] if args.only else ["bare", "durable"]
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown or not names:
+        parser.error(f"--servers: unknown {', '.join(unknown)} (of {', '.join(SERVERS)})")
+    dsn = pg_dsn(args.dsn)
+    if "postgres" in names and (problem := pg_problem(dsn)) is not None:
+        print(f"PostgreSQL is not reachable ({problem}): no postgres row", flush=True)
+        names.remove("postgres")
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration} (warm-up {args.warmup}), "
         f"body {template.size} bytes, distinct per request; "
-        f"durable: dispatcher {'off' if args.no_dispatcher else 'on'}; "
+        f"hookdock: dispatcher {'off' if args.no_dispatcher else 'on'}; "
         f"rounds {args.rounds}",
         flush=True,
     )
@@ -339,22 +358,31 @@ def main() -> int:
                             args, name, server, "/hooks/bare/token", script, body, work, round_no
                         )
                 else:
+                    pg: PgTarget | None = None
+                    if name == "postgres":
+                        pg = new_pg_target(dsn, "ingest")
                     setup = write_config(
-                        work / f"hookdock-{round_no}", dispatcher=not args.no_dispatcher
+                        work / f"hookdock-{name}-{round_no}",
+                        dispatcher=not args.no_dispatcher,
+                        pg=pg,
                     )
-                    with hookdock_server(
-                        setup, port, work, journal_stats=args.journal_stats
-                    ) as server:
-                        result = measure(
-                            args, name, server, setup.hook_path, script, body, work, round_no
-                        )
-                    # The server has stopped: the journal is closed and can be read.
-                    counted = count_journaled(setup.journal, result.tag)
-                    if counted is not None:
-                        result.journaled, result.exported = counted
+                    try:
+                        with hookdock_server(
+                            setup, port, work, journal_stats=args.journal_stats
+                        ) as server:
+                            result = measure(
+                                args, name, server, setup.hook_path, script, body, work, round_no
+                            )
+                        # The server has stopped: the journal is closed and can be read.
+                        counted = count_journaled(setup, result.tag)
+                        if counted is not None:
+                            result.journaled, result.exported = counted
+                    finally:
+                        if pg is not None:
+                            drop_pg_schema(pg)
                 results.append(result)
                 print(
-                    f"  round {round_no} {name:7}  {result.rps:8.0f} req/s"
+                    f"  round {round_no} {name:8}  {result.rps:8.0f} req/s"
                     f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
                     f"  non-2xx {result.non_2xx}",
                     flush=True,
@@ -406,14 +434,24 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     for name, by_code in codes.items():
         shown = ", ".join(f"{code}: {n}" for code, n in sorted(by_code.items()))
         lines.append(f"status codes, {name}: {shown}")
-    if "bare" in rounds and "durable" in rounds:
-        bare = statistics.median(r.rps for r in rounds["bare"])
-        durable = statistics.median(r.rps for r in rounds["durable"])
-        how = "" if args.rounds == 1 else f" (medians of {args.rounds} rounds)"
-        lines.append(
-            f"durable/bare throughput ratio: {durable / bare:.2f}"
-            f"  ({durable:.0f} / {bare:.0f} req/s{how}; target >= 0.50)"
-        )
+    how = "" if args.rounds == 1 else f" (medians of {args.rounds} rounds)"
+    medians = {name: statistics.median(r.rps for r in rs) for name, rs in rounds.items()}
+    for over, under, target in (
+        ("sqlite", "bare", 0.50),
+        ("postgres", "bare", None),
+        ("postgres", "sqlite", 0.60),
+    ):
+        if over in medians and under in medians and medians[under]:
+            aim = "" if target is None else f"; target >= {target:.2f}"
+            lines.append(
+                f"{over}/{under} throughput ratio: {medians[over] / medians[under]:.2f}"
+                f"  ({medians[over]:.0f} / {medians[under]:.0f} req/s{how}{aim})"
+            )
+    if "postgres" in rounds and "sqlite" in rounds:
+        pg, lite = rounds["postgres"], rounds["sqlite"]
+        p50 = statistics.median(r.p50_ms for r in pg) / statistics.median(r.p50_ms for r in lite)
+        p99 = statistics.median(r.p99_ms for r in pg) / statistics.median(r.p99_ms for r in lite)
+        lines.append(f"postgres/sqlite latency ratio: p50 {p50:.2f}, p99 {p99:.2f}{how}")
     return "\n".join(lines)
 
 

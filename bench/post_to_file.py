@@ -35,7 +35,6 @@ import os
 import secrets
 import select
 import shutil
-import sqlite3
 import statistics
 import struct
 import sys
@@ -51,12 +50,11 @@ from common import (
     body_template,
     free_port,
     hookdock_server,
+    journal_counts,
     percentile,
     table,
     write_config,
 )
-
-from receiver.journal.sqlite_schema import OVERALL_STATE
 
 try:
     import aiohttp
@@ -247,19 +245,6 @@ def ms_row(name: str, values_ms: list[float]) -> list[str]:
     ]
 
 
-def journal_states(db: Path) -> dict[str, int]:
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            return dict(
-                conn.execute(f"SELECT {OVERALL_STATE}, count(*) FROM deliveries d GROUP BY 1")
-            )
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return {}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -313,7 +298,8 @@ def main() -> int:
             sent_done = time.monotonic()
             find_exports(setup.exports, template.workspace_id, items, sent_done + args.deadline)
             waited = time.monotonic() - sent_done
-        states = journal_states(setup.journal)
+        # The server has stopped: read the states through the journal itself.
+        states = {k: n for k, n in journal_counts(setup).items() if n}
         if watcher is not None:
             time.sleep(0.2)  # let the watcher read the last events
             watcher.stop()

@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from receiver import cli
-from receiver.journal.sqlite import SqliteJournal
+from receiver.journal import SqlJournal
 from receiver.runtime import Runtime
 
 _runtimes: list[Runtime] = []
@@ -34,7 +34,7 @@ async def _start(self: Runtime) -> None:
 def _report(signum: int, frame: FrameType | None) -> None:
     stats: dict[str, Any] = {"commits": 0, "jobs": 0}
     for runtime in _runtimes:
-        if isinstance(runtime.journal, SqliteJournal):
+        if isinstance(runtime.journal, SqlJournal):
             commits, jobs = runtime.journal.stats
             stats["commits"] += commits
             stats["jobs"] += jobs

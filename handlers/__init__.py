@@ -18,7 +18,7 @@ from handlers.event import Event, FileRef, RawDelivery
 from handlers.files import FileInfo, IncomingFile
 from handlers.redact import redact_text, redact_url
 from handlers.sink import FileSink, Sink
-from handlers.source import Source
+from handlers.source import Source, SourceBase, SourceSettings
 
 __all__ = [
     "Event",
@@ -38,6 +38,8 @@ __all__ = [
     "SinkError",
     "SinkGone",
     "Source",
+    "SourceBase",
+    "SourceSettings",
     "redact_text",
     "redact_url",
 ]

@@ -9,7 +9,8 @@ The tree::
     │   ├── RetryableSinkError   try again later (network, throttling, a full disk that may clear)
     │   └── PermanentSinkError   retrying cannot help (bad path template, refused by policy)
     │       ├── SinkGone         the destination is gone for good (HTTP 410): stop the sink
-    │       └── FileUnavailable  a referenced file cannot be fetched (expired, deleted, ...)
+    │       ├── FileUnavailable  a referenced file cannot be fetched (expired, deleted, ...)
+    │       └── EventNotWritable the event cannot be written as JSON (nested too deep, ...)
     └── PluginConfigError        a handler's own configuration is invalid
 
 Every message is written for the person who reads it: the vendor's reviewer for
@@ -19,6 +20,7 @@ Every message is written for the person who reads it: the vendor's reviewer for
 from __future__ import annotations
 
 __all__ = [
+    "EventNotWritable",
     "FileUnavailable",
     "HandlerError",
     "NormalizeError",
@@ -104,6 +106,13 @@ class FileUnavailable(PermanentSinkError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class EventNotWritable(PermanentSinkError):
+    """The event cannot be serialized (nested deeper than JSON writers go, a value no JSON
+    holds): the same event fails the same way on every attempt, so it is dead-lettered."""
+
+    code = "not_serializable"
 
 
 class PluginConfigError(HandlerError):

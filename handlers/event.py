@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
+from handlers.errors import EventNotWritable
 from handlers.redact import redact_url
 
 if TYPE_CHECKING:
     from handlers.files import FileInfo
 
-__all__ = ["TEMPLATE_FIELDS", "Event", "FileRef", "RawDelivery"]
+__all__ = ["ATTRIBUTE_PREFIX", "TEMPLATE_FIELDS", "Attribute", "Event", "FileRef", "RawDelivery"]
 
 _SCALAR_FIELDS = (
     "event_id",
@@ -30,7 +32,12 @@ _SCALAR_FIELDS = (
     "display_name",
 )
 TEMPLATE_FIELDS = frozenset({*_SCALAR_FIELDS, "received_date"})
-"""The names ``Event.template_fields`` offers to path and key templates."""
+"""The names ``Event.template_fields`` always offers to path and key templates."""
+ATTRIBUTE_PREFIX = "attributes."
+"""Templates name an event's attributes as ``{attributes.entity}``."""
+
+Attribute = str | int | None
+"""An attribute's value: ids are text or whole numbers, as vendors send them."""
 
 
 _ORJSON = orjson.OPT_UTC_Z
@@ -107,6 +114,15 @@ class Event(_Frozen):
     external_id: str | None = None
     display_name: str | None = None
     files: tuple[FileRef, ...] = ()
+    attributes: dict[str, Attribute] = Field(default_factory=dict)
+    """What the source names this event by, beyond its kind: ``task_id``, ``workspace_id``...
+    for SmartDocumentor, ``entity``, ``primary_key``, ``tenant``... for SuperOffice.  Routing
+    rules match them (``attributes = { entity = "contact" }``) and templates use them
+    (``{attributes.tenant}``); the source's documentation lists the names it sets."""
+    alert: str | None = None
+    """Set when the vendor reports a problem an operator must act on (SuperOffice's
+    ``webhook.errors``): one line saying what.  hookdock logs it as an error and counts it in
+    ``hookdock status``; the event is routed and delivered like any other."""
     payload: dict[str, Any] = Field(default_factory=dict, repr=False)
     """The vendor's JSON body, unchanged, unknown fields included."""
 
@@ -116,12 +132,19 @@ class Event(_Frozen):
         Every sink serializes every event, and pydantic walks the untyped payload value by value;
         orjson writes the same document three to six times faster.  Anything orjson cannot write
         (a third-party source's Decimal, an int beyond 64 bits) falls back to pydantic.
+        What neither can write raises ``EventNotWritable``: no retry will change that.
         """
         option = _ORJSON_INDENT if indent else _ORJSON
         try:
             return orjson.dumps(self.__dict__, default=_fields_of, option=option)
         except orjson.JSONEncodeError:
+            pass
+        try:
             return self.model_dump_json(indent=2 if indent else None).encode()
+        except (PydanticSerializationError, RecursionError) as exc:
+            raise EventNotWritable(
+                f"event {self.event_id} cannot be written as JSON: {_first_line(exc)}"
+            ) from exc
 
     def with_files(self, stored: Mapping[str, FileInfo]) -> Event:
         """This event with ``stored`` (role to info) recorded on its files.
@@ -145,13 +168,22 @@ class Event(_Frozen):
         return self.model_copy(update={"files": tuple(files), "payload": payload})
 
     def template_fields(self) -> dict[str, str]:
-        """Scalar fields as strings for path and key templates (a missing one is ``none``)."""
+        """Scalar fields and attributes (``attributes.NAME``) as strings for path and key
+        templates; a missing one is ``none``, an attribute the event lacks too."""
         fields: dict[str, str] = {}
         for name in _SCALAR_FIELDS:
             value = getattr(self, name)
             fields[name] = "none" if value is None else str(value)
         fields["received_date"] = self.received_at.strftime("%Y-%m-%d")
+        for name, attribute in self.attributes.items():
+            fields[ATTRIBUTE_PREFIX + name] = "none" if attribute is None else str(attribute)
         return fields
+
+
+def _first_line(exc: BaseException) -> str:
+    # pydantic's message is "Error serializing to JSON: ValueError: Maximum serialization depth
+    # exceeded": the part after the last colon is what a person needs.
+    return str(exc).splitlines()[0].rsplit(": ", 1)[-1][:200] if str(exc) else type(exc).__name__
 
 
 def _replace_strings(value: Any, replacements: Mapping[str, str]) -> Any:

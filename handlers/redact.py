@@ -1,18 +1,46 @@
-"""Redaction of credentials that hide inside URLs.
+"""Redaction of credentials, in URLs and in any text hookdock logs, stores or shows.
 
-Azure-style SAS URLs (SmartDocumentor's ``exportedFileUrl``/``originalFileUrl``) carry their
-credential in the query string.  Whenever a URL is logged or shown we keep the parameters that
-help a person debug (expiry, permissions, version) and replace every other value.
+Three layers, one implementation:
+
+* **URLs.**  Azure-style SAS URLs (SmartDocumentor's ``exportedFileUrl``/``originalFileUrl``)
+  carry their credential in the query string.  Whenever a URL is logged or shown we keep the
+  parameters that help a person debug (expiry, permissions, version) and replace every other
+  value, and the user info.
+* **Known values.**  Every secret hookdock holds or derives (tokens, passwords, HMAC and
+  Standard Webhooks secrets, S3 keys and session tokens, the ``Basic`` value aiohttp makes of
+  a URL's user info) is registered in ``SECRETS`` when its config loads, and scrubbed from
+  any text, whichever library wrote it: an endpoint that echoes request headers, a client
+  error that quotes its request.
+* **Shapes.**  What a credential looks like where its value is not known beforehand (a
+  session token from the environment, a signature botocore computes): ``Authorization``
+  values, ``Basic``/``Bearer`` credentials, ``x-amz-security-token``, ``Signature=`` and
+  ``key=value`` pairs whose key names a secret.
+
+``redact_text`` applies all three; ``RedactingFilter`` applies it to every log record a
+handler emits, arguments and traceback included.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 import re
+import threading
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "redact_json", "redact_text", "redact_url", "sas_expiry"]
+__all__ = [
+    "REDACTED",
+    "SECRETS",
+    "RedactingFilter",
+    "SecretValues",
+    "basic_credentials",
+    "redact_json",
+    "redact_text",
+    "redact_url",
+    "sas_expiry",
+]
 
 REDACTED = "REDACTED"
 
@@ -58,9 +86,126 @@ _SIG_IN_TEXT = re.compile(r"(?i)((?:[?&]|\b)sig=)[^&\s\"'<>]+?(?=[&\s\"'<>]|[:;,
 _USERINFO_IN_TEXT = re.compile(r"(?i)(https?://)[^/@\s\"'<>]+@")
 
 
+# A value runs to the next separator; as above, sentence punctuation after it stays.
+_VALUE = r"""[^\s"'&,;<>(){}\[\]]+?(?=[\s"'&,;<>(){}\[\]]|[:.]+(?:\s|$)|$)"""
+# An opening quote, or the b' of a logged bytes value; taken whole or not at all (``?+``), so
+# that backtracking cannot leave the quote to be taken for the value.
+_BYTES_QUOTE = r"""(?:(?-i:b)?["'])?+"""
+# ``name: value``, ``name=value``, ``'name': b'value'`` (a logged dict of headers), and the
+# canonical request botocore logs at debug level (``x-amz-security-token:value``).
+_SECRET_PAIR = re.compile(
+    r"""(?i)(\b(?:x-amz-security-token|x-amz-signature|aws_session_token|"""
+    r"""aws_secret_access_key|secret_access_key|session_token|security_token|signature|"""
+    r"""password|passwd|secret|token|api[_-]?key)["']?\s*[:=]\s*"""
+    + _BYTES_QUOTE
+    + r")(?!REDACTED)"
+    + _VALUE
+)
+# ``Authorization: Basic dXNlcjpwYXNz``, ``Authorization: abc123``: the credential, whatever
+# the scheme (AWS's is left to ``Signature=`` below, keeping the credential scope readable).
+_AUTHORIZATION = re.compile(
+    r"""(?i)(\b(?:proxy-)?authorization["']?\s*[:=]\s*"""
+    + _BYTES_QUOTE
+    + r"(?:(?:basic|bearer|digest)[ \t]+)?+)(?!REDACTED)(?!aws4-hmac-sha256\b)"
+    + _VALUE
+)
+# ``Basic dXNlcjpwYXNz`` or ``Bearer eyJ...`` anywhere else.  A credential has a digit or one
+# of ``+/=`` in it, which words do not: "Basic authentication failed" stays as it is.
+_SCHEME_CREDENTIAL = re.compile(
+    r"(?i)(\b(?:basic|bearer|digest)[ \t]+)(?!REDACTED)"
+    r"(?=[A-Za-z0-9+/=._~-]*[0-9+/=])[A-Za-z0-9+/=._~-]{8,}"
+)
+_MIN_SECRET = 4
+"""Shorter values are not scrubbed by value: they would garble ordinary text."""
+
+
+class SecretValues:
+    """Secret values, scrubbed by value from any text (``redact_text``).
+
+    Each value is kept with the forms it travels in: percent-encoded (in a URL) and, for a
+    Standard Webhooks secret, its base64 key without the ``whsec_`` prefix.
+    """
+
+    def __init__(self) -> None:
+        self._values: frozenset[str] = frozenset()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, *values: str | None) -> None:
+        forms: set[str] = set()
+        for value in values:
+            if not value:
+                continue
+            forms.update({value, quote(value, safe=""), value.removeprefix("whsec_")})
+        forms = {form for form in forms if len(form) >= _MIN_SECRET}
+        with self._lock:
+            if forms <= self._values:
+                return
+            self._values |= forms
+            # Longest first, so a secret that contains another is scrubbed whole.
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, ordered)))
+
+    def scrub(self, text: str) -> str:
+        pattern = self._pattern
+        return text if pattern is None else pattern.sub(REDACTED, text)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values
+
+    def clear(self) -> None:
+        """Forget every value (for tests)."""
+        with self._lock:
+            self._values = frozenset()
+            self._pattern = None
+
+
+SECRETS = SecretValues()
+"""The process's registry: sinks and the host add what they hold when their config loads."""
+
+
+def basic_credentials(username: str, password: str) -> str:
+    """The ``Basic`` value an HTTP client sends for these credentials (as aiohttp makes it)."""
+    return base64.b64encode(f"{username}:{password}".encode("latin-1", "replace")).decode()
+
+
 def redact_text(text: str) -> str:
-    """Redact SAS signatures and URL user info inside free text such as an error message."""
-    return _USERINFO_IN_TEXT.sub(rf"\1{REDACTED}@", _SIG_IN_TEXT.sub(rf"\1{REDACTED}", text))
+    """Redact known secrets, SAS signatures, URL user info and credential-shaped values in
+    free text such as an error message or a log line."""
+    text = SECRETS.scrub(text)
+    text = _SIG_IN_TEXT.sub(rf"\1{REDACTED}", text)
+    text = _USERINFO_IN_TEXT.sub(rf"\1{REDACTED}@", text)
+    text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
+    text = _SCHEME_CREDENTIAL.sub(rf"\1{REDACTED}", text)
+    return _SECRET_PAIR.sub(rf"\1{REDACTED}", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts every record a handler emits, whichever library logged it (``redact_text``).
+
+    The message is formatted here, once, with its arguments, and a traceback is formatted
+    and redacted too: a handler's formatter then prints what this filter left.
+    """
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_hookdock_redacted", False):
+            return True  # a second handler: already done
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string: keep the record, show the raw msg
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = redact_text(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        record._hookdock_redacted = True
+        return True
 
 
 def redact_json(value: Any) -> Any:

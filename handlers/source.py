@@ -3,16 +3,40 @@
 A source is pure and synchronous.  ``admit`` runs in the request, before the journal write,
 and must be cheap: it rejects bodies that can never be valid (raising ``PayloadRejected``) and
 names the dedupe key.  ``normalize`` runs later in the dispatcher and may be retried after a fix.
+
+What a source may declare besides, each optional (``SourceBase`` has the defaults):
+
+* ``settings_model``: a pydantic model (``frozen=True, extra="forbid"``) for the route's
+  ``settings`` table.  hookdock validates it at startup, naming the route and the key
+  (``routes[2].settings.kind_path: ...``), and builds the source with the validated model:
+  ``Source(settings)``.  A source without one is built with no arguments and takes no settings.
+* ``kept_headers``: the request headers (lower case) it reads, kept with the raw delivery in
+  the journal.  Credentials (``Authorization``, signatures) are never kept, whatever it asks.
+* ``default_auth``: the verification scheme of its vendor, as an ``auth`` table without the
+  secret (``{"type": "hmac", "header": "X-SuperOffice-Signature", ...}``).  A route whose
+  ``auth`` gives no ``type`` gets this one, with the route's keys on top.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
 
 from handlers.event import Event, RawDelivery
 
-__all__ = ["Source"]
+__all__ = ["NoSettings", "Source", "SourceBase", "SourceSettings"]
+
+
+class SourceSettings(BaseModel):
+    """A base for a source's settings model: frozen, strict (no unknown keys, no coercion)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
+
+
+class NoSettings(SourceSettings):
+    """The settings of a source that takes none: any key is an error."""
 
 
 @runtime_checkable
@@ -28,3 +52,18 @@ class Source(Protocol):
     def normalize(self, delivery: RawDelivery) -> Sequence[Event]:
         """Turn a journaled delivery into events; raise ``NormalizeError`` if it cannot."""
         ...
+
+
+class SourceBase:
+    """Defaults for what a source may declare; subclassing it is optional.
+
+    A subclass with settings sets ``settings_model`` and takes the validated model in
+    ``__init__`` (it is ``None`` when a test builds the source bare: use the defaults).
+    """
+
+    settings_model: ClassVar[type[BaseModel]] = NoSettings
+    default_auth: ClassVar[Mapping[str, Any] | None] = None
+    kept_headers: frozenset[str] = frozenset()
+
+    def __init__(self, settings: BaseModel | None = None) -> None:
+        self.settings = settings if settings is not None else self.settings_model()

@@ -2,21 +2,28 @@
 
 A template such as ``{vendor}/{task_id}/{kind}-{event_id}.json`` is checked once, when the
 config loads (known fields only, ``{event_id}`` required so every event gets its own name,
-relative, no ``..``), and rendered per event.  The values come from the vendor, so each one
-used is checked before it goes into a name: a value with a separator, ``..`` or a control
-character would let a sender choose where the file or object lands, and is refused with a
-``PermanentSinkError`` that names the field.
+relative, no ``..``), and rendered per event.  ``{attributes.NAME}`` names an attribute the
+source sets (``{attributes.tenant}``); which ones exist depends on the route's source, which a
+sink does not know, so an attribute an event lacks renders as ``none``, like a missing field.
+
+The values come from the vendor, so each one used is checked before it goes into a name: a
+value with a separator, ``..`` or a control character would let a sender choose where the file
+or object lands, and is refused with a ``PermanentSinkError`` that names the field.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import PurePosixPath
 
 from handlers.errors import PermanentSinkError
-from handlers.event import TEMPLATE_FIELDS, Event
+from handlers.event import ATTRIBUTE_PREFIX, TEMPLATE_FIELDS, Event
 
 __all__ = ["EventTemplate", "check_template", "safe_value"]
+
+
+_ATTRIBUTE = re.compile(re.escape(ATTRIBUTE_PREFIX) + r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _names(template: str) -> list[str]:
@@ -29,9 +36,9 @@ def _names(template: str) -> list[str]:
 def check_template(template: str) -> str:
     """Return ``template`` if usable; raise ``ValueError`` (for a pydantic validator) if not."""
     names = _names(template)
-    unknown = sorted(set(names) - TEMPLATE_FIELDS)
+    unknown = sorted(n for n in set(names) - TEMPLATE_FIELDS if not _ATTRIBUTE.fullmatch(n))
     if unknown:
-        known = ", ".join(sorted(TEMPLATE_FIELDS))
+        known = ", ".join([*sorted(TEMPLATE_FIELDS), "attributes.NAME"])
         raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {known}")
     if "event_id" not in names:
         raise ValueError("must contain {event_id}, so that every event gets its own name")
@@ -64,9 +71,18 @@ class EventTemplate:
         self._what = what
 
     def render(self, event: Event) -> str:
+        values = event.template_fields()
         fields = {
-            k: safe_value(k, v, sink=self._sink, what=self._what)
-            for k, v in event.template_fields().items()
-            if k in self.names
+            name: safe_value(name, values.get(name, "none"), sink=self._sink, what=self._what)
+            for name in self.names
         }
-        return self.template.format_map(fields)
+        # format_map would read "attributes.tenant" as an attribute lookup on "attributes";
+        # the template was checked at load, so its pieces are plain names.
+        formatter = string.Formatter()
+        out = []
+        for literal, name, spec, conversion in formatter.parse(self.template):
+            out.append(literal)
+            if name:
+                value = formatter.convert_field(fields[name], conversion)
+                out.append(format(value, spec or ""))
+        return "".join(out)

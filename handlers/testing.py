@@ -20,6 +20,7 @@
   skipped for sinks that take no files.
 
   It needs pytest and anyio (its tests are async and run on asyncio).
+* ``SourceContract`` and ``make_delivery``: the same for sources (``handlers.source_contract``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from handlers.errors import PermanentSinkError, RetryableSinkError
 from handlers.event import Event, FileRef
 from handlers.files import IncomingFile
 from handlers.sink import FileSink, Sink
+from handlers.source_contract import SourceContract, make_delivery
 
-__all__ = ["RecordingSink", "SinkContract", "make_event"]
+__all__ = ["RecordingSink", "SinkContract", "SourceContract", "make_delivery", "make_event"]
 
 _counter = itertools.count()
 

@@ -6,7 +6,9 @@ Each scheme is a frozen pydantic model; ``AuthConfig`` is their union, told apar
     basic                ``Authorization: Basic base64(user:pass)``
     header-token         a fixed header value, e.g. ``Authorization: Bearer <token>``
     standard-webhooks    HMAC-SHA256 over ``id.timestamp.body``, several secrets for rotation
-    hmac-sha256-base64   base64 HMAC-SHA256 of the raw body (SuperOffice's signature header)
+    hmac                 the HMAC family: header, prefix, hex or base64, raw body or
+                         ``{id}.{timestamp}.{body}`` with a tolerance (GitHub, SuperOffice, ...)
+    hmac-sha256-base64   the name SuperOffice's settings of ``hmac`` had first; still works
     none                 nothing; a route has to say so, there is no default
 
 ``verify`` raises ``AuthFailed`` with a short message the sender may see.  Messages never hold a
@@ -25,9 +27,18 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal, assert_never
+from typing import Annotated, Any, Literal, assert_never
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    TypeAdapter,
+    model_validator,
+)
 
 from handlers.signing import decode_whsec as _decode_whsec
 from handlers.signing import sign_standard_webhook
@@ -38,11 +49,17 @@ __all__ = [
     "AuthConfig",
     "BasicAuth",
     "HeaderTokenAuth",
+    "HmacAuth",
     "HmacBase64Auth",
     "NoAuth",
+    "RouteAuth",
+    "SourceDefaultAuth",
     "StandardWebhooksAuth",
     "UrlTokenAuth",
+    "credential_headers",
     "parse_auth",
+    "resolve_auth",
+    "route_auth",
     "sign_hmac_base64",
     "sign_standard_webhook",
     "uses_path_token",
@@ -150,11 +167,66 @@ class StandardWebhooksAuth(_Scheme):
 
 
 class HmacBase64Auth(_Scheme):
-    """base64(HMAC-SHA256(secret, raw body)) in a header: SuperOffice's scheme."""
+    """base64(HMAC-SHA256(secret, raw body)) in a header: SuperOffice's scheme, by its first
+    name.  The same as ``hmac`` with ``encoding = "base64"`` and this header."""
 
     type: Literal["hmac-sha256-base64"] = "hmac-sha256-base64"
     header: Annotated[str, AfterValidator(_header_name)] = "X-SuperOffice-Signature"
     secret: Annotated[SecretStr, AfterValidator(_non_empty)]
+
+    _family: HmacAuth | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Once, not per request: validating a model costs more than the HMAC it checks.
+        self._family = HmacAuth(header=self.header, encoding="base64", secret=self.secret)
+
+    def as_family(self) -> HmacAuth:
+        assert self._family is not None
+        return self._family
+
+
+class HmacAuth(_Scheme):
+    """An HMAC of the request in a header, in whichever of the common forms the sender uses.
+
+    GitHub: ``header = "X-Hub-Signature-256", prefix = "sha256=", encoding = "hex"``.
+    SuperOffice: ``header = "X-SuperOffice-Signature", encoding = "base64"``.
+    Signed ``id.timestamp.body`` (Standard Webhooks' layout with a sender's own headers):
+    ``signed = "id.timestamp.body"``, ``id_header``, ``timestamp_header`` and a tolerance.
+    """
+
+    type: Literal["hmac"] = "hmac"
+    header: Annotated[str, AfterValidator(_header_name)]
+    prefix: Annotated[str, AfterValidator(_prefix)] = ""
+    """Text before the MAC in the header, such as ``sha256=``."""
+    encoding: Literal["hex", "base64"] = "hex"
+    algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+    secret: Annotated[SecretStr, AfterValidator(_non_empty)] | None = None
+    secrets: list[Annotated[SecretStr, AfterValidator(_non_empty)]] = []
+    """Several secrets, any of which may match: for rotation (instead of ``secret``)."""
+    signed: Literal["body", "id.timestamp.body"] = "body"
+    id_header: Annotated[str, AfterValidator(_header_name)] = "webhook-id"
+    timestamp_header: Annotated[str, AfterValidator(_header_name)] = "webhook-timestamp"
+    tolerance_seconds: Annotated[int, Field(gt=0)] = 300
+    """With ``signed = "id.timestamp.body"``: how far the timestamp may be from now, either way."""
+
+    @model_validator(mode="after")
+    def _one_secret_form(self) -> HmacAuth:
+        if (self.secret is None) == (not self.secrets):
+            raise ValueError("give secret or secrets (a list, for rotation), one of them")
+        return self
+
+    def secret_keys(self) -> list[bytes]:
+        secrets = [self.secret] if self.secret is not None else self.secrets
+        return [s.get_secret_value().encode() for s in secrets]
+
+
+class SourceDefaultAuth(_Scheme):
+    """A route's ``auth`` without a ``type``: its source's scheme (``Source.default_auth``)
+    with ``options`` on top.  Resolved into a real scheme when the source is loaded
+    (``resolve_auth``); ingest never sees one."""
+
+    type: Literal["source-default"] = "source-default"
+    options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
 class NoAuth(_Scheme):
@@ -164,13 +236,54 @@ class NoAuth(_Scheme):
 
 
 AuthConfig = Annotated[
-    UrlTokenAuth | BasicAuth | HeaderTokenAuth | StandardWebhooksAuth | HmacBase64Auth | NoAuth,
+    UrlTokenAuth
+    | BasicAuth
+    | HeaderTokenAuth
+    | StandardWebhooksAuth
+    | HmacAuth
+    | HmacBase64Auth
+    | NoAuth,
     Field(discriminator="type"),
 ]
 
 _ADAPTER: TypeAdapter[AuthConfig] = TypeAdapter(
     AuthConfig, config=ConfigDict(hide_input_in_errors=True)
 )
+
+
+RouteAuth = Annotated[
+    UrlTokenAuth
+    | BasicAuth
+    | HeaderTokenAuth
+    | StandardWebhooksAuth
+    | HmacAuth
+    | HmacBase64Auth
+    | NoAuth
+    | SourceDefaultAuth,
+    Field(discriminator="type"),
+]
+"""What a route's ``auth`` table holds once validated: a scheme, or "the source's"."""
+
+
+def route_auth(data: object) -> object:
+    """Before validation: a table without ``type`` (or none at all) means the source's scheme."""
+    if data is None:
+        return SourceDefaultAuth()
+    if isinstance(data, Mapping) and "type" not in data:
+        return SourceDefaultAuth(options=dict(data))
+    return data
+
+
+def resolve_auth(
+    auth: AuthConfig | SourceDefaultAuth, default: Mapping[str, Any] | None
+) -> AuthConfig:
+    """The scheme a route uses.  ``ValueError`` when it gives no type and its source has no
+    default; pydantic's ``ValidationError`` (locations under ``auth``) for a bad table."""
+    if not isinstance(auth, SourceDefaultAuth):
+        return auth
+    if default is None:
+        raise ValueError("type missing, and the route's source has no scheme of its own")
+    return parse_auth({**default, **auth.options})
 
 
 def parse_auth(data: object) -> AuthConfig:
@@ -181,6 +294,15 @@ def parse_auth(data: object) -> AuthConfig:
 def uses_path_token(auth: AuthConfig) -> bool:
     """Whether the route also answers on ``/hooks/{route}/{token}``."""
     return isinstance(auth, UrlTokenAuth)
+
+
+_ALWAYS_SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "webhook-signature"})
+
+
+def credential_headers(auth: AuthConfig) -> frozenset[str]:
+    """Lower-case names of headers that carry credentials for ``auth``: never journaled."""
+    header = getattr(auth, "header", None)
+    return _ALWAYS_SECRET | ({header.lower()} if isinstance(header, str) else set())
 
 
 def sign_hmac_base64(secret: str, body: bytes) -> str:
@@ -211,9 +333,10 @@ def verify(
             _expect(_header(headers, auth.header), expected, _MISSING, _MISMATCH)
         case StandardWebhooksAuth():
             _verify_standard(auth, headers, body, now)
+        case HmacAuth():
+            _verify_hmac(auth, headers, body, now)
         case HmacBase64Auth():
-            expected = sign_hmac_base64(auth.secret.get_secret_value(), body)
-            _expect(_header(headers, auth.header), expected, _SIG_MISSING, _SIG_MISMATCH)
+            _verify_hmac(auth.as_family(), headers, body, now)
         case NoAuth():
             pass
         case _:
@@ -264,6 +387,47 @@ def _verify_standard(
         if any(hmac.compare_digest(presented, mac) for mac in expected):
             return
     raise AuthFailed(_SIG_MISMATCH)
+
+
+def _verify_hmac(auth: HmacAuth, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    value = _header(headers, auth.header)
+    if not value:
+        raise AuthFailed(_SIG_MISSING)
+    message = body
+    if auth.signed == "id.timestamp.body":
+        msg_id = _header(headers, auth.id_header)
+        stamp = (_header(headers, auth.timestamp_header) or "").strip()
+        if not (msg_id and stamp):
+            raise AuthFailed(_WH_MISSING)
+        if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
+            raise AuthFailed(_WH_BAD_TIMESTAMP)
+        if abs(now - int(stamp)) > auth.tolerance_seconds:
+            raise AuthFailed(_WH_TOLERANCE)
+        message = b"%s.%s.%s" % (_wire(msg_id), stamp.encode(), body)
+    value = value.strip()
+    # A prefix such as "sha256=" names the algorithm; senders agree on its case, but a proxy
+    # or a hand-made test may not, and the prefix is no secret.
+    if not value.lower().startswith(auth.prefix.lower()):
+        raise AuthFailed(_SIG_MISMATCH)
+    presented = _decode_mac(value[len(auth.prefix) :], auth.encoding)
+    digest = getattr(hashlib, auth.algorithm)
+    # Every key is compared, even after a match, so timing says nothing about which matched.
+    matched = False
+    for key in auth.secret_keys():
+        mac = hmac.new(key, message, digest).digest()
+        matched |= presented is not None and hmac.compare_digest(presented, mac)
+    if not matched:
+        raise AuthFailed(_SIG_MISMATCH)
+
+
+def _decode_mac(text: str, encoding: str) -> bytes | None:
+    try:
+        if encoding == "hex":
+            # fromhex would skip spaces between the digits; a MAC has none.
+            return bytes.fromhex(text) if text.isascii() and text.isalnum() else None
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
 
 
 def _expect(presented: str | None, expected: str, missing: str, mismatch: str) -> None:

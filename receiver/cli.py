@@ -44,6 +44,7 @@ from receiver.plugins import (
     load_plugins,
 )
 from receiver.runtime import Runtime
+from receiver.secrets import register_config_secrets
 
 __all__ = ["main"]
 
@@ -55,10 +56,13 @@ def _resolve(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     path = args.config or os.environ.get("HOOKDOCK_CONFIG")
     if path:
         config, base_dir = load_config(Path(path))
-        return config, base_dir, False
-    data_dir = Path(args.data_dir or os.environ.get("HOOKDOCK_DATA") or DEFAULT_DATA_DIR)
-    config, base_dir = default_config(data_dir)
-    return config, base_dir, True
+        embedded = False
+    else:
+        data_dir = Path(args.data_dir or os.environ.get("HOOKDOCK_DATA") or DEFAULT_DATA_DIR)
+        config, base_dir = default_config(data_dir)
+        embedded = True
+    register_config_secrets(config)
+    return config, base_dir, embedded
 
 
 def _print_default_urls(config: Config, host: str, port: int) -> None:
@@ -140,7 +144,8 @@ async def _sink_checks(sinks: dict[str, Sink]) -> list[str]:
         results = await asyncio.gather(*(_check_one(n, s) for n, s in sinks.items()))
     finally:
         await close_sinks(sinks)
-    return [problem for found in results for problem in found]
+    # A sink's own words may quote its destination, which may quote its credentials back.
+    return [redact_text(problem) for found in results for problem in found]
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -297,11 +302,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 lease.name: {"owner": lease.owner, "until": lease.lease_until.isoformat()}
                 for lease in await journal.named_leases()
             }
+            # Vendors reporting trouble of their own (receiver.alerts), such as SuperOffice's
+            # webhook.errors: counted by vendor and kind.
+            out["alerts"] = await journal.alert_counts()
             return out
         finally:
             await runtime.stop()
 
-    print(json.dumps(asyncio.run(run())))
+    print(redact_text(json.dumps(asyncio.run(run()))))
     return 0
 
 
@@ -311,7 +319,8 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
         try:
             state = DeliveryState(args.state) if args.state else None
             for info in await runtime.journal.list(state, args.limit):
-                error = f"  {info.last_error}" if info.last_error else ""
+                # Redacted again: a row stored by an earlier release may hold what is now known.
+                error = f"  {redact_text(info.last_error)}" if info.last_error else ""
                 print(
                     f"{info.delivery_id}  {info.state.value:7}  {info.attempts:3}  "
                     f"{info.received_at:%Y-%m-%d %H:%M:%S}  {info.route}{error}"
@@ -319,7 +328,7 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
                 if args.sends:
                     for send in await runtime.journal.sends(info.delivery_id):
                         code = f"  [{send.code}]" if send.code else ""
-                        why = f"{code}  {send.last_error}" if send.last_error else code
+                        why = f"{code}  {redact_text(send.last_error)}" if send.last_error else code
                         print(
                             f"    {send.event_id}  -> {send.sink:16} {send.state.value:9}"
                             f" {send.attempts:3}{why}"
@@ -401,7 +410,7 @@ def _cmd_sinks(args: argparse.Namespace) -> int:
                 note = ""
                 if name in stopped:
                     note = f"  STOPPED since {stopped[name].stopped_at:%Y-%m-%d %H:%M:%S}: "
-                    note += stopped[name].reason
+                    note += redact_text(stopped[name].reason)
                 kind = runtime.config.sinks.get(name, {}).get("type", "(not configured)")
                 print(f"{name:16} {kind:10} {figures or 'no sends yet'}{note}")
             return 0

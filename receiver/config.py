@@ -2,7 +2,9 @@
 
 Every model is frozen and forbids unknown keys, so a typo stops the start with the key named.
 Relative paths are taken from the config file's folder (from the working directory for the
-embedded defaults).  Sink options are an open set: each sink plugin validates its own table.
+embedded defaults).  Sink options and a route's source ``settings`` are open sets: each
+plugin validates its own table when it is loaded (``receiver.plugins``), and so is a route's
+``auth`` without a ``type``, which takes its source's scheme.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -23,8 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from handlers.json_depth import DEFAULT_MAX_JSON_DEPTH
 from handlers.netguard import AllowedNetwork, HostPattern
-from receiver.auth import AuthConfig
+from receiver.auth import RouteAuth, SourceDefaultAuth, route_auth
 from receiver.errors import ConfigError
 from receiver.journal.config import JournalConfig, SqliteConfig
 from receiver.logs import LogConfig
@@ -70,6 +74,16 @@ class ServerConfig(_Model):
     """On SIGTERM: how long /readyz answers 503 before the listener closes, for load balancers."""
     access_log: bool = False
     """uvicorn's access log.  Off by default: it would log URL tokens."""
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """A request's line and headers must all arrive within this long (408, then close)."""
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """A request's whole body must arrive within this long after its headers (408, close)."""
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    """The request line and headers together, at most (431, then close)."""
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Open connections at once; one more is answered 503 and closed as it opens."""
+    keep_alive_seconds: Annotated[int, Field(ge=1, le=600)] = 5
+    """An idle kept-alive connection is closed after this long."""
 
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)
@@ -118,9 +132,9 @@ class DispatcherConfig(_Model):
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
-    """Ingest first: with this many requests in flight, exports pause (one batch per
-    ``busy_pause_seconds``), so a burst is journaled and answered at full speed and exported
-    right after.  0: never pause."""
+    """Ingest first: with this many requests at work (body received, being journaled),
+    exports pause (one batch per ``busy_pause_seconds``), so a burst is journaled and answered
+    at full speed and exported right after.  0: never pause."""
     busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     file_transfers: Annotated[int, Field(ge=1, le=256)] = 4
     """Files downloaded at once, across every sink: each transfer takes a few MiB (a part or
@@ -208,12 +222,21 @@ class FilesConfig(_Model):
 class RouteConfig(_Model):
     name: Annotated[str, Field(pattern=_NAME)]
     source: str
-    auth: AuthConfig
+    auth: Annotated[RouteAuth, BeforeValidator(route_auth)] = Field(
+        default_factory=SourceDefaultAuth
+    )
+    """A scheme (``type = ...``); without a type, the source's own scheme with these keys on
+    top (SuperOffice: ``auth = { secret = "..." }``)."""
+    settings: dict[str, Any] = {}
+    """The source's own settings, validated by its ``settings_model`` when it is loaded."""
     sinks: list[str]
     """Where an event goes when no rule matches it (empty: dropped unless a rule matches)."""
     rules: list[RuleConfig] = []
     """Tried in order; the first that matches an event picks its sinks (or drops it)."""
     max_body_bytes: Annotated[int, Field(ge=1, le=1024 * MiB)] = MiB
+    max_json_depth: Annotated[int, Field(ge=1, le=200)] = DEFAULT_MAX_JSON_DEPTH
+    """Levels a JSON body may nest; deeper is refused (422) before it is journaled.  At most
+    200: JSON writers stop near 254, and an event wraps the payload in levels of its own."""
     files: FilesConfig = FilesConfig()
 
     @model_validator(mode="after")
@@ -351,10 +374,11 @@ def _loc(loc: tuple[int | str, ...]) -> str:
             "basic",
             "header-token",
             "standard-webhooks",
+            "source-default",
             "none",
             "sqlite",
             "postgres",
-        ) or (part.startswith("hmac-")):
+        ) or (part == "hmac" or part.startswith("hmac-")):
             continue  # the discriminator's branch name is noise next to the key itself
         else:
             out += f".{part}" if out else part

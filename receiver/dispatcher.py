@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -44,8 +45,10 @@ from handlers.redact import redact_text
 from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.config import DispatcherConfig
+from receiver.failures import never_succeeds
 from receiver.fetch import Fetcher
 from receiver.journal.base import Claim, Journal, Outcome, SendClaim
+from receiver.journal.errors import JournalError
 from receiver.logs import ACTIVITY
 from receiver.processes import new_owner, owner_is_gone
 from receiver.retry import RetryPolicy
@@ -336,7 +339,7 @@ class Dispatcher:
         except Exception:
             # The lease runs out and routing is tried again: at-least-once, never lost.
             self._load.subtract(reserved)
-            log.exception("cannot record the routing of delivery %s", delivery.delivery_id)
+            _journal_failed("cannot record the routing of delivery %s", delivery.delivery_id)
             return
         self._load.subtract(reserved)
         if self._stopping and sends:
@@ -350,13 +353,22 @@ class Dispatcher:
         self._maybe_due.update({sink for _, sink in pairs} - {s.sink for s in sends})
         if not pairs:
             log.debug("delivery %s: every event dropped by the rules", delivery.delivery_id)
+        else:
+            log.debug(
+                "delivery %s (route %s) routed: %d events, %d sends",
+                delivery.delivery_id,
+                delivery.route,
+                len({event.event_id for event, _ in pairs}),
+                len(pairs),
+                extra={"delivery_id": delivery.delivery_id, "route": delivery.route},
+            )
 
     async def _finish_route(self, claim: Claim, outcome: Outcome) -> None:
         delivery = claim.delivery
         try:
             await self.journal.finish(claim, self.owner, outcome)
         except Exception:
-            log.exception("cannot record the outcome of delivery %s", delivery.delivery_id)
+            _journal_failed("cannot record the outcome of delivery %s", delivery.delivery_id)
             return
         log.error(
             "delivery %s (route %s) dead-lettered: %s",
@@ -374,7 +386,7 @@ class Dispatcher:
             await self.journal.finish_send(claim, self.owner, outcome)
         except Exception:
             # The lease runs out and another attempt follows: at-least-once, never lost.
-            log.exception(
+            _journal_failed(
                 "cannot record the outcome of event %s to sink %s", claim.event_id, claim.sink
             )
             return
@@ -457,6 +469,8 @@ class Dispatcher:
         except Exception as exc:
             reason = _describe(exc)
             code = getattr(exc, "code", None)
+            if never_succeeds(exc):
+                return Outcome.dead(reason, code=code)
             after = exc.retry_after if isinstance(exc, RetryableSinkError) else None
             delay = target.policy.delay(claim.attempt, at_least=after)
             if delay is None:
@@ -542,6 +556,16 @@ class Dispatcher:
             f"the file's link expires at {when}, with no time left for another try: {reason}",
             code="link_expired",
         )
+
+
+def _journal_failed(message: str, *args: object) -> None:
+    """Log a journal write the dispatcher could not make: one line while the journal is away
+    (a database restart makes hundreds), a traceback for anything else."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, JournalError):
+        log.warning(message + " (its lease runs out and it is tried again): %s", *args, exc)
+    else:
+        log.exception(message, *args)
 
 
 class _Unroutable(Exception):

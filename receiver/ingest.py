@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handlers.errors import PayloadRejected
 from handlers.event import RawDelivery
+from handlers.json_depth import json_too_deep
 from receiver.auth import uses_path_token, verify
 from receiver.errors import (
     BadPayload,
@@ -33,19 +34,6 @@ from receiver.responses import error_response, text
 from receiver.runtime import IngestRoute, Runtime
 
 __all__ = ["IngestApp"]
-
-# Headers worth keeping with a delivery.  Credentials (Authorization, signatures) never are.
-_KEPT_HEADERS = frozenset(
-    {
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "x-superoffice-event",
-        "x-superoffice-eventid",
-        "x-superoffice-retry",
-        "x-hook-test",
-    }
-)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -86,13 +74,14 @@ async def _read_capped(scope: Scope, receive: Receive, cap: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _media_type(scope: Scope, route: IngestRoute) -> str:
+def _media_type(scope: Scope, route: IngestRoute) -> tuple[str, str]:
+    """The Content-Type as sent, and its media type (``application/json``)."""
     raw = _header(scope, b"content-type") or ""
     media = raw.split(";", 1)[0].strip().lower()
     if media not in route.media_types:
         wanted = " or ".join(sorted(route.media_types))
         raise UnsupportedMediaType(f"content type must be {wanted}")
-    return raw
+    return raw, media
 
 
 class IngestApp:
@@ -122,7 +111,6 @@ class IngestApp:
             return
         runtime = self.runtime
         request_id = _request_id(scope)
-        runtime.ingest_inflight += 1
         try:
             answer = await _ingest(scope, receive, runtime, names, request_id)
         except ClientGone:
@@ -133,8 +121,6 @@ class IngestApp:
             runtime.metrics.request(names[0], response.status_code)
             await response(scope, receive, send)
             return
-        finally:
-            runtime.ingest_inflight -= 1
         runtime.metrics.request(names[0], 200)
         # The 200 is the hot path: two plain ASGI messages, no Response object.
         await send(
@@ -165,13 +151,30 @@ async def _ingest(
     """The body of the 200 answer, once the delivery is durable; raises for anything else."""
     route = runtime.routes.get(names[0])
     path_token = names[1] if len(names) == 2 else None
-    if route is None or (path_token is not None and not uses_path_token(route.config.auth)):
+    if route is None or (path_token is not None and not uses_path_token(route.auth)):
         raise RouteNotFound("no such webhook route")
     body = await _read_capped(scope, receive, route.config.max_body_bytes)
-    content_type = _media_type(scope, route)
+    # Ingest pressure is work, not open sockets: a request counts for the dispatcher (which
+    # steps aside for ingest) from the moment its whole body is here, never while it trickles.
+    runtime.ingest_inflight += 1
+    try:
+        return await _admit_and_store(scope, runtime, route, path_token, body, request_id)
+    finally:
+        runtime.ingest_inflight -= 1
+
+
+async def _admit_and_store(
+    scope: Scope,
+    runtime: Runtime,
+    route: IngestRoute,
+    path_token: str | None,
+    body: bytes,
+    request_id: str,
+) -> bytes:
+    content_type, media = _media_type(scope, route)
     now = time.time()
     verify(
-        route.config.auth,
+        route.auth,
         path_token=path_token,
         query=QueryParams(scope["query_string"]) if path_token is None else {},
         headers=Headers(scope=scope),
@@ -181,7 +184,7 @@ async def _ingest(
     headers = {
         name: value.decode("latin-1")
         for raw_name, value in scope["headers"]
-        if (name := raw_name.decode("latin-1").lower()) in _KEPT_HEADERS
+        if (name := raw_name.decode("latin-1").lower()) in route.kept_headers
     }
     delivery = RawDelivery(
         delivery_id=new_id(),
@@ -192,6 +195,10 @@ async def _ingest(
         headers=headers,
         body=body,
     )
+    limit = route.config.max_json_depth
+    if media.endswith("json") and json_too_deep(body, limit):
+        # orjson writes at most 254 levels: deeper would be journaled, then never delivered.
+        raise BadPayload(f"JSON is nested deeper than {limit} levels", status=422)
     try:
         dedupe_key = route.source.admit(delivery)
     except PayloadRejected as exc:

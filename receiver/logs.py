@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from handlers.redact import RedactingFilter
+
 __all__ = ["ACTIVITY", "FIELDS", "JsonFormatter", "LogConfig", "setup_logging"]
 
 ACTIVITY = logging.getLogger("hookdock.activity")
@@ -28,6 +30,10 @@ FIELDS = ("request_id", "delivery_id", "event_id", "send_id", "sink", "route")
 
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _HANDLER = "hookdock-stderr"
+
+# Libraries whose debug output carries credentials (botocore logs signed canonical requests
+# and request headers with the session token); held at INFO whatever --log-level says.
+_CHATTY_LOGGERS = ("botocore", "aiobotocore", "s3transfer", "urllib3", "boto3")
 
 
 class LogConfig(BaseModel):
@@ -68,10 +74,16 @@ def setup_logging(level: str, config: LogConfig | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else logging.Formatter(_TEXT))
     handler.set_name(_HANDLER)
+    # Every line, from whatever library, passes the redaction of known secrets and
+    # credential shapes on its way out (handlers.redact).
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     # Only our own handler is replaced: others (a test runner's capture) stay.
     for old in [h for h in root.handlers if h.get_name() == _HANDLER]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, (config.level or level).upper(), logging.INFO))
+    numeric = getattr(logging, (config.level or level).upper(), logging.INFO)
+    root.setLevel(numeric)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))
     ACTIVITY.setLevel(logging.NOTSET if config.activity else logging.WARNING)

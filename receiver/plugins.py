@@ -31,8 +31,9 @@ from pydantic import BaseModel, ValidationError
 
 from handlers.redact import redact_text
 from handlers.sink import Sink
-from handlers.source import Source
-from receiver.config import Config, format_validation_error, split_sink_options
+from handlers.source import NoSettings, Source
+from receiver.auth import AuthConfig, resolve_auth
+from receiver.config import Config, RouteConfig, format_validation_error, split_sink_options
 from receiver.errors import ConfigError
 
 __all__ = [
@@ -211,6 +212,8 @@ class Plugins:
 
     sources: dict[str, Source] = field(default_factory=dict)
     """By route name."""
+    auths: dict[str, AuthConfig] = field(default_factory=dict)
+    """By route name: the scheme each route uses (its own, or its source's default)."""
     sinks: dict[str, Sink] = field(default_factory=dict)
     """By sink name."""
     loaded: dict[tuple[str, str], LoadedPlugin] = field(default_factory=dict)
@@ -253,7 +256,7 @@ def _construct(plugin: LoadedPlugin, where: str, *args: Any) -> Any:
         raise PluginError(f"{where}: {plugin.describe()} failed to start: {_exc(exc)}") from exc
 
 
-def _build_sources(config: Config, loader: _Loader) -> None:
+def _build_sources(config: Config, base_dir: Path, loader: _Loader) -> None:
     plugins = loader.plugins
     for index, route in enumerate(config.routes):
         where = f"routes[{index}].source"
@@ -261,10 +264,45 @@ def _build_sources(config: Config, loader: _Loader) -> None:
         if isinstance(plugin, str):
             plugins.problems.append(f"{where}: {plugin}")
             continue
+        auth = _route_auth(plugins, index, route, plugin)
+        model = getattr(plugin.obj, "settings_model", None)
+        args: tuple[Any, ...] = ()
+        if model is NoSettings and route.settings:
+            model = None  # to say so, rather than "unknown key" for each of them
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            try:
+                args = (model.model_validate(route.settings, context={"base_dir": base_dir}),)
+            except ValidationError as exc:
+                lines = format_validation_error(exc, prefix=f"routes[{index}].settings")
+                plugins.problems.extend(f"{line} (source {route.source})" for line in lines)
+                continue
+        elif route.settings:
+            plugins.problems.append(
+                f"routes[{index}].settings: source {route.source!r} takes no settings"
+            )
+            continue
         try:
-            plugins.sources[route.name] = _construct(plugin, where)
+            source = _construct(plugin, where, *args)
         except PluginError as exc:
             plugins.problems.append(str(exc))
+            continue
+        if auth is not None:
+            plugins.sources[route.name] = source
+            plugins.auths[route.name] = auth
+
+
+def _route_auth(
+    plugins: Plugins, index: int, route: RouteConfig, plugin: LoadedPlugin
+) -> AuthConfig | None:
+    """The route's scheme, its source's default filled in; None (a problem noted) if invalid."""
+    default = getattr(plugin.obj, "default_auth", None)
+    try:
+        return resolve_auth(route.auth, default if isinstance(default, Mapping) else None)
+    except ValidationError as exc:
+        plugins.problems.extend(format_validation_error(exc, prefix=f"routes[{index}].auth"))
+    except ValueError as exc:
+        plugins.problems.append(f"routes[{index}].auth: {exc} ({route.source})")
+    return None
 
 
 def _build_sinks(config: Config, base_dir: Path, loader: _Loader) -> None:
@@ -301,7 +339,7 @@ def load_plugins(
     loader = _Loader(plugins)
     wanted = set(parts)
     if "sources" in wanted:
-        _build_sources(config, loader)
+        _build_sources(config, base_dir, loader)
     if "sinks" in wanted:
         _build_sinks(config, base_dir, loader)
     return plugins

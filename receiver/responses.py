@@ -8,6 +8,7 @@ SmartDocumentor shows it to the reviewer on the document.  The admin API answers
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -15,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from receiver.errors import IngestError, JournalError, OperatorError, PayloadTooLarge
 
-__all__ = ["api_error_response", "error_response", "json_response", "text"]
+__all__ = ["api_error_response", "error_response", "json_response", "raw_response", "text"]
 
 log = logging.getLogger("hookdock")
 
@@ -24,6 +25,20 @@ _HTTP_MESSAGES = {404: "not found", 405: "method not allowed"}
 
 def text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return PlainTextResponse(f"hookdock: {message}\n", status_code=status, headers=headers)
+
+
+def raw_response(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, for the protocol layer: a refusal
+    made before the app has a request to answer (headers too slow or too large, a connection
+    over the cap, bytes that are not HTTP).  The same one-line body as every other answer."""
+    body = f"hookdock: {message}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 def error_response(exc: BaseException, where: str = "") -> Response:

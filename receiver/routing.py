@@ -12,26 +12,28 @@ or ``drop = true``.  An event no rule matches goes to the route's default ``sink
       { fields = { "totalPages" = 0 }, drop = true },
     ]
 
-A condition's value is one value or a list of values (any of them matches).  ``fields``
-matches the vendor's JSON payload by dotted path (``chunks.0.type``); numbers and strings
+A condition's value is one value or a list of values (any of them matches).  ``attributes``
+matches what the source names its events by (``{ entity = "contact", tenant = "Cust1" }``
+for SuperOffice, ``{ workspace_id = "41" }`` for SmartDocumentor), ``fields`` the vendor's
+JSON payload by dotted path (``chunks.0.type``); numbers and strings
 match across types (``7`` matches ``"7"``), since vendors are not consistent about ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from handlers.event import Event
+from handlers.jsonpath import MISSING, lookup
 
 __all__ = ["Router", "RuleConfig"]
 
 Scalar = str | int | float | bool
 Wanted = Scalar | Annotated[list[Scalar], Field(min_length=1)]
 
-_MISSING = object()
 _EVENT_KEYS = ("vendor", "kind", "task_id", "workspace_id", "batch_id", "external_id")
 
 
@@ -44,6 +46,8 @@ class RuleConfig(BaseModel):
     workspace_id: Wanted | None = None
     batch_id: Wanted | None = None
     external_id: Wanted | None = None
+    attributes: dict[str, Wanted] = {}
+    """The event's attributes, by the names its source gives them (``entity``, ``tenant``)."""
     fields: dict[str, Wanted] = {}
     """Dotted paths into the vendor's payload, such as ``documentType`` or ``chunks.0.type``."""
     sinks: list[str] = []
@@ -58,32 +62,22 @@ class RuleConfig(BaseModel):
         return self
 
     def conditions(self) -> list[tuple[str, tuple[Scalar, ...]]]:
-        """(where, accepted values): ``event.kind`` style for event fields, else payload paths."""
+        """(where, accepted values): ``event.kind`` style for event fields, ``attributes.NAME``
+        for attributes, else payload paths."""
         out: list[tuple[str, tuple[Scalar, ...]]] = []
         for key in _EVENT_KEYS:
             wanted = getattr(self, key)
             if wanted is not None:
                 out.append((f"event.{key}", _as_tuple(wanted)))
+        out.extend(
+            (f"attributes.{name}", _as_tuple(wanted)) for name, wanted in self.attributes.items()
+        )
         out.extend((f"payload.{path}", _as_tuple(wanted)) for path, wanted in self.fields.items())
         return out
 
 
 def _as_tuple(wanted: Wanted) -> tuple[Scalar, ...]:
     return tuple(wanted) if isinstance(wanted, list) else (wanted,)
-
-
-def _lookup(payload: Any, path: str) -> Any:
-    value = payload
-    for part in path.split("."):
-        if isinstance(value, Mapping):
-            value = value.get(part, _MISSING)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return _MISSING
-        if value is _MISSING:
-            return _MISSING
-    return value
 
 
 def _same(actual: Any, wanted: Scalar) -> bool:
@@ -95,15 +89,20 @@ def _same(actual: Any, wanted: Scalar) -> bool:
 
 
 class _Compiled:
-    __slots__ = ("event_conditions", "payload_conditions", "sinks")
+    __slots__ = ("attribute_conditions", "event_conditions", "payload_conditions", "sinks")
 
     def __init__(self, rule: RuleConfig) -> None:
         self.event_conditions: list[tuple[str, tuple[Scalar, ...]]] = []
+        self.attribute_conditions: list[tuple[str, tuple[Scalar, ...]]] = []
         self.payload_conditions: list[tuple[str, tuple[Scalar, ...]]] = []
+        targets = {
+            "event": self.event_conditions,
+            "attributes": self.attribute_conditions,
+            "payload": self.payload_conditions,
+        }
         for where, wanted in rule.conditions():
             scope, name = where.split(".", 1)
-            target = self.event_conditions if scope == "event" else self.payload_conditions
-            target.append((name, wanted))
+            targets[scope].append((name, wanted))
         self.sinks: tuple[str, ...] = () if rule.drop else tuple(dict.fromkeys(rule.sinks))
 
     def matches(self, event: Event) -> bool:
@@ -111,9 +110,13 @@ class _Compiled:
             actual = getattr(event, name)
             if actual is None or not any(_same(actual, w) for w in wanted):
                 return False
+        for name, wanted in self.attribute_conditions:
+            actual = event.attributes.get(name)
+            if actual is None or not any(_same(actual, w) for w in wanted):
+                return False
         for path, wanted in self.payload_conditions:
-            actual = _lookup(event.payload, path)
-            if actual is _MISSING or not any(_same(actual, w) for w in wanted):
+            actual = lookup(event.payload, path)
+            if actual is MISSING or not any(_same(actual, w) for w in wanted):
                 return False
         return True
 

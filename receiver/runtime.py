@@ -17,6 +17,8 @@ from pathlib import Path
 
 from handlers.sink import FileSink, Sink
 from handlers.source import Source
+from receiver.alerts import AlertingSource
+from receiver.auth import AuthConfig, credential_headers
 from receiver.config import Config, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
@@ -33,6 +35,9 @@ __all__ = ["IngestRoute", "Runtime"]
 
 log = logging.getLogger("hookdock")
 
+# Worth keeping with every delivery, whatever its source: who sent it, for the operator.
+_ALWAYS_KEPT = frozenset({"user-agent"})
+
 # A write that has not committed within this long is answered 503: the sender retries later.
 JOURNAL_STALL_SECONDS = 10.0
 
@@ -43,6 +48,25 @@ class IngestRoute:
     source: Source
     source_name: str
     media_types: frozenset[str]
+    auth: AuthConfig
+    """The route's scheme, its source's default filled in."""
+    kept_headers: frozenset[str]
+    """Lower-case names of the headers kept with a delivery: what the source reads, never a
+    credential."""
+
+    @classmethod
+    def make(cls, config: RouteConfig, source: Source, auth: AuthConfig) -> IngestRoute:
+        # getattr: kept_headers is optional (handlers.source), and sources written before it
+        # existed need not subclass SourceBase.
+        wanted = {h.lower() for h in getattr(source, "kept_headers", ())} | _ALWAYS_KEPT
+        return cls(
+            config=config,
+            source=source,
+            source_name=config.source,
+            media_types=frozenset(source.content_types),
+            auth=auth,
+            kept_headers=frozenset(wanted - credential_headers(auth)),
+        )
 
 
 @dataclass
@@ -56,7 +80,8 @@ class Runtime:
     dispatcher: Dispatcher | None = None
     draining: bool = False
     ingest_inflight: int = 0
-    """Requests between arrival and answer; the dispatcher yields to them."""
+    """Requests whose body has arrived, being checked and journaled: the work the dispatcher
+    yields to.  A request whose body still trickles in is not counted: it costs nothing."""
     shutdown_deadline: float | None = None
     role: str = "serve"
     owner: str = field(default_factory=new_owner)
@@ -88,9 +113,7 @@ class Runtime:
                 plugins.log_loaded()
         sources, sinks = plugins.sources, plugins.sinks
         routes = {
-            r.name: IngestRoute(
-                r, sources[r.name], r.source, frozenset(sources[r.name].content_types)
-            )
+            r.name: IngestRoute.make(r, sources[r.name], plugins.auths[r.name])
             for r in config.routes
         }
         return cls(
@@ -113,7 +136,7 @@ class Runtime:
     def route_targets(self) -> dict[str, RouteTarget]:
         return {
             name: RouteTarget(
-                route.source,
+                AlertingSource(route.source),
                 Router(route.config.rules, route.config.sinks),
                 self._fetcher(route.config),
             )

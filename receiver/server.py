@@ -24,6 +24,7 @@ from types import FrameType
 import uvicorn
 
 from receiver.app import create_admin_app, create_app
+from receiver.protocol import ConnectionLimits, protocol_class
 from receiver.runtime import Runtime
 
 __all__ = ["RedactPathFilter", "serve"]
@@ -103,6 +104,22 @@ class _Server(uvicorn.Server):
         loop.call_soon_threadsafe(loop.call_later, drain, super().handle_exit, sig, None)
 
 
+def _http_protocol(runtime: Runtime) -> type[asyncio.Protocol] | str:
+    """hookdock's protocol (deadlines, header cap, connection cap) over httptools."""
+    server = runtime.config.server
+    if importlib.util.find_spec("httptools") is None:
+        # uvicorn[standard] brings httptools; without it, h11 caps headers but has no deadlines.
+        log.warning("httptools is not installed: no deadlines for slow clients (install it)")
+        return "h11"
+    limits = ConnectionLimits(
+        header_timeout_seconds=server.header_timeout_seconds,
+        body_timeout_seconds=server.body_timeout_seconds,
+        max_header_bytes=server.max_header_bytes,
+        max_connections=server.max_connections,
+    )
+    return protocol_class(limits)
+
+
 def serve(runtime: Runtime, *, host: str, port: int) -> None:
     server_config = runtime.config.server
     config = uvicorn.Config(
@@ -110,8 +127,11 @@ def serve(runtime: Runtime, *, host: str, port: int) -> None:
         host=host,
         port=port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=_http_protocol(runtime),
+        h11_max_incomplete_event_size=server_config.max_header_bytes,
+        timeout_keep_alive=server_config.keep_alive_seconds,
         lifespan="on",
+        ws="none",  # no WebSocket routes: an Upgrade is an ordinary request, under the limits
         access_log=server_config.access_log,
         log_config=None,
         timeout_graceful_shutdown=max(1, int(server_config.grace_seconds)),
@@ -121,7 +141,7 @@ def serve(runtime: Runtime, *, host: str, port: int) -> None:
     logging.getLogger("uvicorn.access").addFilter(RedactPathFilter())
     companion = None
     admin = runtime.config.admin
-    if admin.tokens and admin.port is not None:
+    if admin.port is not None:
         companion = _Companion(
             uvicorn.Config(
                 create_admin_app(runtime),
@@ -135,7 +155,7 @@ def serve(runtime: Runtime, *, host: str, port: int) -> None:
                 server_header=False,
             )
         )
-        log.info("admin API listening on http://%s:%d/admin/api", admin.host, admin.port)
+        log.info("operators' listener (admin API, /metrics) on %s:%d", admin.host, admin.port)
     server = _Server(config, runtime, companion)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(server.serve_all())

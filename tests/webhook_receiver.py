@@ -57,12 +57,17 @@ HOST = "127.0.0.1"
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: ``status``, extra ``headers``, ``body``, after ``delay`` seconds."""
+    """One scripted answer: ``status``, extra ``headers``, ``body``, after ``delay`` seconds.
+
+    ``echo`` appends the request's headers to the body, as a careless endpoint does in its
+    error pages, the credentials first (``authorization``, ``x-api-key``).
+    """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     delay: float = 0.0
+    echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,11 @@ class WebhookReceiver:
                     parsed = json.loads(body)
                 except ValueError:
                     reply = Reply(400, body=b"body is not JSON")
+        if reply.echo:
+            first = [n for n in ("authorization", "x-api-key") if n in headers]
+            names = [*first, *(n for n in headers if n not in first)]
+            echoed = "".join(f"{name}: {headers[name]}\n" for name in names)
+            reply = Reply(reply.status, reply.headers, reply.body + echoed.encode(), reply.delay)
         if reply.delay:
             self._closing.wait(reply.delay)
         webhook_id = headers.get("webhook-id")

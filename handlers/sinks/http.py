@@ -85,7 +85,7 @@ from handlers.netguard import (
     check_url,
     guarded_connector,
 )
-from handlers.redact import REDACTED, redact_text, redact_url
+from handlers.redact import REDACTED, SECRETS, basic_credentials, redact_text, redact_url
 from handlers.retry_after import parse_retry_after
 from handlers.signing import (
     decode_whsec,
@@ -232,9 +232,14 @@ class HttpSink:
         # Scrubbed from every text we quote (an echoing endpoint, a client error holding the
         # URL): query values, a password, the secret and header values may be credentials.
         # Values under 4 characters are none, and scrubbing them would garble the text.
+        # aiohttp sends a URL's user info as ``Authorization: Basic <base64>``: that value is
+        # a credential too, and the one an echoing endpoint sends back.
         hidden = [secret, self._url.password, *self._url.query.values()]
+        if self._url.user is not None:
+            hidden.append(basic_credentials(self._url.user, self._url.password or ""))
         hidden += [v.get_secret_value() for v in config.headers.values()]
         self._hidden = sorted((h for h in hidden if h and len(h) >= 4), key=len, reverse=True)
+        SECRETS.add(*self._hidden)
         self._policy = NetPolicy(
             allow_networks=config.allow_networks, allow_hosts=config.allow_hosts
         )
@@ -413,7 +418,8 @@ class HttpSink:
         text = text.replace(self.config.url, self.shown_url)
         for hidden in self._hidden:
             text = text.replace(hidden, REDACTED)
-        return redact_text(" ".join(text.split())[:_SNIPPET])
+        # Redacted before it is cut: a secret cut in two would no longer be recognized.
+        return redact_text(" ".join(text.split()))[:_SNIPPET]
 
     async def check(self) -> list[str]:
         """Whether the host resolves to addresses the guard allows and (``check_connection``)

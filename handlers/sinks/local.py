@@ -1,7 +1,9 @@
 """The local folder sink: one JSON file per event, written atomically under a root folder.
 
 A write is temp file, fsync, rename, fsync of the directory: a reader never sees half a file
-and a crash leaves either the old state or the whole new file.  The final name holds the event
+and a crash leaves either the old state or the whole new file.  Every level under the root is
+opened without following links (``local_fs.py``): a link there dead-letters the send, naming
+it, rather than let a file land outside the root.  The final name holds the event
 id, so delivering the same event again finds the file and does nothing (idempotent).
 
 Files an event refers to are stored beside its JSON, named ``<event name>.<role><.ext>``
@@ -18,19 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from handlers.errors import PermanentSinkError, RetryableSinkError
+from handlers.errors import PermanentSinkError
 from handlers.event import Event
 from handlers.files import FileInfo, IncomingFile, stored_name
+from handlers.name_limits import NAME_MAX, NameLimits
+from handlers.sinks.local_fs import ParentDir, write_error
 from handlers.templates import EventTemplate, check_template
 
 __all__ = ["LocalSink", "LocalSinkConfig"]
 
 DEFAULT_TEMPLATE = "{vendor}/{workspace_id}/{task_id}/{kind}-{event_id}.json"
+LAST_SEGMENT_MAX = 200
+"""Bytes the file name of an event may take: the rest of NAME_MAX is for the temp name
+(``.<name>.tmp``) and a stored file's suffixes (``.<role>.<ext>``, ``.<name>.part``)."""
 
 
 class LocalSinkConfig(BaseModel):
@@ -66,6 +73,7 @@ class LocalSink:
         self.config = config
         self.root = config.root.resolve()
         self._template = EventTemplate(config.path_template, sink="local sink")
+        self._limits = NameLimits(segment_bytes=NAME_MAX, last_segment_bytes=LAST_SEGMENT_MAX)
         # Writes in progress by target: the same event delivered twice at once (a retry racing
         # a slow first attempt) joins the first write instead of racing it for the temp file.
         self._writing: dict[Path, asyncio.Future[None]] = {}
@@ -74,7 +82,10 @@ class LocalSink:
         # No resolve(): it asks the disk about every path component.  The template is relative
         # without "..", and every value is free of separators, "." and "..", so the joined path
         # stays under the root by construction; the check below is a cheap second guard.
-        target = self.root / self._template.render(event)
+        rendered = self._template.render(event)
+        template = self.config.path_template
+        self._limits.check(rendered, template, event, sink="local sink", what="path")
+        target = self.root / rendered
         if ".." in target.parts or not target.is_relative_to(self.root) or target == self.root:
             raise PermanentSinkError("local sink: the path template leaves the root folder")
         return target
@@ -90,7 +101,7 @@ class LocalSink:
         try:
             await asyncio.shield(writing)
         except OSError as exc:
-            raise RetryableSinkError(f"local sink: cannot write {target}: {exc}") from exc
+            raise write_error(target, exc) from exc
 
     def file_path_for(self, event: Event, role: str, filename: str) -> Path:
         target = self.path_for(event)
@@ -100,9 +111,9 @@ class LocalSink:
     async def deliver_file(self, event: Event, file: IncomingFile) -> None:
         target = self.file_path_for(event, file.role, file.filename)
         try:
-            writer = await asyncio.to_thread(_FileWriter.open, target)
+            writer = await asyncio.to_thread(_FileWriter.open, self.root, target)
         except OSError as exc:
-            raise RetryableSinkError(f"local sink: cannot write {target}: {exc}") from exc
+            raise write_error(target, exc) from exc
         writing: asyncio.Future[None] | None = None
         try:
             # One write in flight while the next chunk arrives (and is hashed): the disk, the
@@ -116,7 +127,7 @@ class LocalSink:
                 writing = None
             await asyncio.to_thread(writer.commit, file.info(), event.event_id, self.config.fsync)
         except OSError as exc:
-            raise RetryableSinkError(f"local sink: cannot write {target}: {exc}") from exc
+            raise write_error(target, exc) from exc
         finally:
             if writing is not None:
                 # The stream failed with a write in flight: let it end before closing the file.
@@ -137,65 +148,67 @@ class LocalSink:
         probe.unlink()
 
     def _write(self, target: Path, data: bytes) -> None:
-        if target.exists():
-            return  # already delivered: the name holds the event id
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # One temp name per target: a writer killed before its rename leaves a temp file that
-        # the retry (one always follows) takes over, so crashes leave no orphans behind.
-        temp = target.with_name(f".{target.name}.tmp")
-        try:
-            fd = os.open(temp, _CREATE, 0o644)
-        except FileExistsError:
-            # A killed writer's, or another worker's writing the same event right now: the
-            # content is the same either way.  Should that writer's rename then fail, its
-            # attempt is retried and finds the file in place.
-            temp.unlink(missing_ok=True)
-            fd = os.open(temp, _CREATE, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+        with ParentDir(self.root, PurePosixPath(target.relative_to(self.root))) as folder:
+            name = target.name
+            if folder.exists(name):
+                return  # already delivered: the name holds the event id
+            # One temp name per target: a writer killed before its rename leaves a temp file
+            # that the retry (one always follows) takes over, so crashes leave no orphans.
+            temp = f".{name}.tmp"
+            try:
+                fd = os.open(temp, _CREATE, 0o644, dir_fd=folder.fd)
+            except FileExistsError:
+                # A killed writer's, or another worker's writing the same event right now: the
+                # content is the same either way.  Should that writer's rename then fail, its
+                # attempt is retried and finds the file in place.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=folder.fd)
+                fd = os.open(temp, _CREATE, 0o644, dir_fd=folder.fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.config.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
             if self.config.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
-        if self.config.fsync:
-            _fsync_dir(target.parent)
+                os.fsync(folder.fd)
 
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+# O_EXCL|O_CREAT never follows a link at the name; O_NOFOLLOW says so for the reader.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITEBACK_BYTES = 32 * 1024 * 1024
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _FileWriter:
     """One file being streamed into place; nothing is visible under its name until commit."""
 
-    def __init__(self, target: Path, fd: int, temp: Path) -> None:
-        self.target = target
+    def __init__(self, folder: ParentDir, name: str, fd: int, temp: str) -> None:
+        self.folder = folder
+        self.name = name
         self.fd = fd
-        self.temp: Path | None = temp
+        self.temp: str | None = temp
         self.closed = False
         self.written = 0
         self.flushed = 0
 
     @classmethod
-    def open(cls, target: Path) -> _FileWriter:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # One temp name per file: a writer killed mid-transfer leaves a partial file that the
-        # next attempt (one always follows) removes.  A racing attempt at the same file loses
-        # its temp file and fails, to be retried: the winner's bytes are the same.
-        temp = target.with_name(f".{target.name}.part")
-        temp.unlink(missing_ok=True)
-        return cls(target, os.open(temp, _CREATE, 0o644), temp)
+    def open(cls, root: Path, target: Path) -> _FileWriter:
+        folder = ParentDir(root, PurePosixPath(target.relative_to(root)))
+        try:
+            folder.exists(target.name)  # a link at the name is refused, not replaced
+            # One temp name per file: a writer killed mid-transfer leaves a partial file that
+            # the next attempt (one always follows) removes.  A racing attempt at the same file
+            # loses its temp file and fails, to be retried: the winner's bytes are the same.
+            temp = f".{target.name}.part"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=folder.fd)
+            return cls(folder, target.name, os.open(temp, _CREATE, 0o644, dir_fd=folder.fd), temp)
+        except BaseException:
+            folder.close()
+            raise
 
     def write(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -217,18 +230,22 @@ class _FileWriter:
         if fsync:
             os.fsync(self.fd)
         if self.temp is not None:
-            os.replace(self.temp, self.target)
+            os.replace(self.temp, self.name, src_dir_fd=self.folder.fd, dst_dir_fd=self.folder.fd)
             self.temp = None
         if fsync:
-            _fsync_dir(self.target.parent)
+            os.fsync(self.folder.fd)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         os.close(self.fd)
-        if self.temp is not None:
-            self.temp.unlink(missing_ok=True)
+        try:
+            if self.temp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.temp, dir_fd=self.folder.fd)
+        finally:
+            self.folder.close()
 
 
 def _set_attributes(fd: int, info: FileInfo, event_id: str) -> None:

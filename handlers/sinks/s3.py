@@ -60,6 +60,8 @@ from pydantic import (
 from handlers.errors import RetryableSinkError
 from handlers.event import Event
 from handlers.files import FileInfo, IncomingFile, format_bytes, stored_name
+from handlers.name_limits import NameLimits
+from handlers.redact import SECRETS
 from handlers.sinks.s3_errors import FAILURES, INSTALL_HINT, classify, http_status
 from handlers.sinks.s3_multipart import COPY_LIMIT, MAX_PARTS, MultipartUpload, too_many_parts
 from handlers.templates import EventTemplate, check_template
@@ -77,6 +79,11 @@ if TYPE_CHECKING:
 __all__ = ["COPY_LIMIT", "MAX_PARTS", "S3Sink", "S3SinkConfig", "classify"]
 
 log = logging.getLogger(__name__)
+
+_ENV_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+KEY_MAX_BYTES = 960
+"""Bytes an event's rendered key may take: S3's 1,024 less room for a stored file's suffix."""
 
 DEFAULT_KEY_TEMPLATE = "{vendor}/{workspace_id}/{task_id}/{kind}-{event_id}.json"
 PROBE_PREFIX = ".hookdock-probe/"
@@ -177,6 +184,8 @@ class S3Sink:
     def __init__(self, config: S3SinkConfig) -> None:
         self.config = config
         self._template = EventTemplate(config.key_template, sink="s3 sink", what="key")
+        # S3 takes keys of up to 1,024 bytes; a stored file's key adds ``.<role>.<ext>``.
+        self._limits = NameLimits(total_bytes=KEY_MAX_BYTES)
         self._client: S3Client | None = None
         self._stack: AsyncExitStack | None = None
         self._lock = asyncio.Lock()
@@ -185,6 +194,12 @@ class S3Sink:
         # cancelled): aclose waits for them, so that closing the client does not cut them off.
         self._aborting: set[asyncio.Task[None]] = set()
         self._told_copy_limit = False
+        # Scrubbed from every log line and error, whoever prints them (botocore at debug
+        # level prints the session token): the configured keys and the environment's.
+        SECRETS.add(
+            *(v.get_secret_value() for v in (config.secret_access_key, config.session_token) if v),
+            *(os.environ.get(name) for name in _ENV_SECRETS),
+        )
         store: dict[str, str] = {}
         if config.sse is not None:
             store["ServerSideEncryption"] = config.sse
@@ -201,7 +216,8 @@ class S3Sink:
         return f"S3Sink(bucket={self.config.bucket!r}, endpoint_url={self.config.endpoint_url!r})"
 
     def key_for(self, event: Event) -> str:
-        return self._template.render(event)
+        key = self._template.render(event)
+        return self._limits.check(key, self.config.key_template, event, sink="s3 sink", what="key")
 
     def file_key_for(self, event: Event, role: str, filename: str) -> str:
         """Beside the event's object: its key without ``.json``, then ``.<role><.ext>``."""

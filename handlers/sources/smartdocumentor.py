@@ -7,6 +7,16 @@ to the reviewer, so rejections are short plain sentences.  They never echo the b
 
 The same ``taskId`` can be exported again after a re-review, so the dedupe key combines the
 task with a hash of the exact body: a resent body is a duplicate, a re-export is new.
+
+Each export kind has its own URL, and the four are easy to mix up when pasting them into
+SmartDocumentor's export settings.  Their bodies have distinct shapes (OCR ``chunks``,
+transcript ``paragraphs``, an ``exportedFileUrl``: to a ``.docx`` for transcripts, with
+``totalPages`` for anonymized documents), so a body that is plainly of another kind is
+refused at the first document, with a line the reviewer can act on; a body that shows no
+kind clearly is taken (``shape_of``).
+
+Event attributes: ``task_id``, ``task_number``, ``workspace_id``, ``batch_id``, ``external_id``
+(the same values as the event's fields of those names).
 """
 
 from __future__ import annotations
@@ -17,26 +27,27 @@ from hashlib import sha256
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import orjson
 from pydantic import ValidationError
 
 from handlers.errors import NormalizeError, PayloadRejected
 from handlers.event import Event, FileRef, RawDelivery
 from handlers.redact import sas_expiry
+from handlers.source import SourceBase
+from handlers.sources.jsonbody import parse_object
 
 __all__ = [
+    "FILE_EXPORT",
     "SOURCES",
     "AnonymizationFileSource",
     "SmartDocumentorSource",
     "TextDocumentSource",
     "TranscriptFileSource",
     "TranscriptSource",
+    "shape_of",
 ]
 
-_BOM = b"\xef\xbb\xbf"
 
-
-class SmartDocumentorSource:
+class SmartDocumentorSource(SourceBase):
     """What the four export kinds share; a subclass only names its ``kind``.
 
     ``has_exported_file`` marks the "URL to file" kinds, whose body must carry an
@@ -49,14 +60,22 @@ class SmartDocumentorSource:
     has_exported_file: ClassVar[bool] = False
 
     def admit(self, delivery: RawDelivery) -> str:
-        body = _parse(delivery.body)
-        task_id = self._check(body)
+        body = parse_object(delivery.body)
+        task_id = _check_common(body)
+        # Only at the door: a delivery journaled before this check existed still normalizes.
+        seen = shape_of(body)
+        if not (seen in (None, self.kind) or (seen == FILE_EXPORT and self.has_exported_file)):
+            raise PayloadRejected(
+                f"this is {_KIND_NAMES[seen][0]}; this URL takes {_KIND_NAMES[self.kind][1]}",
+                status=422,
+            )
+        self._check_exported(body)
         digest = sha256(delivery.body).hexdigest()
         return f"{delivery.route}:{self.kind}:{task_id}:{digest}"
 
     def normalize(self, delivery: RawDelivery) -> list[Event]:
         try:
-            body = _parse(delivery.body)
+            body = parse_object(delivery.body)
             task_id = self._check(body)
         except PayloadRejected as exc:
             # Reachable when a delivery was journaled before this source grew stricter; the
@@ -71,6 +90,13 @@ class SmartDocumentorSource:
         if body.get("originalFileUrl") is not None:
             files.append(_file_ref("original", body["originalFileUrl"]))
 
+        ids: dict[str, str | int | None] = {
+            "task_id": task_id,
+            "task_number": _task_number(body.get("taskNumber")),
+            "workspace_id": _opt_id(body.get("workspaceId")),
+            "batch_id": _opt_id(body.get("batchId")),
+            "external_id": _opt_id(body.get("externalId")),
+        }
         try:
             event = Event(
                 event_id=delivery.event_id(0),
@@ -86,6 +112,7 @@ class SmartDocumentorSource:
                 external_id=_opt_id(body.get("externalId")),
                 display_name=_opt_str(body.get("displayName")),
                 files=tuple(files),
+                attributes=ids,
                 payload=body,
             )
         except ValidationError as exc:
@@ -100,17 +127,17 @@ class SmartDocumentorSource:
 
     def _check(self, body: Mapping[str, Any]) -> str:
         """Validate the fields routing and dedupe depend on; return the task id as text."""
-        task_id = _task_id(body.get("taskId"))
+        task_id = _check_common(body)
+        self._check_exported(body)
+        return task_id
+
+    def _check_exported(self, body: Mapping[str, Any]) -> None:
         if self.has_exported_file:
             exported = body.get("exportedFileUrl")
             if exported is None:
                 raise PayloadRejected("exportedFileUrl missing", status=422)
             if not _is_http_url(exported):
                 raise PayloadRejected("exportedFileUrl is not an http(s) URL", status=422)
-        original = body.get("originalFileUrl")
-        if original is not None and not _is_http_url(original):
-            raise PayloadRejected("originalFileUrl is not an http(s) URL", status=422)
-        return task_id
 
 
 class TextDocumentSource(SmartDocumentorSource):
@@ -145,17 +172,59 @@ SOURCES: dict[str, type[SmartDocumentorSource]] = {
 }
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    # RFC 8259 lets a parser ignore a UTF-8 BOM, and .NET senders sometimes write one; orjson
-    # refuses it, and bouncing a reviewed document over it would help nobody.
-    raw = raw.removeprefix(_BOM)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadRejected("body is not JSON", status=400) from exc
-    if not isinstance(body, dict):
-        raise PayloadRejected("body is not a JSON object", status=422)
-    return body
+FILE_EXPORT = "file"
+"""What ``shape_of`` says of a "URL to file" export that does not tell which of the two."""
+
+_KIND_NAMES = {
+    "text_document": ("a text document export", "text documents"),
+    "transcript": ("a transcript export", "transcripts"),
+    "transcript_file": (
+        "a transcript file export (URL to file)",
+        "transcript files (URL to file)",
+    ),
+    "anonymization_file": (
+        "an anonymization file export (URL to file)",
+        "anonymized files (URL to file)",
+    ),
+    FILE_EXPORT: ("a URL to file export", "URL to file exports"),
+}
+"""Per kind: what a body of that kind is, and what its URL takes, for the reviewer."""
+
+
+def shape_of(body: Mapping[str, Any]) -> str | None:
+    """The export kind ``body`` plainly is; ``FILE_EXPORT`` for a "URL to file" export that
+    does not tell which; None when it shows no kind, or several.
+
+    A refused document goes back to a reviewer, so only documented marks count: OCR
+    ``chunks``, transcript ``paragraphs``, an ``exportedFileUrl``; between the two file kinds,
+    a ``.docx`` without ``totalPages`` (a transcript file), or ``totalPages`` without a
+    ``.docx`` (an anonymized document).  A file's other extensions decide nothing.
+    """
+    seen: set[str] = set()
+    if isinstance(body.get("chunks"), list):
+        seen.add("text_document")
+    if isinstance(body.get("paragraphs"), list):
+        seen.add("transcript")
+    exported = body.get("exportedFileUrl")
+    if _is_http_url(exported):
+        docx = urlsplit(str(exported)).path.lower().endswith(".docx")
+        pages = "totalPages" in body
+        if docx and not pages:
+            seen.add("transcript_file")
+        elif pages and not docx:
+            seen.add("anonymization_file")
+        else:
+            seen.add(FILE_EXPORT)
+    return seen.pop() if len(seen) == 1 else None
+
+
+def _check_common(body: Mapping[str, Any]) -> str:
+    """The fields every kind has (the task id, returned as text, and the original's link)."""
+    task_id = _task_id(body.get("taskId"))
+    original = body.get("originalFileUrl")
+    if original is not None and not _is_http_url(original):
+        raise PayloadRejected("originalFileUrl is not an http(s) URL", status=422)
+    return task_id
 
 
 def _task_id(value: object) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from handlers.event import RawDelivery
 from receiver.journal.base import DeliveryInfo, DeliveryState, SendInfo, SendState, StoppedSink
 from receiver.journal.dialect import Tx
@@ -29,6 +31,15 @@ __all__ = ["Admin", "delivery_infos", "send_infos"]
 
 _PENDING_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'pending')"
 _DEAD_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.delivery_id = d.id AND s.state = 'dead')"
+
+_ALERT = '%"alert":"%'
+"""An event with an alert, as ``Event.to_json`` writes it (compact, ``"alert":null`` without)."""
+_ALERT_FILTER = {
+    # SQLite's LIKE never matches a BLOB operand: compare the body's text.  PostgreSQL has
+    # LIKE on bytea itself, where a cast to text would give the hex form.
+    "sqlite": ("CAST(body AS TEXT) LIKE ?", _ALERT),
+    "postgres": ("body LIKE ?", _ALERT.encode()),
+}
 
 _DELIVERY_COLUMNS = (
     "d.id, d.route, d.source, d.state, d.attempts, d.received_at, d.next_attempt_at,"
@@ -243,6 +254,24 @@ class Admin:
 
         found: dict[tuple[str, str], int] = await self._read(work)
         return found
+
+    async def alert_counts(self) -> dict[str, int]:
+        """Stored events that carry an ``alert`` (``receiver.alerts``), by ``vendor kind``."""
+
+        def work(tx: Tx) -> dict[str, int]:
+            out: dict[str, int] = {}
+            # Events are JSON without a column for alerts; LIKE (on bytes in both engines)
+            # keeps the scan to a byte search, and the match is confirmed on the parsed event.
+            where, pattern = _ALERT_FILTER[tx.dialect.name]
+            for (body,) in tx.execute(f"SELECT body FROM events WHERE {where}", (pattern,)):
+                event = orjson.loads(bytes(body))
+                if isinstance(event, dict) and event.get("alert"):
+                    key = f"{event.get('vendor')} {event.get('kind')}"
+                    out[key] = out.get(key, 0) + 1
+            return dict(sorted(out.items()))
+
+        counts: dict[str, int] = await self._read(work)
+        return counts
 
     async def get(self, delivery_id: str) -> DeliveryInfo | None:
         def work(tx: Tx) -> DeliveryInfo | None:

@@ -265,15 +265,15 @@ class GroupCommitter:
                 # syncs) within that one call, and the thread crosses over once per batch.
                 outcomes = self._run_bulk(tx, only, groups[only])
             else:
-                tx.execute(dialect.begin)
                 began = True
-                # Bulk handlers share the batch's fate (no savepoint each): should one fail,
-                # the batch rolls back and every job in it fails; senders retry, leases lapse.
-                outcomes = [
-                    o for kind, jobs in groups.items() for o in self._run_bulk(tx, kind, jobs)
-                ]
-                outcomes.extend(self._run_fn(tx, job) for job in batch if job.fn is not None)
-                tx.execute("COMMIT")
+                # PostgreSQL: a savepoint is two more round trips a job, so the batch first
+                # runs without them; if a job fails, it is rolled back and run again with them.
+                optimistic = not dialect.statement_rollback
+                try:
+                    outcomes = self._transaction(tx, groups, batch, savepoints=not optimistic)
+                except _JobFailed:
+                    tx.execute("ROLLBACK")
+                    outcomes = self._transaction(tx, groups, batch, savepoints=True)
         except Exception as exc:  # the whole batch failed; the thread itself must live on
             if began:
                 try:
@@ -288,6 +288,30 @@ class GroupCommitter:
         if self.on_commit is not None:
             self.on_commit(len(batch), time.monotonic() - self._batch_started)
         self._deliver(outcomes)
+
+    def _transaction(
+        self, tx: Tx, groups: dict[str, list[_Job]], batch: list[_Job], *, savepoints: bool
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        """The batch in one transaction, committed.  Without ``savepoints``, a job that fails
+        raises ``_JobFailed`` (the caller rolls back and runs the batch again with them)."""
+        tx.execute(self.dialect.begin)
+        # Bulk handlers share the batch's fate (no savepoint each): should one fail, the batch
+        # rolls back and every job in it fails; senders retry, leases lapse.
+        outcomes = [o for kind, jobs in groups.items() for o in self._run_bulk(tx, kind, jobs)]
+        for job in batch:
+            if job.fn is None:
+                continue
+            if savepoints:
+                outcomes.append(self._run_fn(tx, job))
+                continue
+            try:
+                outcomes.append((job, job.fn(tx), None))
+            except Exception as exc:
+                if self._is_unavailable(exc) and _is_broken(tx.conn):
+                    raise  # the connection died under it: the batch as a whole has failed
+                raise _JobFailed from exc
+        tx.execute("COMMIT")
+        return outcomes
 
     def _fail_batch(self, batch: list[_Job], exc: Exception) -> None:
         reason = _one_line(exc)
@@ -343,6 +367,10 @@ class GroupCommitter:
             # RuntimeError: that loop has closed, so nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, results)
+
+
+class _JobFailed(Exception):
+    """A job failed in a batch run without savepoints: run it again with them."""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -41,6 +41,16 @@ POSTGRES = Dialect(
     now_sql="SELECT extract(epoch FROM clock_timestamp())::float8",
 )
 
+_KEEPALIVES: dict[str, Any] = {
+    # A connection whose peer vanished without a reset (a dead host, a network split) would
+    # otherwise block a commit until the kernel gives up, a quarter of an hour later.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('hookdock journal ' || current_schema()))"
 
@@ -87,6 +97,7 @@ class PostgresJournal(SqlJournal):
                 "autocommit": True,
                 "connect_timeout": max(1, round(connect_timeout_seconds)),
                 "cursor_factory": psycopg.RawCursor,
+                **_KEEPALIVES,
             },
         )
         super().__init__(self._connect, POSTGRES)
@@ -110,6 +121,7 @@ class PostgresJournal(SqlJournal):
             autocommit=True,
             connect_timeout=max(1, round(self._connect_timeout)),
             cursor_factory=psycopg.RawCursor,
+            **_KEEPALIVES,
         )
         try:
             self._configure(conn)

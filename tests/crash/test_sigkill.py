@@ -6,7 +6,11 @@ subprocess, fires a bounded burst of concurrent posts (every one a distinct ``ta
 distinct dedupe key) and kills the server with SIGKILL at a seeded random moment: after a
 random number of 2xx answers, or after a random delay.  A request that got a 2xx must end up
 exported exactly once; one that got an error or a reset connection may or may not have been
-stored, but is never exported twice.  After the last run a final server drains the journal.
+stored, but is never exported twice.  After the last run a final server drains the journal,
+and the journal itself is read: every delivery id answered with a 2xx is in it.
+
+It runs on each journal engine: a SQLite file, and a PostgreSQL schema of the test's own (where
+a kill drops the server's connections and PostgreSQL rolls back whatever was not committed).
 
 Reproduce one schedule with the seeds printed per run (``SEED_BASE + run``).
 """
@@ -19,6 +23,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,8 +34,10 @@ from typing import IO
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
+from tests.conftest import delivery_id_from, pg_journal_table, to_toml
 from tests.sd_payloads import load
 
 pytestmark = [pytest.mark.crash, pytest.mark.timeout(240)]
@@ -47,14 +54,17 @@ RUN_SECONDS = 20.0
 DRAIN_SECONDS = 60.0
 _HOOKDOCK = (sys.executable, "-m", "receiver")
 
+SQLITE_JOURNAL = """\
+[journal]
+path = "data/hookdock.db"
+"""
+
 CONFIG = f"""\
 [server]
 host = "127.0.0.1"
 grace_seconds = 2
 
-[journal]
-path = "data/hookdock.db"
-
+{{journal}}
 [dispatcher]
 poll_seconds = 0.1
 lease_seconds = 2
@@ -82,6 +92,8 @@ class RunResult:
     seed: int
     trigger: str
     acked: set[str] = field(default_factory=set)
+    delivery_ids: dict[str, str] = field(default_factory=dict)
+    """taskId -> the delivery id its 2xx named."""
     unknown: set[str] = field(default_factory=set)
     unsent: set[str] = field(default_factory=set)
     refused: dict[str, int] = field(default_factory=dict)
@@ -198,6 +210,7 @@ async def _burst(
             if 200 <= response.status_code < 300:
                 assert "already accepted" not in response.text, (task_id, response.text)
                 result.acked.add(task_id)
+                result.delivery_ids[task_id] = delivery_id_from(response.text)
                 if len(result.acked) >= kill_after_acks:
                     reached.set()
             else:
@@ -268,10 +281,31 @@ def _exports(root: Path) -> tuple[Counter[str], list[Path], list[Path]]:
     return per_task, files, temps
 
 
-def test_sigkill_mid_burst_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def _journal_ids(folder: Path, pg: tuple[str, str] | None) -> set[str]:
+    """Every delivery id in the journal, read with the engine's own driver."""
+    if pg is not None:
+        dsn, schema = pg
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            return {row[0] for row in conn.execute(f'SELECT id FROM "{schema}".deliveries')}
+    db = sqlite3.connect(folder / "data" / "hookdock.db")
+    try:
+        return {row[0] for row in db.execute("SELECT id FROM deliveries")}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_sigkill_mid_burst_loses_and_duplicates_nothing(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
     started = time.monotonic()
+    pg: tuple[str, str] | None = None
+    journal = SQLITE_JOURNAL
+    if engine == "postgres":
+        pg = (request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema"))
+        journal = to_toml({"journal": pg_journal_table(*pg)})
     config = tmp_path / "hookdock.toml"
-    config.write_text(CONFIG, encoding="utf-8")
+    config.write_text(CONFIG.replace("{journal}", journal), encoding="utf-8")
     exports = tmp_path / "exports"
     template = orjson.loads(load(KIND, "baseline"))
     workspace = str(template["workspaceId"])
@@ -297,6 +331,7 @@ def test_sigkill_mid_burst_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         )
 
     acked = set().union(*(r.acked for r in results))
+    delivery_ids = {t: d for r in results for t, d in r.delivery_ids.items()}
     unknown = set().union(*(r.unknown for r in results))
     unsent = set().union(*(r.unsent for r in results))
     refused = {t: s for r in results for t, s in r.refused.items()}
@@ -333,17 +368,25 @@ def test_sigkill_mid_burst_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     strangers = sorted(set(per_task) - sent)
     never_acked_exported = sorted(set(per_task) - acked)
     kills_mid_burst = sum(r.killed_mid_burst for r in results)
+    states = {k: counts.get(k) for k in ("pending", "done", "dead")}
     elapsed = time.monotonic() - started
     print(
-        f"\ncrash summary: {RUNS} runs / {RUNS} SIGKILLs ({kills_mid_burst} mid-burst), "
+        f"\ncrash summary ({engine}): {RUNS} runs / {RUNS} SIGKILLs ({kills_mid_burst} mid-burst), "
         f"{len(sent)} sent, {len(acked)} acked 2xx, {len(unknown)} unknown outcome, "
         f"{len(unsent)} never connected, "
         f"{len(refused)} refused 5xx, {len(files)} exported files "
-        f"({len(never_acked_exported)} of them for unacked requests), status {counts}, "
+        f"({len(never_acked_exported)} of them for unacked requests), "
+        f"status {states}, "
         f"{elapsed:.1f}s"
     )
 
     assert not missing, f"{len(missing)} acked deliveries never exported: {missing[:20]}"
+    # Every 2xx named a delivery the journal holds, and the export is that very delivery's.
+    unjournaled = sorted(set(delivery_ids.values()) - _journal_ids(tmp_path, pg))
+    assert not unjournaled, f"{len(unjournaled)} acked delivery ids not in the journal"
+    exported_ids = {p.parent.name: p.name.split("-")[1] for p in files}
+    wrong = {t: (d, exported_ids[t]) for t, d in delivery_ids.items() if exported_ids[t] != d}
+    assert not wrong, f"exported under another delivery id than acked: {list(wrong.items())[:5]}"
     assert not duplicated, f"exported more than once: {dict(list(duplicated.items())[:20])}"
     assert not strangers, f"exports for tasks never sent: {strangers[:20]}"
     assert all(p.parent.parent.name == workspace for p in files)

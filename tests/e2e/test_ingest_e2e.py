@@ -1,15 +1,21 @@
-"""Ingest end to end: one real server for the module, real HTTP, real journal, real exports.
+"""Ingest end to end: one real server per journal engine, real HTTP, real exports.
 
-Every test posts bodies no other test posts (fresh ``taskId``s), so the shared journal's
-dedupe never joins two tests.  The last test reads the server's whole stderr for secrets.
+``server`` journals to SQLite; ``any_server`` runs a test on both SQLite and PostgreSQL (a
+schema of the module's own), for the tests whose outcome is the journal's: acceptance and
+export, dedupe, a held lock, the operator's reads.  The rest (auth, refusals) never reach
+the journal and run once.  Every test posts bodies no other test posts (fresh ``taskId``s),
+so a shared journal's dedupe never joins two tests.  The last tests read each server's whole
+output for secrets.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import secrets
 import socket
 import sqlite3
 import time
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -34,13 +41,16 @@ from tests.conftest import (
     SD_ROUTES,
     HookdockProcess,
     delivery_id_from,
+    drop_pg_schema,
     export_path,
     make_config,
+    pg_journal_table,
     route,
+    run_cli,
     run_hookdock,
     wait_until,
 )
-from tests.sd_payloads import EXPECTED, all_cases
+from tests.sd_payloads import EXPECTED, all_cases, load
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +61,11 @@ JSON = {"content-type": "application/json"}
 WRONG_TOKEN = "t0ken-" + "W" * 40
 FILE_KINDS = ("transcript_file", "anonymization_file")
 EXPORT_TIMEOUT = 15.0
+ENGINES = ("sqlite", "postgres")
+# How long a write waits on a lock before it is refused (503): short, for the lock test.
+# PostgreSQL's statement timeout covers every statement, so it gets a little more room.
+SQLITE_LOCK_WAIT_MS = 200
+PG_STATEMENT_TIMEOUT_MS = 500
 
 
 @dataclass
@@ -58,6 +73,9 @@ class Server:
     process: HookdockProcess
     folder: Path
     client: httpx.Client
+    engine: str = "sqlite"
+    pg_dsn: str = ""
+    pg_schema: str = ""
 
     @property
     def exports(self) -> Path:
@@ -67,13 +85,17 @@ class Server:
     def journal(self) -> Path:
         return self.folder / "hookdock.db"
 
+    @property
+    def config(self) -> Path:
+        assert self.process.config_path is not None
+        return self.process.config_path
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("ingest")
+
+@contextlib.contextmanager
+def _serve(folder: Path, journal: dict[str, Any], **pg: str) -> Iterator[Server]:
     config = make_config(
         folder,
-        journal={"busy_timeout_ms": 200},
+        journal=journal,
         extra_routes=[
             route(
                 CAPPED_ROUTE,
@@ -86,7 +108,40 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         run_hookdock(folder, config) as process,
         httpx.Client(base_url=process.url, timeout=15.0, trust_env=False) as client,
     ):
-        yield Server(process, folder, client)
+        engine = "postgres" if pg else "sqlite"
+        yield Server(process, folder, client, engine, **pg)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    journal = {"busy_timeout_ms": SQLITE_LOCK_WAIT_MS}
+    with _serve(tmp_path_factory.mktemp("ingest"), journal) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[Server]:
+    # The module's own schema (``pg_schema`` is per test); dropped once the server is gone.
+    schema = f"hookdock_test_{secrets.token_hex(6)}"
+    journal = {
+        "path": None,
+        **pg_journal_table(pg_dsn, schema, statement_timeout_ms=PG_STATEMENT_TIMEOUT_MS),
+    }
+    try:
+        with _serve(
+            tmp_path_factory.mktemp("ingest-pg"), journal, pg_dsn=pg_dsn, pg_schema=schema
+        ) as server:
+            yield server
+    finally:
+        drop_pg_schema(pg_dsn, schema)
+
+
+@pytest.fixture(params=ENGINES)
+def any_server(request: pytest.FixtureRequest) -> Server:
+    """The module's server on each journal engine in turn (each started on first use)."""
+    name = "server" if request.param == "sqlite" else "pg_server"
+    found: Server = request.getfixturevalue(name)
+    return found
 
 
 def sd_path(kind: str = "text_document", token: str | None = CREDS.url_token) -> str:
@@ -164,8 +219,9 @@ def test_cases_cover_every_kind_and_the_large_document() -> None:
 
 @pytest.mark.parametrize(("kind", "variant", "body"), [_case_param(c) for c in CASES])
 def test_every_payload_is_accepted_and_exported(
-    server: Server, kind: str, variant: str, body: bytes
+    any_server: Server, kind: str, variant: str, body: bytes
 ) -> None:
+    server = any_server
     response = server.client.post(sd_path(kind), content=body, headers=JSON)
     delivery_id = accepted(response)
 
@@ -248,8 +304,13 @@ ERROR_CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
      "hookdock: body is not a JSON object\n"),
     ("task-id-missing", "POST", sd_path(), JSON, b'{"workspaceId": "ws-e2e"}', 422,
      "hookdock: taskId missing\n"),
-    ("exported-file-url-missing", "POST", sd_path("transcript_file"), JSON, text_document(),
-     422, "hookdock: exportedFileUrl missing\n"),
+    ("exported-file-url-missing", "POST", sd_path("transcript_file"), JSON,
+     b'{"taskId": "t-e2e-no-file"}', 422, "hookdock: exportedFileUrl missing\n"),
+    ("wrong-kind-text-to-file", "POST", sd_path("transcript_file"), JSON, text_document(), 422,
+     "hookdock: this is a text document export; this URL takes transcript files (URL to file)\n"),
+    ("wrong-kind-transcript-to-text", "POST", sd_path(), JSON,
+     load("transcript", "baseline"), 422,
+     "hookdock: this is a transcript export; this URL takes text documents\n"),
 ]  # fmt: skip
 
 
@@ -267,12 +328,22 @@ def test_refusals_are_exact_plain_lines(
     status: int,
     text: str,
 ) -> None:
+    before = journaled(server)
     response = server.client.request(method, path, headers=headers, content=body or None)
     assert_plain(response, status, text)
+    assert journaled(server) == before, "a refused request must leave nothing in the journal"
 
 
-def test_refused_bodies_are_not_stored(server: Server) -> None:
+def journaled(server: Server) -> int:
+    """How many deliveries the server's journal holds (read beside the running server)."""
+    with contextlib.closing(sqlite3.connect(server.journal, timeout=10.0)) as db:
+        count: int = db.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        return count
+
+
+def test_refused_bodies_are_not_stored(any_server: Server) -> None:
     """After all those refusals, a valid resend of a refused body is new, not a duplicate."""
+    server = any_server
     body = text_document()
     refused = server.client.post(sd_path(token=WRONG_TOKEN), content=body, headers=JSON)
     assert_plain(refused, 401, "hookdock: credentials do not match\n")
@@ -514,7 +585,8 @@ def test_no_auth_route(server: Server) -> None:
 # --------------------------------------------------------------------------- duplicates
 
 
-def test_duplicate_body_is_accepted_once_and_a_changed_body_is_new(server: Server) -> None:
+def test_duplicate_body_is_accepted_once_and_a_changed_body_is_new(any_server: Server) -> None:
+    server = any_server
     task_id = str(uuid.uuid4())
     body = text_document(task_id)
     first_id = accepted(server.client.post(sd_path(), content=body, headers=JSON))
@@ -538,21 +610,40 @@ def test_duplicate_body_is_accepted_once_and_a_changed_body_is_new(server: Serve
 # --------------------------------------------------------------------------- journal down
 
 
-def test_locked_journal_answers_503_then_recovers(server: Server) -> None:
+@contextlib.contextmanager
+def journal_locked(server: Server) -> Iterator[None]:
+    """Another process holds the journal's write lock (SQLite) or locks the tables that
+    ingest and ``/readyz`` write to (PostgreSQL) until the block ends."""
+    if server.engine == "sqlite":
+        lock = sqlite3.connect(server.journal, isolation_level=None, timeout=10.0)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            yield
+            lock.execute("COMMIT")
+        finally:
+            lock.close()
+        return
+    with psycopg.connect(server.pg_dsn, connect_timeout=5) as conn:
+        # EXCLUSIVE mode: readers go on, every writer waits (and times out: 503).
+        conn.execute(
+            f'LOCK TABLE "{server.pg_schema}".deliveries, "{server.pg_schema}".meta'
+            " IN EXCLUSIVE MODE"
+        )
+        yield
+        conn.rollback()
+
+
+def test_locked_journal_answers_503_then_recovers(any_server: Server) -> None:
+    server = any_server
     task_id = str(uuid.uuid4())
     body = text_document(task_id)
-    lock = sqlite3.connect(server.journal, isolation_level=None, timeout=10.0)
-    try:
-        lock.execute("BEGIN EXCLUSIVE")
+    with journal_locked(server):
         refused = server.client.post(sd_path(), content=body, headers=JSON)
         assert_plain(refused, 503, "hookdock: cannot store the delivery right now, please retry\n")
         assert refused.headers.get("retry-after") == "5"
         ready = server.client.get("/readyz")
         assert ready.status_code == 503
         assert ready.text.startswith("hookdock: journal not writable")
-        lock.execute("COMMIT")
-    finally:
-        lock.close()
     assert task_files(server, task_id) == []
 
     wait_until(
@@ -567,11 +658,43 @@ def test_locked_journal_answers_503_then_recovers(server: Server) -> None:
     assert task_files(server, task_id) == [f"text_document-{delivery_id}-0.json"]
 
 
+# --------------------------------------------------------------------------- operator reads
+
+
+def test_cli_reads_the_running_services_journal(any_server: Server) -> None:
+    """``status`` and ``deliveries`` open the journal the service is writing, beside it."""
+    server = any_server
+    body = text_document()
+    delivery_id = accepted(server.client.post(sd_path(), content=body, headers=JSON))
+    wait_export(server, body, delivery_id)
+
+    def done() -> dict[str, Any] | None:
+        # The export lands a moment before the send's outcome is committed.
+        result = run_cli("status", config=server.config)
+        assert result.returncode == 0, result.stderr
+        counts: dict[str, Any] = json.loads(result.stdout)
+        return counts if counts["done"] >= 1 and counts["pending"] == 0 else None
+
+    counts = wait_until(done, EXPORT_TIMEOUT, 0.1, "the delivery never counted as done")
+    assert counts is not None
+    assert counts["dead"] == 0
+    assert counts["sinks"]["exports"]["delivered"] == counts["done"]
+    assert counts["sinks"]["exports"]["stopped"] is None
+
+    listing = run_cli("deliveries", "--sends", "--limit", "1", config=server.config)
+    assert listing.returncode == 0, listing.stderr
+    head, send = listing.stdout.splitlines()[:2]
+    assert head.split()[:2] == [delivery_id, "done"], listing.stdout  # newest first
+    assert head.endswith(SD_ROUTES["text_document"])
+    assert send.split()[:4] == [f"{delivery_id}-0", "->", "exports", "delivered"], send
+
+
 # --------------------------------------------------------------------------- last: no leaks
 
 
-def test_zz_no_secret_in_server_output(server: Server) -> None:
+def test_zz_no_secret_in_server_output(any_server: Server) -> None:
     """Runs last: nothing any test sent as a credential reached the server's logs."""
+    server = any_server
     assert server.process.running()
     output = server.process.stderr_text() + server.process.stdout_text()
     assert "delivered event" in output  # the log is really there

@@ -1,6 +1,8 @@
 """Lifecycle end to end: embedded defaults, ``check``, SIGTERM, ``worker``, retries, dead letters.
 
 Each test starts its own processes (the configs differ), always on 127.0.0.1 and a free port.
+The tests about what the journal keeps (a worker beside ``serve``, dead letters, retries,
+pruning) run on both engines through the ``journal`` fixture.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.conftest import (
     delivery_id_from,
     export_path,
     make_config,
+    pg_journal_table,
     route,
     run_cli,
     run_hookdock,
@@ -35,6 +38,16 @@ from tests.sd_payloads import EXPECTED, KINDS, load
 pytestmark = pytest.mark.e2e
 
 JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``make_config``'s ``journal=`` overrides: its SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return {}
+    dsn: str = request.getfixturevalue("pg_dsn")
+    schema: str = request.getfixturevalue("pg_schema")
+    return {"path": None, **pg_journal_table(dsn, schema)}
 
 
 def text_document(task_id: str | None = None, **fields: Any) -> bytes:
@@ -72,7 +85,7 @@ def full_status(config: Path) -> dict[str, Any]:
 
 def status(config: Path) -> dict[str, int]:
     """Deliveries by overall state (pending, done, dead)."""
-    return {k: v for k, v in full_status(config).items() if k not in ("sinks", "failures")}
+    return {k: v for k, v in full_status(config).items() if k in ("pending", "done", "dead")}
 
 
 def dead_lines(config: Path) -> list[str]:
@@ -271,8 +284,10 @@ def test_sigterm_drains_then_exits_within_grace(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- hookdock worker
 
 
-def test_worker_process_delivers_what_serve_journaled(tmp_path: Path) -> None:
-    config = make_config(tmp_path, dispatcher={"enabled": False})
+def test_worker_process_delivers_what_serve_journaled(
+    tmp_path: Path, journal: dict[str, Any]
+) -> None:
+    config = make_config(tmp_path, journal=journal, dispatcher={"enabled": False})
     exports = tmp_path / "exports"
     body = text_document()
     with run_hookdock(tmp_path, config) as server:
@@ -334,11 +349,14 @@ def _wait_dead_letter(server: HookdockProcess, delivery_id: str) -> str:
     return reason
 
 
-def test_retryable_failure_dead_letters_then_retry_delivers(tmp_path: Path) -> None:
+def test_retryable_failure_dead_letters_then_retry_delivers(
+    tmp_path: Path, journal: dict[str, Any]
+) -> None:
     blocker = tmp_path / "exports-is-a-file"
     blocker.write_text("not a folder\n")
     config = make_config(
         tmp_path,
+        journal=journal,
         dispatcher={"retry": {"max_attempts": 3, "base_seconds": 0.2, "cap_seconds": 0.5}},
         sinks={"exports": {"root": str(blocker)}},
     )
@@ -383,10 +401,13 @@ def test_retryable_failure_dead_letters_then_retry_delivers(tmp_path: Path) -> N
         assert status(server.config_path) == {"pending": 0, "done": 1, "dead": 0}
 
 
-def test_permanent_failure_dead_letters_after_one_attempt(tmp_path: Path) -> None:
+def test_permanent_failure_dead_letters_after_one_attempt(
+    tmp_path: Path, journal: dict[str, Any]
+) -> None:
     named = tmp_path / "named"
     config = make_config(
         tmp_path,
+        journal=journal,
         sinks={
             "named": {
                 "type": "local",

@@ -275,3 +275,41 @@ async def test_journal_copy_moves_everything_into_an_empty_schema(
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         row = conn.execute(f'SELECT count(*) FROM "{pg_schema}".deliveries').fetchone()
         assert row is not None and row[0] == 5
+
+
+async def test_a_failing_job_undoes_only_itself_in_a_batch_without_savepoints(
+    journals: Callable[[], PostgresJournal],
+) -> None:
+    """Batches run without savepoints first; one failing job sends the batch round again with
+    them, so the others still commit and the failure is the failing job's alone."""
+    journal = journals()
+
+    def good(n: int) -> Callable[[Any], None]:
+        def work(tx: Any) -> None:
+            tx.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (f"good-{n}",))
+
+        return work
+
+    def bad(tx: Any) -> None:
+        tx.execute("SELECT * FROM no_such_table")
+
+    for _ in range(5):  # some rounds land in one batch, whatever the scheduling
+        results = await asyncio.gather(
+            *(journal._write(good(n)) for n in range(10)),
+            journal._write(bad),
+            return_exceptions=True,
+        )
+        assert [isinstance(r, Exception) for r in results] == [False] * 10 + [True]
+        assert "no_such_table" in str(results[-1])
+
+        def count(tx: Any) -> int:
+            return int(
+                tx.execute("SELECT count(*) FROM meta WHERE key LIKE 'good-%'").fetchone()[0]
+            )
+
+        assert await journal._write(count) == 10
+
+        def clear(tx: Any) -> None:
+            tx.execute("DELETE FROM meta WHERE key LIKE 'good-%'")
+
+        await journal._write(clear)

@@ -9,6 +9,7 @@ import pytest
 from receiver.config import load_config, parse_config
 from receiver.defaults import default_config
 from receiver.errors import ConfigError
+from receiver.journal import SqliteConfig
 from receiver.plugins import build_sinks, build_sources
 
 TOKEN = "a-very-long-url-token-0123456789"
@@ -50,6 +51,7 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 def test_a_good_file_loads_with_paths_from_its_folder(tmp_path: Path) -> None:
     config, base = load_config(write(tmp_path, GOOD), env={"SD_TOKEN": TOKEN})
+    assert isinstance(config.journal, SqliteConfig)
     assert config.journal.path == tmp_path / "data/hookdock.db"
     route = config.routes[0]
     assert route.max_body_bytes == 1024 * 1024

@@ -1,0 +1,144 @@
+"""Secrets scrubbed from any text and any log record, whichever library wrote it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from handlers.redact import SECRETS, RedactingFilter, basic_credentials, redact_text
+from receiver.config import parse_config
+from receiver.secrets import register_config_secrets, secrets_of
+
+TOKEN = "FQoGZXIvYXdzEBYaDHsessiontoken0123456789"
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    SECRETS.clear()
+    yield
+    SECRETS.clear()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA== then", "Authorization: Basic REDACTED then"),
+        ("authorization: bearer abc.def.ghi", "authorization: bearer REDACTED"),
+        ("Authorization: abcdef123456", "Authorization: REDACTED"),
+        (f"x-amz-security-token:{TOKEN}\nhost:h", "x-amz-security-token:REDACTED\nhost:h"),
+        (
+            f"{{'X-Amz-Security-Token': b'{TOKEN}', 'Authorization': b'AWS4-HMAC-SHA256"
+            " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host, Signature=0a1b2c'}",
+            "{'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'AWS4-HMAC-SHA256"
+            " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host,"
+            " Signature=REDACTED'}",
+        ),
+        ("Signature:\n0a1b2c3d4e", "Signature:\nREDACTED"),
+        ('{"password": "hunter22"}', '{"password": "REDACTED"}'),
+        ("https://user:pw@host/x", "https://REDACTED@host/x"),
+        ("host;x-amz-date;x-amz-security-token", "host;x-amz-date;x-amz-security-token"),
+        ("the token is fine", "the token is fine"),
+        ("authorization: Basic REDACTED x", "authorization: Basic REDACTED x"),
+        ("the token provided is wrong", "the token provided is wrong"),
+        ("Basic authentication failed", "Basic authentication failed"),
+        (
+            "proxy-authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+            "proxy-authorization: Basic REDACTED",
+        ),
+        ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30 along", "sent Bearer REDACTED along"),
+    ],
+)
+def test_credential_shapes_are_redacted(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+def test_known_values_are_redacted_in_every_form() -> None:
+    SECRETS.add("pa ss/word", "whsec_c2VjcmV0LWtleS1ieXRlcw==", None, "abc")
+    assert redact_text("x pa ss/word y") == "x REDACTED y"
+    assert redact_text("q=pa%20ss%2Fword") == "q=REDACTED"
+    assert redact_text("key c2VjcmV0LWtleS1ieXRlcw== used") == "key REDACTED used"
+    assert redact_text("abc stays: too short to scrub by value") == (
+        "abc stays: too short to scrub by value"
+    )
+
+
+def record(logger: str, msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise RuntimeError(f"failed with {TOKEN}")
+        except RuntimeError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord(logger, logging.DEBUG, __file__, 1, msg, args, exc_info)
+
+
+def test_the_log_filter_redacts_messages_arguments_and_tracebacks() -> None:
+    SECRETS.add(TOKEN)
+    canonical = record(
+        "botocore.auth", "CanonicalRequest:\n%s", f"PUT\n/k\n\nx-amz-security-token:{TOKEN}\n"
+    )
+    assert RedactingFilter().filter(canonical)
+    out = logging.Formatter("%(message)s").format(canonical)
+    assert TOKEN not in out and "x-amz-security-token:REDACTED" in out
+    failing = record("aiohttp.client", "request failed", exc=True)
+    assert RedactingFilter().filter(failing)
+    out = logging.Formatter("%(message)s").format(failing)
+    assert "RuntimeError: failed with REDACTED" in out and TOKEN not in out
+    # A second handler's filter leaves the record as the first one made it.
+    assert RedactingFilter().filter(failing)
+    assert logging.Formatter("%(message)s").format(failing) == out
+
+
+def test_a_bad_format_string_from_a_library_still_logs_redacted() -> None:
+    broken = record("some.lib", "value %s %s", TOKEN)  # one argument short
+    SECRETS.add(TOKEN)
+    assert RedactingFilter().filter(broken)
+    assert TOKEN not in broken.getMessage()
+
+
+def test_every_secret_a_config_holds_or_implies_is_found(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "routes": [
+                {
+                    "name": "r",
+                    "source": "smartdocumentor.text_document",
+                    "auth": {"type": "basic", "username": "u", "password": "route-pass"},
+                    "sinks": ["h", "b"],
+                }
+            ],
+            "sinks": {
+                "h": {
+                    "type": "http",
+                    "url": "https://hook:p%40ss-word@example.com/x",
+                    "headers": {"X-Api-Key": "api-key-value"},
+                    "secret": "whsec_c2VjcmV0LWtleS1ieXRlcw==",
+                },
+                "b": {
+                    "type": "thirdparty:Sink",
+                    "nested": {"client_secret": "third-party"},
+                    "dsn": "postgresql://app:db-pass-1@127.0.0.1/x",
+                },
+            },
+        },
+        base_dir=tmp_path,
+    )
+    found = set(secrets_of(config))
+    assert {
+        "route-pass",
+        basic_credentials("u", "route-pass"),
+        "p@ss-word",
+        basic_credentials("hook", "p@ss-word"),
+        "api-key-value",
+        "whsec_c2VjcmV0LWtleS1ieXRlcw==",
+        "third-party",
+        "db-pass-1",
+    } <= found
+    register_config_secrets(config)
+    assert redact_text("sent Basic-less " + basic_credentials("hook", "p@ss-word")) == (
+        "sent Basic-less REDACTED"
+    )
