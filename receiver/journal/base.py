@@ -281,8 +281,8 @@ class Journal(Protocol):
         self, is_dead_owner: OwnerCheck, stale_seconds: float | None = None
     ) -> int:
         """End the leases of owners that are gone: those whose heartbeat is older than
-        ``stale_seconds`` (a replica killed on any machine), and those without a heartbeat that
-        ``is_dead_owner`` says are gone (a process of this host that no longer runs).  Stale
+        ``stale_seconds`` (a replica killed on any machine), and those ``is_dead_owner`` says
+        are gone (a process of this host that no longer runs), heartbeat or not.  Gone
         processes are forgotten, and their named leases freed."""
         ...
 
