@@ -143,6 +143,11 @@ class ClusterConfig(_Model):
     """How often each process records that it is alive, and looks for dead ones."""
     stale_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
     """A process whose heartbeat is older than this is gone: its work is taken over."""
+    node: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = None
+    """This machine's name in the journal (default: the host name).  Processes of the same
+    node are checked by pid, so a restart after a crash takes its work back at once; those of
+    other nodes by their heartbeat.  Give replicas that share a host name (containers with a
+    fixed one) names of their own."""
 
     @model_validator(mode="after")
     def _stale_after_beats(self) -> ClusterConfig:

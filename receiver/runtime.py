@@ -82,7 +82,7 @@ class Runtime:
     yields to.  A request whose body still trickles in is not counted: it costs nothing."""
     shutdown_deadline: float | None = None
     role: str = "serve"
-    owner: str = field(default_factory=new_owner)
+    owner: str = ""
     """This process's name in the journal: its leases and its heartbeat carry it."""
     heartbeat: Heartbeat | None = None
     jobs: NamedJobs | None = None
@@ -175,12 +175,14 @@ class Runtime:
         )
         self._started = True
         cluster = self.config.cluster
+        self.owner = self.owner or new_owner(cluster.node)
         self.heartbeat = Heartbeat(
             self.journal,
             self.owner,
             self.role,
             every_seconds=cluster.heartbeat_seconds,
             stale_seconds=cluster.stale_seconds,
+            node=cluster.node,
         )
         await self.heartbeat.start()
         self.jobs = NamedJobs(self.journal, self.owner, self.named_jobs())
@@ -195,6 +197,7 @@ class Runtime:
                 ingest_load=lambda: self.ingest_inflight,
                 owner=self.owner,
                 stale_seconds=cluster.stale_seconds,
+                is_dead_owner=self.heartbeat.is_gone,
             )
             await self.dispatcher.start()
 
