@@ -12,7 +12,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from handlers.event import Event, RawDelivery
 
-__all__ = ["Source"]
+__all__ = ["HasSubject", "Source"]
 
 
 @runtime_checkable
@@ -28,3 +28,15 @@ class Source(Protocol):
     def normalize(self, delivery: RawDelivery) -> Sequence[Event]:
         """Turn a journaled delivery into events; raise ``NormalizeError`` if it cannot."""
         ...
+
+
+@runtime_checkable
+class HasSubject(Protocol):
+    """A source that names what each delivery is about (its *subject*), from its dedupe key.
+
+    The journal keeps the subject with the delivery, so a poller can ask whether a webhook
+    for, say, ``smartdocumentor:task:42`` came (``PollContext.seen``).  Optional: a source
+    without it stores no subject.
+    """
+
+    def subject(self, dedupe_key: str) -> str | None: ...

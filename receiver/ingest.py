@@ -24,6 +24,7 @@ from receiver.errors import (
     UnsupportedMediaType,
 )
 from receiver.ids import new_id
+from receiver.intake import intake
 from receiver.responses import error_response, text
 from receiver.runtime import IngestRoute, Runtime
 
@@ -170,13 +171,9 @@ async def _ingest(scope: Scope, receive: Receive, runtime: Runtime, names: list[
         body=body,
     )
     try:
-        dedupe_key = route.source.admit(delivery)
+        result = await intake(runtime.journal, route.source, delivery, runtime.dispatcher)
     except PayloadRejected as exc:
         raise BadPayload(exc.message, status=exc.status) from exc
-    # No timer per request: the journal's watchdog fails waiting writes if a commit hangs.
-    result = await runtime.journal.append(delivery, dedupe_key)
     if result.duplicate:
         return f"hookdock: already accepted as {result.delivery_id}\n".encode()
-    if runtime.dispatcher is not None:
-        runtime.dispatcher.wake()
     return f"hookdock: accepted as {result.delivery_id}\n".encode()

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handlers.poller import PolledEventSource, Poller
 from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.config import Config, RouteConfig
@@ -23,6 +24,7 @@ from receiver.fetch import Fetcher
 from receiver.journal import SqliteConfig, SqlJournal, make_journal
 from receiver.named_jobs import NamedJob, NamedJobs
 from receiver.plugins import Plugins, close_sinks, load_plugins
+from receiver.pollers import PollerRunner
 from receiver.processes import Heartbeat, new_owner
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -51,6 +53,8 @@ class Runtime:
     routes: dict[str, IngestRoute]
     sinks: dict[str, Sink]
     run_dispatcher: bool
+    pollers: dict[str, Poller] = field(default_factory=dict)
+    poller_runner: PollerRunner | None = None
     dispatcher: Dispatcher | None = None
     draining: bool = False
     ingest_inflight: int = 0
@@ -95,6 +99,7 @@ class Runtime:
             journal=journal or make_journal(config.journal),
             routes=routes,
             sinks=sinks,
+            pollers=plugins.pollers,
             run_dispatcher=config.dispatcher.enabled if run_dispatcher is None else run_dispatcher,
         )
 
@@ -106,7 +111,7 @@ class Runtime:
         return Path(tempfile.gettempdir()) / "hookdock-spool"
 
     def route_targets(self) -> dict[str, RouteTarget]:
-        return {
+        targets = {
             name: RouteTarget(
                 route.source,
                 Router(route.config.rules, route.config.sinks),
@@ -114,6 +119,22 @@ class Runtime:
             )
             for name, route in self.routes.items()
         }
+        # A poller's own events are deliveries on a route named after it.
+        for poller in self.config.pollers:
+            targets[poller.name] = RouteTarget(
+                PolledEventSource(), Router(poller.rules, poller.sinks)
+            )
+        return targets
+
+    def make_poller_runner(self) -> PollerRunner:
+        return PollerRunner(
+            self.journal,
+            self.owner,
+            {p.name: p for p in self.config.pollers if p.name in self.pollers},
+            self.pollers,
+            {name: (route.source_name, route.source) for name, route in self.routes.items()},
+            self.dispatcher,
+        )
 
     def _fetcher(self, route: RouteConfig) -> Fetcher | None:
         """The route's fetcher, if it fetches files and one of its sinks takes them."""
@@ -174,6 +195,9 @@ class Runtime:
                 stale_seconds=cluster.stale_seconds,
             )
             await self.dispatcher.start()
+        if self.pollers:
+            self.poller_runner = self.make_poller_runner()
+            self.poller_runner.start()
 
     def named_jobs(self) -> list[NamedJob]:
         """What one process at a time does, whichever replica it is."""
@@ -201,6 +225,8 @@ class Runtime:
     async def stop(self) -> None:
         self.begin_shutdown()
         deadline = self.shutdown_deadline or time.monotonic()
+        if self.poller_runner is not None:
+            await self.poller_runner.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop(max(0.5, deadline - time.monotonic()))
         await close_sinks(self.sinks)
