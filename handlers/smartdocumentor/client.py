@@ -270,6 +270,11 @@ class SmartDocumentorClient:
         """``POST sdtask/process``: one task (``displayName``, ``fileUrl``, ``batchId``, ...)."""
         return _object(await self.call_json("POST", "sdtask/process", json=request), "process")
 
+    async def restart_processing(self, task_id: int | str) -> None:
+        """``PATCH sdtask/restartprocessing``: reprocess a task.  Destructive at the vendor and
+        it costs credits: only ever called when a setting asks for it."""
+        await self.call("PATCH", "sdtask/restartprocessing", params=[("taskId", str(task_id))])
+
     # ------------------------------------------------------------------ batches
 
     async def create_batch(

@@ -1,0 +1,596 @@
+"""A SmartDocumentor stand-in: its API and its export webhooks, with faults to switch on.
+
+For a local trial (``hookdock emulate smartdocumentor``) and for tests, as a real aiohttp
+server.  It keeps tasks and batches in memory, answers the API calls hookdock makes (token,
+task status list paged and not, task status, export data, batches, create task), and "reviews"
+tasks on a schedule: each reviewed task becomes ``ExportCompleted`` and its export webhook is
+posted to the URL configured for its workspace's kind, unless a fault drops it.
+
+Faults (``Faults``, changed while it runs through ``POST /_emulator/faults`` or in-process):
+webhooks dropped (given task ids, or every n-th) or refused, tokens that expire after n calls
+(a 401 in the middle of paging), a number of 5xx and of 429 answers with ``Retry-After``, slow
+answers, page edges (a last page that is empty; a task created between two pages, so the
+totals change).  ``GET /_emulator/state`` tells what happened to every webhook.
+
+The numbers of ``ExportCompleted`` and of the integration statuses are not published; the
+emulator's are its own (see ``STATUS``), and hookdock reads the ``...Text`` fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["STATUS", "Emulator", "EmulatorSettings", "Faults", "run_in_thread"]
+
+log = logging.getLogger("hookdock.emulator")
+
+STATUS = {"ToReview": 3, "InReview": 4, "Processed": 5, "ExportCompleted": 6}
+INTEGRATION = {"Never": 1, "Successful": 2, "Failed": 3}
+KINDS = ("text_document", "transcript", "transcript_file", "anonymization_file")
+
+
+class Faults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drop_webhooks: set[int] = set()
+    """Task ids whose webhook is never sent (SmartDocumentor still reports them exported)."""
+    drop_every: int = 0
+    """Drop every n-th webhook as well (0: none)."""
+    refuse_webhooks: bool = False
+    """Post nothing; the task goes back to ToReview, as when the endpoint answers non-2xx."""
+    token_calls: int = 0
+    """A token answers 401 after this many API calls (0: only after ``token_seconds``)."""
+    fail_5xx: int = 0
+    """The next n API calls answer 503."""
+    rate_limit: int = 0
+    """The next n API calls answer 429 with ``Retry-After: retry_after``."""
+    retry_after: int = 1
+    slow_seconds: float = 0.0
+    empty_last_page: bool = False
+    """The last page says ``hasNextPage`` and the one after it is empty."""
+    grow_between_pages: bool = False
+    """A new task is created inside the listed window after each page: the totals change."""
+
+
+class EmulatorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str = "emulator"
+    client_secret: str = "emulator-secret"  # noqa: S105 - a stand-in's well-known default
+    token_seconds: int = 3600
+    webhook_urls: dict[str, str] = {}
+    """Kind (``text_document``, ...) -> URL its export webhooks are posted to."""
+    workspaces: dict[int, str] = {1: "text_document", 2: "transcript", 3: "transcript_file"}
+    """Workspace id -> the kind of export its tasks make."""
+    review_every: float = 0.0
+    """Review tasks on this schedule (seconds; 0: only when asked)."""
+    review_batch: int = 100
+
+
+@dataclass
+class _Task:
+    task_id: int
+    workspace_id: int
+    kind: str
+    created_on: datetime
+    display_name: str
+    batch_id: int | None = None
+    task_number: int | None = None
+    external_id: str | None = None
+    description: str | None = None
+    file_url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    status: str = "ToReview"
+    integration: str = "Never"
+    export: bytes | None = None
+    webhook: str = "waiting"
+    """``waiting``, ``sent``, ``dropped``, ``refused`` or ``failed``."""
+
+    def status_json(self) -> dict[str, Any]:
+        return {
+            "taskId": self.task_id,
+            "workspaceId": self.workspace_id,
+            "batchId": self.batch_id,
+            "taskNumber": self.task_number,
+            "externalId": self.external_id,
+            "displayName": self.display_name,
+            "description": self.description,
+            "createdOn": _iso(self.created_on),
+            "taskStatus": STATUS[self.status],
+            "integrationStatus": INTEGRATION[self.integration],
+            "taskStatusText": self.status,
+            "integrationStatusText": self.integration,
+            "totalPages": 1,
+            "preProcessingStartedOn": _iso(self.created_on),
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Emulator:
+    """The vendor's state and its web app.  Thread-safe: tests drive it from their thread."""
+
+    def __init__(self, settings: EmulatorSettings | None = None) -> None:
+        self.settings = settings or EmulatorSettings()
+        self.faults = Faults()
+        self.calls: dict[str, int] = {}
+        """API calls by endpoint, token requests included."""
+        self.tasks: dict[int, _Task] = {}
+        self.batches: dict[int, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._batch_ids = itertools.count(1)
+        self._tokens: dict[str, tuple[datetime, int]] = {}
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._reviewer: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop it serves on, once ``run_in_thread`` started it."""
+
+    # ------------------------------------------------------------------ state
+
+    def add_task(
+        self,
+        *,
+        workspace_id: int = 1,
+        created_on: datetime | None = None,
+        display_name: str | None = None,
+        batch_id: int | None = None,
+        external_id: str | None = None,
+        file_url: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        with self._lock:
+            return self._add_task_locked(
+                workspace_id, created_on, display_name, batch_id, external_id, file_url, metadata
+            )
+
+    def _add_task_locked(
+        self,
+        workspace_id: int,
+        created_on: datetime | None,
+        display_name: str | None,
+        batch_id: int | None,
+        external_id: str | None,
+        file_url: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> int:
+        task_id = next(self._ids)
+        number = None
+        if batch_id is not None:
+            batch = self.batches[batch_id]
+            batch["totalTasks"] += 1
+            batch["totalTasksInHistory"] += 1
+            number = batch["totalTasks"]
+        self.tasks[task_id] = _Task(
+            task_id=task_id,
+            workspace_id=workspace_id,
+            kind=self.settings.workspaces.get(workspace_id, "text_document"),
+            created_on=created_on or datetime.now(UTC),
+            display_name=display_name or f"document {task_id}",
+            batch_id=batch_id,
+            task_number=number,
+            external_id=external_id,
+            file_url=file_url,
+            metadata=metadata or {},
+        )
+        return task_id
+
+    def add_batch(self, display_name: str, description: str | None, workspace_id: int) -> int:
+        with self._lock:
+            batch_id = next(self._batch_ids)
+            self.batches[batch_id] = {
+                "batchId": batch_id,
+                "workspaceId": workspace_id,
+                "displayName": display_name,
+                "description": description,
+                "createdOn": _iso(datetime.now(UTC)),
+                "totalTasks": 0,
+                "totalTasksInHistory": 0,
+            }
+            return batch_id
+
+    def webhooks(self, state: str) -> set[int]:
+        """Task ids whose webhook is in ``state`` (``sent``, ``dropped``, ...)."""
+        with self._lock:
+            return {t.task_id for t in self.tasks.values() if t.webhook == state}
+
+    def set_faults(self, **changes: Any) -> None:
+        with self._lock:
+            self.faults = Faults.model_validate({**self.faults.model_dump(), **changes})
+
+    def _export(self, task: _Task) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "taskId": task.task_id,
+            "taskNumber": task.task_number,
+            "workspaceId": task.workspace_id,
+            "displayName": task.display_name,
+        }
+        if task.kind == "text_document":
+            body.update(
+                {
+                    "originalFileUrl": None,
+                    "batchId": task.batch_id,
+                    "externalId": task.external_id,
+                    "description": task.description,
+                    "totalPages": 1,
+                    "chunks": [
+                        {"entities": [{"type": "Total", "category": "Invoice", "pageNumber": 1}]}
+                    ],
+                }
+            )
+        elif task.kind == "transcript":
+            body.update({"originalFileUrl": None, "totalTimeInSeconds": 60, "paragraphs": []})
+        else:
+            expiry = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            body["exportedFileUrl"] = (
+                f"https://files.invalid/{task.task_id}.docx?se={expiry}&sig=emulated"
+            )
+        return body
+
+    def review(self, limit: int | None = None) -> list[_Task]:
+        """Review up to ``limit`` tasks waiting for it: they are exported now."""
+        with self._lock:
+            waiting = [t for t in self.tasks.values() if t.status == "ToReview"]
+            reviewed = waiting[: limit or len(waiting)]
+            faults = self.faults
+            for task in reviewed:
+                task.export = orjson.dumps(self._export(task))
+                self._sent += 1
+                if faults.refuse_webhooks:
+                    task.webhook = "refused"  # back to ToReview, like a non-2xx answer
+                    continue
+                task.status, task.integration = "ExportCompleted", "Successful"
+                dropped = task.task_id in faults.drop_webhooks or (
+                    faults.drop_every > 0 and self._sent % faults.drop_every == 0
+                )
+                task.webhook = "dropped" if dropped else "posting"
+            return reviewed
+
+    async def review_and_post(self, limit: int | None = None) -> int:
+        """Review, then post the webhooks that are not dropped; how many were posted."""
+        posted = 0
+        for task in self.review(limit):
+            if task.webhook != "posting":
+                continue
+            url = self.settings.webhook_urls.get(task.kind)
+            ok = False
+            if url is not None and task.export is not None:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with self._client().post(
+                        url, data=task.export, headers={"content-type": "application/json"}
+                    ) as response:
+                        ok = 200 <= response.status < 300
+            with self._lock:
+                if ok:
+                    task.webhook = "sent"
+                    posted += 1
+                else:
+                    # What SmartDocumentor does with a non-2xx: back to "To Review".
+                    task.webhook, task.status, task.integration = "failed", "ToReview", "Never"
+        return posted
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._session
+
+    # ------------------------------------------------------------------ the web app
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._faults_middleware])
+        api = "/api/v1.0/external/"
+        app.router.add_post("/connect/token", self._token)
+        app.router.add_get(api + "sdtask/statuslist", self._statuslist)
+        app.router.add_get(api + "sdtask/statuslistpaginated", self._statuslist_paginated)
+        app.router.add_get(api + "sdtask/status", self._status)
+        app.router.add_get(api + "sdtask/GetExportData/{task_id}", self._export_data)
+        app.router.add_post(api + "sdtask/process", self._create_task)
+        app.router.add_post(api + "sdbatch", self._create_batch)
+        app.router.add_get(api + "sdbatch", self._get_batch)
+        app.router.add_get(api + "sdbatch/paginated", self._batches_paginated)
+        app.router.add_get("/_emulator/state", self._state)
+        app.router.add_post("/_emulator/faults", self._set_faults)
+        app.router.add_post("/_emulator/tasks", self._add_tasks)
+        app.router.add_post("/_emulator/review", self._review)
+        app.on_startup.append(self._start_reviewer)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start_reviewer(self, _app: web.Application) -> None:
+        if self.settings.review_every > 0:
+            self._reviewer = asyncio.create_task(self._review_loop())
+
+    async def _review_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.review_every)
+            try:
+                await self.review_and_post(self.settings.review_batch)
+            except Exception:
+                log.exception("emulator: review failed")
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self._reviewer is not None:
+            self._reviewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reviewer
+        if self._session is not None:
+            await self._session.close()
+
+    @web.middleware
+    async def _faults_middleware(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/_emulator/"):
+            return await handler(request)
+        endpoint = path.removeprefix("/api/v1.0/external/")
+        with self._lock:
+            self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
+            faults = self.faults
+            answer: web.Response | None = None
+            if faults.rate_limit > 0:
+                faults.rate_limit -= 1
+                answer = web.Response(
+                    status=429, text="slow down", headers={"Retry-After": str(faults.retry_after)}
+                )
+            elif faults.fail_5xx > 0:
+                faults.fail_5xx -= 1
+                answer = web.Response(status=503, text="unavailable")
+            elif path != "/connect/token" and not self._token_ok(request):
+                answer = web.Response(status=401, text="unauthorized")
+        if faults.slow_seconds:
+            await asyncio.sleep(faults.slow_seconds)
+        if answer is not None:
+            return answer
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def _token_ok(self, request: web.Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ")
+        held = self._tokens.get(token)
+        if held is None:
+            return False
+        until, calls = held
+        limit = self.faults.token_calls
+        if datetime.now(UTC) >= until or (limit and calls >= limit):
+            return False
+        self._tokens[token] = (until, calls + 1)
+        return True
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        s = self.settings
+        good = (
+            form.get("grant_type") == "client_credentials"
+            and form.get("client_id") == s.client_id
+            and secrets.compare_digest(str(form.get("client_secret", "")), s.client_secret)
+        )
+        if not good:
+            return web.json_response({"error": "invalid_client"}, status=400)
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            until = datetime.now(UTC) + timedelta(seconds=s.token_seconds)
+            self._tokens[token] = (until, 0)
+        return web.json_response(
+            {
+                "access_token": token,
+                "expires_in": s.token_seconds,
+                "token_type": "Bearer",
+                "scope": form.get("scope", "WebAPI"),
+            }
+        )
+
+    def _filtered(self, request: web.Request) -> list[_Task] | web.Response:
+        q = request.query
+        start, end = _parse_time(q.get("startDate")), _parse_time(q.get("endDate"))
+        if start is None and end is None:
+            return web.Response(status=400)
+        statuses = {int(v) for v in q.getall("taskStatus", [])}
+        integrations = {int(v) for v in q.getall("integrationStatus", [])}
+        workspaces = {int(v) for v in q.getall("workspaceId", [])}
+        with self._lock:
+            found = [
+                t
+                for t in self.tasks.values()
+                if (start is None or t.created_on > start)
+                and (end is None or t.created_on < end)
+                and (not statuses or STATUS[t.status] in statuses)
+                and (not integrations or INTEGRATION[t.integration] in integrations)
+                and (not workspaces or t.workspace_id in workspaces)
+            ]
+        found.sort(key=lambda t: (t.created_on, t.task_id))
+        return found
+
+    async def _statuslist(self, request: web.Request) -> web.Response:
+        found = self._filtered(request)
+        if isinstance(found, web.Response):
+            return found
+        return _json([t.status_json() for t in found])
+
+    async def _statuslist_paginated(self, request: web.Request) -> web.Response:
+        found = self._filtered(request)
+        if isinstance(found, web.Response):
+            return found
+        page = max(1, int(request.query.get("pageNumber", "1")))
+        size = max(1, int(request.query.get("pageSize", "10")))
+        answer = _page([t.status_json() for t in found], page, size, self.faults.empty_last_page)
+        if self.faults.grow_between_pages and found:
+            # Inside the window (just after its newest task), so the next page shifts.
+            self.add_task(
+                workspace_id=found[-1].workspace_id,
+                created_on=found[-1].created_on + timedelta(microseconds=1),
+            )
+        return _json(answer)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        task_id, external = request.query.get("taskId"), request.query.get("externalId")
+        with self._lock:
+            for task in self.tasks.values():
+                if (task_id is not None and str(task.task_id) == task_id) or (
+                    external is not None and task.external_id == external
+                ):
+                    return _json(task.status_json())
+        return web.Response(status=404)
+
+    async def _export_data(self, request: web.Request) -> web.Response:
+        with self._lock:
+            task = self.tasks.get(int(request.match_info["task_id"]))
+            if task is None or task.export is None:
+                return web.Response(status=404)
+            if task.kind != "text_document":
+                return web.Response(status=400, text="export data is for text documents")
+            return web.Response(body=task.export, content_type="application/json")
+
+    async def _create_task(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        batch_id = body.get("batchId")
+        with self._lock:
+            if batch_id is not None and batch_id not in self.batches:
+                return web.Response(status=400, text="no such batch")
+            workspace = body.get("workspaceId") or (
+                self.batches[batch_id]["workspaceId"] if batch_id is not None else 1
+            )
+            task_id = self._add_task_locked(
+                workspace,
+                None,
+                body.get("displayName"),
+                batch_id,
+                body.get("externalId"),
+                body.get("fileUrl"),
+                body.get("metadata"),
+            )
+            return _json(self.tasks[task_id].status_json())
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not body.get("displayName"):
+            return web.Response(status=400)
+        batch_id = self.add_batch(
+            body["displayName"], body.get("description"), body.get("workspaceId") or 1
+        )
+        with self._lock:
+            return _json(self.batches[batch_id])
+
+    async def _get_batch(self, request: web.Request) -> web.Response:
+        with self._lock:
+            batch = self.batches.get(int(request.query.get("batchId", "0")))
+            return web.Response(status=404) if batch is None else _json(dict(batch))
+
+    async def _batches_paginated(self, request: web.Request) -> web.Response:
+        page = max(1, int(request.query.get("pageNumber", "1")))
+        size = max(1, int(request.query.get("pageSize", "10")))
+        with self._lock:
+            items = [dict(b) for b in self.batches.values()]
+        return _json(_page(items, page, size, False))
+
+    async def _state(self, _request: web.Request) -> web.Response:
+        with self._lock:
+            by_state: dict[str, list[int]] = {}
+            for task in self.tasks.values():
+                by_state.setdefault(task.webhook, []).append(task.task_id)
+            return _json({"webhooks": by_state, "calls": self.calls, "tasks": len(self.tasks)})
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        self.set_faults(**await request.json())
+        return _json(self.faults.model_dump(mode="json"))
+
+    async def _add_tasks(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        ids = [
+            self.add_task(workspace_id=int(body.get("workspaceId", 1)))
+            for _ in range(int(body.get("count", 1)))
+        ]
+        return _json({"taskIds": ids})
+
+    async def _review(self, request: web.Request) -> web.Response:
+        limit = request.query.get("limit")
+        posted = await self.review_and_post(int(limit) if limit else None)
+        return _json({"posted": posted})
+
+
+def _page(items: list[dict[str, Any]], page: int, size: int, empty_last: bool) -> dict[str, Any]:
+    total = len(items)
+    pages = max(1, -(-total // size))
+    chunk = items[(page - 1) * size : page * size]
+    has_next = page < pages or (empty_last and page == pages and total > 0)
+    return {
+        "items": chunk,
+        "pageNumber": page,
+        "totalPages": pages,
+        "totalCount": total,
+        "hasPreviousPage": page > 1,
+        "hasNextPage": has_next,
+    }
+
+
+def _json(value: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(value), content_type="application/json")
+
+
+@contextlib.contextmanager
+def run_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``emulator`` on a thread of its own; yields its base URL, stops on exit."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def start() -> None:
+        runner = web.AppRunner(emulator.app())
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None and isinstance(server, asyncio.Server)
+        holder["port"] = server.sockets[0].getsockname()[1]
+        holder["runner"] = runner
+        ready.set()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        loop.run_forever()
+        loop.run_until_complete(holder["runner"].cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="sd-emulator", daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the emulator did not start")
+    emulator.loop = loop
+    try:
+        yield f"http://{host}:{holder['port']}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def call_in_loop(emulator: Emulator, coro: Any) -> Any:
+    """Run ``coro`` on the emulator's loop (from another thread) and wait for its result."""
+    assert emulator.loop is not None, "start it with run_in_thread first"
+    return asyncio.run_coroutine_threadsafe(coro, emulator.loop).result(30)
