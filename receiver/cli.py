@@ -17,6 +17,8 @@ from typing import Any
 from handlers.files import format_bytes
 from handlers.redact import redact_text
 from handlers.sink import Sink
+from receiver.cli_pollers import add_commands as add_poller_commands
+from receiver.cli_pollers import poller_summary
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import ConfigError, ReceiverError
@@ -247,6 +249,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 lease.name: {"owner": lease.owner, "until": lease.lease_until.isoformat()}
                 for lease in await journal.named_leases()
             }
+            # Reconciliation's task.missing and recovered counts are in each poller's totals.
+            out["pollers"] = {s.name: poller_summary(s) for s in await journal.poller_states()}
             return out
         finally:
             await runtime.stop()
@@ -460,6 +464,7 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--to", required=True, help="an empty PostgreSQL database (DSN)")
     journal.add_argument("--schema", help="a schema of its own in that database")
     journal.set_defaults(run=_cmd_journal)
+    add_poller_commands(command, commands)
     plugins = commands.add_parser(
         "plugins",
         help="list the installed sink and source plugins",

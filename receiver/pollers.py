@@ -145,6 +145,7 @@ class PollerRunner:
     async def run_once(self, name: str) -> PollReport:
         """Poll ``name`` now (this process must hold its lease) and save the outcome."""
         config, poller = self.configs[name], self.pollers[name]
+        self._held.add(name)  # so that stop() lets go of it
         row = await self.journal.poller_state(name)
         failures = row.failures if row is not None else 0
         renew = asyncio.create_task(self._renew(name), name=f"hookdock-poller-renew-{name}")

@@ -127,13 +127,17 @@ class Runtime:
         return targets
 
     def make_poller_runner(self) -> PollerRunner:
+        configs = {p.name: p for p in self.config.pollers if p.name in self.pollers}
+        # Look at due times at least as often as the shortest interval (5 s at most).
+        tick = min([5.0, *(p.interval_seconds for p in configs.values())])
         return PollerRunner(
             self.journal,
             self.owner,
-            {p.name: p for p in self.config.pollers if p.name in self.pollers},
+            configs,
             self.pollers,
             {name: (route.source_name, route.source) for name, route in self.routes.items()},
             self.dispatcher,
+            tick_seconds=tick,
         )
 
     def _fetcher(self, route: RouteConfig) -> Fetcher | None:

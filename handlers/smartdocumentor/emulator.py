@@ -256,7 +256,7 @@ class Emulator:
         """Review up to ``limit`` tasks waiting for it: they are exported now."""
         with self._lock:
             waiting = [t for t in self.tasks.values() if t.status == "ToReview"]
-            reviewed = waiting[: limit or len(waiting)]
+            reviewed = waiting[: len(waiting) if limit is None else limit]
             faults = self.faults
             for task in reviewed:
                 task.export = orjson.dumps(self._export(task))
@@ -264,11 +264,17 @@ class Emulator:
                 if faults.refuse_webhooks:
                     task.webhook = "refused"  # back to ToReview, like a non-2xx answer
                     continue
-                task.status, task.integration = "ExportCompleted", "Successful"
                 dropped = task.task_id in faults.drop_webhooks or (
                     faults.drop_every > 0 and self._sent % faults.drop_every == 0
                 )
-                task.webhook = "dropped" if dropped else "posting"
+                if dropped:
+                    # Lost on the way (a proxy answered 2xx, a journal was restored...):
+                    # SmartDocumentor believes it was delivered.
+                    task.webhook = "dropped"
+                    task.status, task.integration = "ExportCompleted", "Successful"
+                else:
+                    # Exported once the endpoint answers 2xx (``review_and_post``).
+                    task.webhook, task.status = "posting", "InReview"
             return reviewed
 
     async def review_and_post(self, limit: int | None = None) -> int:
@@ -288,6 +294,7 @@ class Emulator:
             with self._lock:
                 if ok:
                     task.webhook = "sent"
+                    task.status, task.integration = "ExportCompleted", "Successful"
                     posted += 1
                 else:
                     # What SmartDocumentor does with a non-2xx: back to "To Review".

@@ -104,7 +104,16 @@ def test_status_failures_are_empty_without_codes(
     asyncio.run(_dead_send_with_a_file(config.parent / "j.db", None))
     assert main(["status", "--config", str(config)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"pending", "done", "dead", "sinks", "failures", "processes", "leases"}
+    assert set(out) == {
+        "pending",
+        "done",
+        "dead",
+        "sinks",
+        "failures",
+        "processes",
+        "leases",
+        "pollers",
+    }
     assert out["failures"] == {}
 
 
