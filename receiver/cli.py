@@ -19,6 +19,7 @@ from handlers.redact import redact_text
 from handlers.sink import Sink
 from receiver.cli_pollers import add_commands as add_poller_commands
 from receiver.cli_pollers import poller_summary
+from receiver.cli_smartdocumentor import add_commands as add_smartdocumentor_commands
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import ConfigError, ReceiverError
@@ -465,6 +466,7 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--schema", help="a schema of its own in that database")
     journal.set_defaults(run=_cmd_journal)
     add_poller_commands(command, commands)
+    add_smartdocumentor_commands(command)
     plugins = commands.add_parser(
         "plugins",
         help="list the installed sink and source plugins",

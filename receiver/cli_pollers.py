@@ -26,14 +26,14 @@ from receiver.plugins import load_plugins
 from receiver.pollers import PollerRunner, lease_name
 from receiver.processes import Heartbeat, new_owner
 
-__all__ = ["add_commands", "poller_summary"]
+__all__ = ["Command", "add_commands", "load_cli_config", "poller_summary"]
 
 log = logging.getLogger("hookdock")
 
 Command = Callable[[str, str], argparse.ArgumentParser]
 
 
-def _config(args: argparse.Namespace) -> tuple[Config, Path]:
+def load_cli_config(args: argparse.Namespace) -> tuple[Config, Path]:
     path = args.config or os.environ.get("HOOKDOCK_CONFIG")
     if path:
         return load_config(Path(path))
@@ -54,6 +54,8 @@ def poller_summary(state: PollerState) -> dict[str, Any]:
         "last_error": state.last_error,
         "next_run_at": _iso(state.next_run_at),
         "totals": saved.get("totals", {}),
+        # A poller may keep progress in its state (smartdocumentor.batches: per open batch).
+        **({"progress": saved["progress"]} if "progress" in saved else {}),
     }
 
 
@@ -63,7 +65,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _cmd_pollers(args: argparse.Namespace) -> int:
     async def run() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-        config, _ = _config(args)
+        config, _ = load_cli_config(args)
         journal = make_journal(config.journal, create=False)
         await asyncio.to_thread(journal.open)
         try:
@@ -100,7 +102,7 @@ def _cmd_pollers(args: argparse.Namespace) -> int:
 
 
 def _cmd_poll(args: argparse.Namespace) -> int:
-    config, base_dir = _config(args)
+    config, base_dir = load_cli_config(args)
     poller_config = config.poller(args.name)
     if poller_config is None:
         names = ", ".join(p.name for p in config.pollers) or "none"
