@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from handlers.smartdocumentor.emulator import (
     Emulator,
@@ -23,6 +24,8 @@ from handlers.smartdocumentor.emulator import (
     run_in_thread,
 )
 from tests.conftest import CREDS, SD_ROUTES, make_config, run_cli, run_hookdock, wait_until
+
+pytestmark = pytest.mark.e2e
 
 TEXT_ROUTE = SD_ROUTES["text_document"]
 TRANSCRIPT_ROUTE = SD_ROUTES["transcript"]

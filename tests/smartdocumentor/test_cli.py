@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from handlers.smartdocumentor.emulator import Emulator
 from tests.conftest import SD_ROUTES, make_config, run_cli
+
+pytestmark = pytest.mark.e2e
 
 
 def config(tmp_path: Path, api_url: str) -> Path:
