@@ -139,6 +139,8 @@ class Emulator:
         self.faults = Faults()
         self.calls: dict[str, int] = {}
         """API calls by endpoint, token requests included."""
+        self.listings = 0
+        """Paged task listings begun (first pages asked for): one per reconciliation poll."""
         self.tasks: dict[int, _Task] = {}
         self.batches: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(1)
@@ -446,6 +448,9 @@ class Emulator:
             return found
         page = max(1, int(request.query.get("pageNumber", "1")))
         size = max(1, int(request.query.get("pageSize", "10")))
+        if page == 1:
+            with self._lock:
+                self.listings += 1
         answer = _page([t.status_json() for t in found], page, size, self.faults.empty_last_page)
         if self.faults.grow_between_pages and found:
             # Inside the window (just after its newest task), so the next page shifts.
