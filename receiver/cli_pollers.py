@@ -178,7 +178,10 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         review_every=args.review_every,
     )
     emulator = Emulator(settings)
-    if args.drop_every:
+    if args.exported:
+        # Already exported, every --drop-every-th webhook lost: a backlog to reconcile.
+        emulator.seed_exported(args.exported, args.drop_every)
+    elif args.drop_every:
         emulator.set_faults(drop_every=args.drop_every)
     for _ in range(args.tasks):
         emulator.add_task(workspace_id=1)
@@ -210,5 +213,8 @@ def add_commands(command: Command, commands: Any) -> None:
     )
     emulate.add_argument("--review-every", type=float, default=5.0)
     emulate.add_argument("--drop-every", type=int, default=0, help="drop every n-th webhook")
-    emulate.add_argument("--tasks", type=int, default=0, help="tasks to start with")
+    emulate.add_argument("--tasks", type=int, default=0, help="tasks to review, to start with")
+    emulate.add_argument(
+        "--exported", type=int, default=0, help="tasks exported already (see --drop-every)"
+    )
     emulate.set_defaults(run=_cmd_emulate)

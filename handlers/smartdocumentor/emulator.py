@@ -150,6 +150,8 @@ class Emulator:
         self._sent = 0
         self._session: aiohttp.ClientSession | None = None
         self._reviewer: asyncio.Task[None] | None = None
+        self._changes = 0
+        self._listing: tuple[Any, int, list[_Task]] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop it serves on, once ``run_in_thread`` started it."""
 
@@ -182,6 +184,7 @@ class Emulator:
         metadata: dict[str, Any] | None,
     ) -> int:
         task_id = next(self._ids)
+        self._changes += 1
         number = None
         if batch_id is not None:
             batch = self.batches[batch_id]
@@ -201,6 +204,20 @@ class Emulator:
             metadata=metadata or {},
         )
         return task_id
+
+    def seed_exported(self, count: int, drop_every: int = 0) -> None:
+        """``count`` tasks already reviewed and exported, every ``drop_every``-th webhook lost
+        (task ids 1, 2, ... in order: task ``n`` is dropped when ``n % drop_every == 0``)."""
+        with self._lock:
+            start = datetime.now(UTC) - timedelta(hours=1)
+            for n in range(count):
+                task_id = self._add_task_locked(
+                    1, start + timedelta(milliseconds=n), None, None, None, None, None
+                )
+                task = self.tasks[task_id]
+                task.export = orjson.dumps(self._export(task))
+                task.status, task.integration = "ExportCompleted", "Successful"
+                task.webhook = "dropped" if drop_every and task_id % drop_every == 0 else "sent"
 
     def add_batch(self, display_name: str, description: str | None, workspace_id: int) -> int:
         with self._lock:
@@ -259,6 +276,7 @@ class Emulator:
         with self._lock:
             waiting = [t for t in self.tasks.values() if t.status == "ToReview"]
             reviewed = waiting[: len(waiting) if limit is None else limit]
+            self._changes += 1
             faults = self.faults
             for task in reviewed:
                 task.export = orjson.dumps(self._export(task))
@@ -294,6 +312,7 @@ class Emulator:
                     ) as response:
                         ok = 200 <= response.status < 300
             with self._lock:
+                self._changes += 1
                 if ok:
                     task.webhook = "sent"
                     task.status, task.integration = "ExportCompleted", "Successful"
@@ -423,7 +442,13 @@ class Emulator:
         statuses = {int(v) for v in q.getall("taskStatus", [])}
         integrations = {int(v) for v in q.getall("integrationStatus", [])}
         workspaces = {int(v) for v in q.getall("workspaceId", [])}
+        key = (start, end, frozenset(statuses), frozenset(integrations), frozenset(workspaces))
         with self._lock:
+            # Paging through 100,000 tasks asks the same question a thousand times: filter and
+            # sort once per change of the tasks, not once per page.
+            cached = self._listing
+            if cached is not None and cached[0] == key and cached[1] == self._changes:
+                return cached[2]
             found = [
                 t
                 for t in self.tasks.values()
@@ -433,7 +458,8 @@ class Emulator:
                 and (not integrations or INTEGRATION[t.integration] in integrations)
                 and (not workspaces or t.workspace_id in workspaces)
             ]
-        found.sort(key=lambda t: (t.created_on, t.task_id))
+            found.sort(key=lambda t: (t.created_on, t.task_id))
+            self._listing = (key, self._changes, found)
         return found
 
     async def _statuslist(self, request: web.Request) -> web.Response:
@@ -451,7 +477,7 @@ class Emulator:
         if page == 1:
             with self._lock:
                 self.listings += 1
-        answer = _page([t.status_json() for t in found], page, size, self.faults.empty_last_page)
+        answer = _task_page(found, page, size, self.faults.empty_last_page)
         if self.faults.grow_between_pages and found:
             # Inside the window (just after its newest task), so the next page shifts.
             self.add_task(
@@ -546,7 +572,7 @@ class Emulator:
         return _json({"posted": posted})
 
 
-def _page(items: list[dict[str, Any]], page: int, size: int, empty_last: bool) -> dict[str, Any]:
+def _page(items: list[Any], page: int, size: int, empty_last: bool) -> dict[str, Any]:
     total = len(items)
     pages = max(1, -(-total // size))
     chunk = items[(page - 1) * size : page * size]
@@ -559,6 +585,12 @@ def _page(items: list[dict[str, Any]], page: int, size: int, empty_last: bool) -
         "hasPreviousPage": page > 1,
         "hasNextPage": has_next,
     }
+
+
+def _task_page(items: list[_Task], page: int, size: int, empty_last: bool) -> dict[str, Any]:
+    answer = _page(items, page, size, empty_last)
+    answer["items"] = [t.status_json() for t in answer["items"]]
+    return answer
 
 
 def _json(value: Any) -> web.Response:
