@@ -32,7 +32,6 @@ Errors (retryable or not, the host decides the wait)::
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
@@ -189,7 +188,3 @@ class PolledEventSource:
 
 def polled_body(event: PolledEvent) -> bytes:
     return orjson.dumps(event.model_dump(mode="json"))
-
-
-def utc_iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
