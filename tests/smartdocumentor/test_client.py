@@ -140,3 +140,33 @@ async def test_batches_and_tasks(emulator: Emu) -> None:
         1,
     )
     assert [b["batchId"] for page in pages for b in page] == [batch["batchId"]]
+
+
+async def test_a_token_is_replaced_shortly_before_it_expires(emulator: Emu) -> None:
+    emu, url = emulator
+    emu.settings = emu.settings.model_copy(update={"token_seconds": 100})
+    now = [1000.0]
+    client = SmartDocumentorClient(api_settings(url, token_margin_seconds=60), clock=lambda: now[0])
+    try:
+        await client.status_list(start=DAY_AGO)
+        now[0] += 39  # 61 s of its 100 left: still good
+        await client.status_list(start=DAY_AGO)
+        assert emu.calls["/connect/token"] == 1
+        now[0] += 2  # under the 60 s margin: a new one before the call
+        await client.status_list(start=DAY_AGO)
+    finally:
+        await client.aclose()
+    assert emu.calls["/connect/token"] == 2
+    assert "sdtask/statuslist" in emu.calls and emu.calls["sdtask/statuslist"] == 3
+
+
+async def test_a_slow_vendor_is_a_timeout_and_retryable(emulator: Emu) -> None:
+    emu, url = emulator
+    client = SmartDocumentorClient(api_settings(url, timeout_seconds=0.2))
+    try:
+        await client.status_list(start=DAY_AGO)  # the token, while answers are quick
+        emu.set_faults(slow_seconds=1.0)
+        with pytest.raises(VendorUnavailable, match="timed out"):
+            await client.status_list(start=DAY_AGO)
+    finally:
+        await client.aclose()
