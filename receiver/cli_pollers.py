@@ -176,6 +176,8 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         token_seconds=args.token_seconds,
         webhook_urls=urls,
         review_every=args.review_every,
+        file_link_seconds=args.file_link_seconds,
+        public_url=f"http://{args.host}:{args.port}",
     )
     emulator = Emulator(settings)
     if args.exported:
@@ -212,6 +214,9 @@ def add_commands(command: Command, commands: Any) -> None:
         "--webhook-url", action="append", help="KIND=URL, e.g. text_document=http://..."
     )
     emulate.add_argument("--review-every", type=float, default=5.0)
+    emulate.add_argument(
+        "--file-link-seconds", type=int, default=3600, help="how long file links work"
+    )
     emulate.add_argument("--drop-every", type=int, default=0, help="drop every n-th webhook")
     emulate.add_argument("--tasks", type=int, default=0, help="tasks to review, to start with")
     emulate.add_argument(

@@ -10,7 +10,9 @@ Faults (``Faults``, changed while it runs through ``POST /_emulator/faults`` or 
 webhooks dropped (given task ids, or every n-th) or refused, tokens that expire after n calls
 (a 401 in the middle of paging), a number of 5xx and of 429 answers with ``Retry-After``, slow
 answers, page edges (a last page that is empty; a task created between two pages, so the
-totals change).  ``GET /_emulator/state`` tells what happened to every webhook.
+totals change).  The "URL to file" exports link to files the emulator serves itself, behind
+SAS-style links that answer 403 once their ``se`` has passed (``file_link_seconds``).
+``GET /_emulator/state`` tells what happened to every webhook.
 
 The numbers of ``ExportCompleted`` and of the integration statuses are not published; the
 emulator's are its own (see ``STATUS``), and hookdock reads the ``...Text`` fields.
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import itertools
 import logging
 import secrets
@@ -80,6 +84,10 @@ class EmulatorSettings(BaseModel):
     review_every: float = 0.0
     """Review tasks on this schedule (seconds; 0: only when asked)."""
     review_batch: int = 100
+    file_link_seconds: int = 3600
+    """How long the ``exportedFileUrl`` links of "URL to file" exports work (then 403)."""
+    public_url: str | None = None
+    """This emulator's own base URL, for those links (``run_in_thread`` and the CLI set it)."""
 
 
 @dataclass
@@ -151,6 +159,7 @@ class Emulator:
         self._session: aiohttp.ClientSession | None = None
         self._reviewer: asyncio.Task[None] | None = None
         self._changes = 0
+        self._file_key = secrets.token_bytes(32)
         self._listing: tuple[Any, int, list[_Task]] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop it serves on, once ``run_in_thread`` started it."""
@@ -265,11 +274,19 @@ class Emulator:
         elif task.kind == "transcript":
             body.update({"originalFileUrl": None, "totalTimeInSeconds": 60, "paragraphs": []})
         else:
-            expiry = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            body["exportedFileUrl"] = (
-                f"https://files.invalid/{task.task_id}.docx?se={expiry}&sig=emulated"
-            )
+            body["exportedFileUrl"] = self.file_link(task.task_id)
         return body
+
+    def file_link(self, task_id: int) -> str:
+        """A SAS-style link to the task's exported file, expiring after ``file_link_seconds``."""
+        until = datetime.now(UTC) + timedelta(seconds=self.settings.file_link_seconds)
+        expiry = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        base = self.settings.public_url or "https://files.invalid"
+        return f"{base}/files/{task_id}.docx?se={expiry}&sig={self._signature(task_id, expiry)}"
+
+    def _signature(self, task_id: int, expiry: str) -> str:
+        message = f"{task_id}\n{expiry}".encode()
+        return hmac.new(self._file_key, message, hashlib.sha256).hexdigest()
 
     def review(self, limit: int | None = None) -> list[_Task]:
         """Review up to ``limit`` tasks waiting for it: they are exported now."""
@@ -341,6 +358,7 @@ class Emulator:
         app.router.add_post(api + "sdbatch", self._create_batch)
         app.router.add_get(api + "sdbatch", self._get_batch)
         app.router.add_get(api + "sdbatch/paginated", self._batches_paginated)
+        app.router.add_get("/files/{name}", self._file)
         app.router.add_get("/_emulator/state", self._state)
         app.router.add_post("/_emulator/faults", self._set_faults)
         app.router.add_post("/_emulator/tasks", self._add_tasks)
@@ -374,7 +392,7 @@ class Emulator:
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         path = request.path
-        if path.startswith("/_emulator/"):
+        if path.startswith(("/_emulator/", "/files/")):
             return await handler(request)
         endpoint = path.removeprefix("/api/v1.0/external/")
         with self._lock:
@@ -547,6 +565,26 @@ class Emulator:
             items = [dict(b) for b in self.batches.values()]
         return _json(_page(items, page, size, False))
 
+    async def _file(self, request: web.Request) -> web.Response:
+        """An exported file behind its SAS-style link: 403 once ``se`` has passed, as Azure."""
+        name = request.match_info["name"]
+        expiry, signature = request.query.get("se", ""), request.query.get("sig", "")
+        task_id = name.removesuffix(".docx")
+        if not task_id.isdigit():
+            return web.Response(status=404)
+        good = hmac.compare_digest(self._signature(int(task_id), expiry), signature)
+        until = _parse_time(expiry) if good else None
+        if until is None or datetime.now(UTC) >= until:
+            return web.Response(status=403, text="AuthenticationFailed")
+        with self._lock:
+            if int(task_id) not in self.tasks:
+                return web.Response(status=404)
+        return web.Response(
+            body=f"emulated document of task {task_id}\n".encode(),
+            content_type="application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
     async def _state(self, _request: web.Request) -> web.Response:
         with self._lock:
             by_state: dict[str, list[int]] = {}
@@ -627,8 +665,10 @@ def run_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) ->
     if not ready.wait(10):
         raise RuntimeError("the emulator did not start")
     emulator.loop = loop
+    url = f"http://{host}:{holder['port']}"
+    emulator.settings = emulator.settings.model_copy(update={"public_url": url})
     try:
-        yield f"http://{host}:{holder['port']}"
+        yield url
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)

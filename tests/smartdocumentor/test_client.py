@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
+import orjson
 import pytest
 
 from handlers.poller import PollRejected, RateLimited, VendorUnavailable
@@ -170,3 +172,22 @@ async def test_a_slow_vendor_is_a_timeout_and_retryable(emulator: Emu) -> None:
             await client.status_list(start=DAY_AGO)
     finally:
         await client.aclose()
+
+
+async def test_file_links_work_until_they_expire(emulator: Emu) -> None:
+    emu, _url = emulator
+    task = emu.add_task(workspace_id=3)  # a "URL to file" (transcript) workspace
+    emu.review()
+    export = emu.tasks[task].export
+    assert export is not None
+    link = orjson.loads(export)["exportedFileUrl"]
+    emu.settings = emu.settings.model_copy(update={"file_link_seconds": -1})
+    expired = emu.file_link(task)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(link) as response:
+            assert response.status == 200
+            assert await response.read() == f"emulated document of task {task}\n".encode()
+        async with session.get(expired) as response:
+            assert response.status == 403
+        async with session.get(link.replace("sig=", "sig=0")) as response:
+            assert response.status == 403
