@@ -469,9 +469,9 @@ def _parser() -> argparse.ArgumentParser:
     add_smartdocumentor_commands(command)
     plugins = commands.add_parser(
         "plugins",
-        help="list the installed sink and source plugins",
-        description="List every entry point in hookdock.sinks and hookdock.sources, from "
-        "metadata only; no configuration needed.",
+        help="list the installed sink, source and poller plugins",
+        description="List every entry point in hookdock.sinks, hookdock.sources and "
+        "hookdock.pollers, from metadata only; no configuration needed.",
     )
     plugins.add_argument(
         "--check", action="store_true", help="import each one; exit 1 if any fails"
