@@ -1,4 +1,5 @@
-"""Two ``hookdock serve`` replicas on one PostgreSQL journal poll a poller once per interval.
+"""Who polls: two ``hookdock serve`` replicas on one PostgreSQL journal poll once per interval,
+and ``hookdock poll NAME`` beside a running service asks that service to poll.
 
 Both run the same ``[[pollers]]``; the named lease ``poller:<name>`` lets one of them poll.
 Every successful poll of ``smartdocumentor.reconcile`` begins exactly one paged listing at the
@@ -18,11 +19,12 @@ import pytest
 from handlers.smartdocumentor.emulator import Emulator, EmulatorSettings, run_in_thread
 from tests.conftest import make_config, pg_journal_table, run_cli, run_hookdock, wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+pytestmark = pytest.mark.e2e
 
 INTERVAL = 0.5
 
 
+@pytest.mark.postgres
 def test_two_replicas_poll_once_per_interval(tmp_path: Path, pg_dsn: str, pg_schema: str) -> None:
     emu = Emulator(EmulatorSettings())
     with run_in_thread(emu) as api_url:
@@ -65,3 +67,30 @@ def test_two_replicas_poll_once_per_interval(tmp_path: Path, pg_dsn: str, pg_sch
     assert row["failures"] == 0
     # A poll cut by the stop may have listed without saving: at most one.
     assert row["polls"] <= listings <= row["polls"] + 1, (row, listings)
+
+
+def test_poll_now_asks_the_running_service(tmp_path: Path) -> None:
+    """``hookdock poll NAME`` beside a service that holds the lease: the service polls."""
+    emu = Emulator(EmulatorSettings())
+    with run_in_thread(emu) as api_url:
+        poller = {
+            "name": "sd-reconcile",
+            "type": "smartdocumentor.reconcile",
+            "interval_seconds": 3600,  # once at start, then not for an hour
+            "sinks": ["exports"],
+            "settings": {
+                "api": {
+                    "base_url": api_url,
+                    "client_id": "emulator",
+                    "client_secret": "emulator-secret",
+                    "allow_networks": ["127.0.0.1/32"],
+                },
+            },
+        }
+        config = make_config(tmp_path, pollers=[poller])
+        with run_hookdock(tmp_path / "run", config) as server:
+            wait_until(lambda: emu.listings == 1, 30, message=server.describe)
+            asked = run_cli("poll", "sd-reconcile", config=server.config_path, cwd=server.folder)
+            assert asked.returncode == 0, asked.stderr
+            assert "runs in another process: asked it to poll now" in asked.stdout
+            wait_until(lambda: emu.listings == 2, 30, message=server.describe)
