@@ -143,6 +143,21 @@ CREATE TABLE IF NOT EXISTS poller_state (
 );
 """
 
+# Deliveries of the SmartDocumentor sources journaled before subjects existed get theirs, or
+# reconciliation's first poll after the upgrade would take every webhook of its window for
+# lost.  Their dedupe key is "<route>:<kind>:<taskId>:<64 hex>" and the source is
+# "smartdocumentor.<kind>" (16 characters before the kind), so the task id is cut out by
+# lengths, in SQL both engines share.
+_SD_SUBJECTS = (
+    "UPDATE deliveries SET subject = 'smartdocumentor:task:' || substr(dedupe_key,"
+    " length(route) + length(source) - 16 + 3,"
+    " length(dedupe_key) - (length(route) + length(source) - 16 + 2) - 65)"
+    " WHERE subject IS NULL AND source IN ('smartdocumentor.text_document',"
+    " 'smartdocumentor.transcript', 'smartdocumentor.transcript_file',"
+    " 'smartdocumentor.anonymization_file')"
+    " AND length(dedupe_key) > length(route) + length(source) - 16 + 2 + 65"
+)
+
 _AFTER_COLUMNS = (
     "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink)",
     "CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (subject)"
@@ -283,6 +298,8 @@ def _upgrade(tx: Tx, found: int | None) -> None:
         tx.execute(
             "UPDATE sends SET event_id = delivery_id || '-' || event_index WHERE event_id IS NULL"
         )
+    if version < 6:
+        tx.execute(_SD_SUBJECTS)
     for statement in _AFTER_COLUMNS:
         tx.execute(statement)
     tx.execute(

@@ -97,6 +97,10 @@ async def test_a_version_5_journal_gains_subjects_and_poller_state(durable: Back
     durable.opened.remove(first)
     again = durable.open()
     assert await again.known_subjects(["sd:task:1"]) == set()
+    # A SmartDocumentor webhook journaled by version 5 has its subject now.
+    assert await again.known_subjects(
+        ["smartdocumentor:task:4:2", "smartdocumentor:task:4", "smartdocumentor:task:77"]
+    ) == {"smartdocumentor:task:4:2"}
     await again.append(raw(b"x"), "new", "sd:task:1")
     assert await again.known_subjects(["sd:task:1"]) == {"sd:task:1"}
     assert await again.acquire_lease("poller:p", "o", 60)
@@ -106,6 +110,8 @@ async def test_a_version_5_journal_gains_subjects_and_poller_state(durable: Back
 async def journal_append_v5(journal: SqlJournal) -> None:
     """Turn a fresh journal into what version 5 made, with one delivery in it."""
     await journal.append(raw(b"old"), "old")
+    sd = raw(b"sd")  # source smartdocumentor.text_document, route "r"
+    await journal.append(sd, f"r:text_document:4:2:{'ab' * 32}")  # a task id with a colon
     await execute(journal, "DROP INDEX deliveries_subject")
     await execute(journal, "ALTER TABLE deliveries DROP COLUMN subject")
     await execute(journal, "DROP TABLE poller_state")
