@@ -37,6 +37,7 @@ __all__ = [
     "DispatcherConfig",
     "FilesConfig",
     "JournalConfig",
+    "PollerConfig",
     "RetentionConfig",
     "RetryConfig",
     "RouteConfig",
@@ -228,6 +229,30 @@ class RouteConfig(_Model):
         return list(names)
 
 
+class PollerConfig(_Model):
+    """A ``[[pollers]]`` entry: a vendor asked on a schedule, its findings routed like a route's."""
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    type: str
+    """The plugin: an entry-point name in ``hookdock.pollers`` or ``module:attr``."""
+    interval_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 300.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Share of the interval drawn at random, so replicas' and pollers' calls spread out."""
+    max_backoff_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 3600.0
+    """After failed polls the wait doubles from the interval up to this (or ``Retry-After``)."""
+    settings: dict[str, Any] = {}
+    """The poller's own options, validated by its plugin."""
+    sinks: list[str] = []
+    """Where the poller's own events go when no rule matches."""
+    rules: list[RuleConfig] = []
+
+    @model_validator(mode="after")
+    def _has_destination(self) -> PollerConfig:
+        if not self.sinks and not self.rules:
+            raise ValueError("sinks: name at least one sink (or add rules)")
+        return self
+
+
 HOST_SINK_KEYS = frozenset({"type", "retry", "concurrency"})
 """Keys of a ``[sinks.NAME]`` table that hookdock reads; the rest belong to the sink plugin."""
 
@@ -258,6 +283,7 @@ class Config(_Model):
     retention: RetentionConfig = RetentionConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
+    pollers: list[PollerConfig] = []
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
@@ -279,6 +305,20 @@ class Config(_Model):
                             f"routes[{index}].rules[{number}].sinks: no sink named {sink!r} "
                             f"(defined: {defined})"
                         )
+        for index, poller in enumerate(self.pollers):
+            if poller.name in seen:
+                # A poller's own events travel as deliveries on a route of its name.
+                raise ValueError(
+                    f"pollers[{index}].name: {poller.name!r} is already a route or poller name"
+                )
+            seen.add(poller.name)
+            defined = ", ".join(sorted(self.sinks)) or "none"
+            wanted = [*poller.sinks, *(s for rule in poller.rules for s in rule.sinks)]
+            for sink in wanted:
+                if sink not in self.sinks:
+                    raise ValueError(
+                        f"pollers[{index}].sinks: no sink named {sink!r} (defined: {defined})"
+                    )
         for name, options in self.sinks.items():
             if not isinstance(options.get("type"), str):
                 raise ValueError(f'sinks.{name}.type: missing (for example type = "local")')
@@ -299,6 +339,9 @@ class Config(_Model):
     def sink_retry(self, name: str) -> RetryConfig:
         """``dispatcher.retry`` with the sink's own ``retry`` keys on top."""
         return self.dispatcher.retry.merged(self.sink_host(name).retry)
+
+    def poller(self, name: str) -> PollerConfig | None:
+        return next((p for p in self.pollers if p.name == name), None)
 
     def route(self, name: str) -> RouteConfig | None:
         for route in self.routes:

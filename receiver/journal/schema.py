@@ -9,13 +9,18 @@ the files it stored (``files``, a JSON object role -> ``FileInfo``; NULL while t
 A delivery's overall state (pending / done / dead) is derived when it is read (``rules``), so
 the hot path writes nothing extra.
 
+``poller_state`` is each poller's state between polls (its cursor, as JSON), when it ran, its
+last error and when it runs next.
+
 ``processes`` is every running ``hookdock serve`` and ``worker`` with its last heartbeat (on the
 database's clock), so a replica on another machine is known to be gone once its heartbeat is
 stale; ``named_leases`` is work one process at a time must do (retention, pollers), each held by
 one live process until it lets go, its lease runs out, or its heartbeat goes stale.
 
 Versions: 1 had one state per delivery, 2 added sends, 3 their files and failure codes, 4 the
-stored events, 5 processes and named leases.  ``migrate`` brings any older journal up to
+stored events, 5 processes and named leases, 6 each delivery's ``subject`` (what it is about,
+``smartdocumentor:task:42``, for reconciliation) and ``poller_state`` (each poller's saved state,
+counts, last error and next run).  ``migrate`` brings any older journal up to
 ``SCHEMA_VERSION`` under a write lock, and refuses one that is newer than this hookdock knows.
 """
 
@@ -31,7 +36,7 @@ __all__ = ["SCHEMA_VERSION", "TABLES", "SchemaStatus", "migrate", "schema_status
 
 log = logging.getLogger("hookdock.journal")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +49,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     headers {blob} NOT NULL,
     body {blob} NOT NULL,
     dedupe_key TEXT NOT NULL UNIQUE,
+    subject TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at {real} NOT NULL,
@@ -122,18 +128,60 @@ CREATE TABLE IF NOT EXISTS named_leases (
     acquired_at {real} NOT NULL,
     lease_until {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS poller_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    polls INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    found INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    last_run_at {real},
+    last_ok_at {real},
+    last_error TEXT,
+    next_run_at {real} NOT NULL,
+    updated_at {real} NOT NULL
+);
 """
 
-_AFTER_COLUMNS = "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink);"
-"""Made once every column exists, so that an older journal gets it after its columns."""
+# Deliveries of the SmartDocumentor sources journaled before subjects existed get theirs, or
+# reconciliation's first poll after the upgrade would take every webhook of its window for
+# lost.  Their dedupe key is "<route>:<kind>:<taskId>:<64 hex>" and the source is
+# "smartdocumentor.<kind>" (16 characters before the kind), so the task id is cut out by
+# lengths, in SQL both engines share.
+_SD_SUBJECTS = (
+    "UPDATE deliveries SET subject = 'smartdocumentor:task:' || substr(dedupe_key,"
+    " length(route) + length(source) - 16 + 3,"
+    " length(dedupe_key) - (length(route) + length(source) - 16 + 2) - 65)"
+    " WHERE subject IS NULL AND source IN ('smartdocumentor.text_document',"
+    " 'smartdocumentor.transcript', 'smartdocumentor.transcript_file',"
+    " 'smartdocumentor.anonymization_file')"
+    " AND length(dedupe_key) > length(route) + length(source) - 16 + 2 + 65"
+)
 
-TABLES = ("meta", "deliveries", "attempts", "events", "sends", "send_attempts", "stopped_sinks")
+_AFTER_COLUMNS = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink)",
+    "CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (subject)"
+    " WHERE subject IS NOT NULL",
+)
+"""Made once every column exists, so that an older journal gets them after its columns."""
+
+TABLES = (
+    "meta",
+    "deliveries",
+    "attempts",
+    "events",
+    "sends",
+    "send_attempts",
+    "stopped_sinks",
+    "poller_state",
+)
 """Every table of journaled work, parents first: the order ``hookdock journal copy`` fills
 them in.  ``processes`` and ``named_leases`` are not copied: they describe running processes."""
 
 _ADDED: dict[int, dict[str, tuple[str, ...]]] = {
     3: {"sends": ("files TEXT", "code TEXT")},
     4: {"sends": ("event_id TEXT",)},
+    6: {"deliveries": ("subject TEXT",)},
 }
 """Columns each version added to tables an older version already had."""
 
@@ -250,7 +298,10 @@ def _upgrade(tx: Tx, found: int | None) -> None:
         tx.execute(
             "UPDATE sends SET event_id = delivery_id || '-' || event_index WHERE event_id IS NULL"
         )
-    tx.execute(_AFTER_COLUMNS)
+    if version < 6:
+        tx.execute(_SD_SUBJECTS)
+    for statement in _AFTER_COLUMNS:
+        tx.execute(statement)
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -19,13 +19,14 @@ from receiver.journal.dialect import Dialect, Tx
 from receiver.journal.errors import JournalError
 from receiver.journal.hotpath import HotPath
 from receiver.journal.liveness import Liveness, LivenessAdmin
+from receiver.journal.pollers import PollerStates, PollerStatesAdmin
 
 __all__ = ["SqlJournal"]
 
 log = logging.getLogger("hookdock.journal")
 
 
-class SqlJournal(HotPath, Liveness, Admin, LivenessAdmin):
+class SqlJournal(HotPath, Liveness, PollerStates, Admin, LivenessAdmin, PollerStatesAdmin):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
 
     description: str = "the journal"
