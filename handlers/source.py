@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from handlers.event import Event, RawDelivery
 
-__all__ = ["NoSettings", "Source", "SourceBase", "SourceSettings"]
+__all__ = ["HasSubject", "NoSettings", "Source", "SourceBase", "SourceSettings"]
 
 
 class SourceSettings(BaseModel):
@@ -67,3 +67,15 @@ class SourceBase:
 
     def __init__(self, settings: BaseModel | None = None) -> None:
         self.settings = settings if settings is not None else self.settings_model()
+
+
+@runtime_checkable
+class HasSubject(Protocol):
+    """A source that names what each delivery is about (its *subject*), from its dedupe key.
+
+    The journal keeps the subject with the delivery, so a poller can ask whether a webhook
+    for, say, ``smartdocumentor:task:42`` came (``PollContext.seen``).  Optional: a source
+    without it stores no subject.
+    """
+
+    def subject(self, dedupe_key: str) -> str | None: ...

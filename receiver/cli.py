@@ -19,6 +19,9 @@ from handlers.files import format_bytes
 from handlers.redact import redact_text
 from handlers.sink import Sink
 from receiver import cli_events, cli_setup
+from receiver.cli_pollers import add_commands as add_poller_commands
+from receiver.cli_pollers import poller_summary
+from receiver.cli_smartdocumentor import add_commands as add_smartdocumentor_commands
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import BadRequest, ConfigError, OperatorError, ReceiverError
@@ -305,6 +308,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             # Vendors reporting trouble of their own (receiver.alerts), such as SuperOffice's
             # webhook.errors: counted by vendor and kind.
             out["alerts"] = await journal.alert_counts()
+            # Reconciliation's task.missing and recovered counts are in each poller's totals.
+            out["pollers"] = {s.name: poller_summary(s) for s in await journal.poller_states()}
             return out
         finally:
             await runtime.stop()
@@ -580,11 +585,13 @@ def _parser() -> argparse.ArgumentParser:
     journal.set_defaults(run=_cmd_journal)
     cli_events.register(command, _open_operator)
     cli_setup.register(command, _resolve)
+    add_poller_commands(command, commands)
+    add_smartdocumentor_commands(command)
     plugins = commands.add_parser(
         "plugins",
-        help="list the installed sink and source plugins",
-        description="List every entry point in hookdock.sinks and hookdock.sources, from "
-        "metadata only; no configuration needed.",
+        help="list the installed sink, source and poller plugins",
+        description="List every entry point in hookdock.sinks, hookdock.sources and "
+        "hookdock.pollers, from metadata only; no configuration needed.",
     )
     plugins.add_argument(
         "--check", action="store_true", help="import each one; exit 1 if any fails"

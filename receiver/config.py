@@ -42,6 +42,7 @@ __all__ = [
     "DispatcherConfig",
     "FilesConfig",
     "JournalConfig",
+    "PollerConfig",
     "RetentionConfig",
     "RetryConfig",
     "RouteConfig",
@@ -149,6 +150,11 @@ class ClusterConfig(_Model):
     """How often each process records that it is alive, and looks for dead ones."""
     stale_seconds: Annotated[float, Field(gt=0, le=86400)] = 30.0
     """A process whose heartbeat is older than this is gone: its work is taken over."""
+    node: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = None
+    """This machine's name in the journal (default: the host name).  Processes of the same
+    node are checked by pid, so a restart after a crash takes its work back at once; those of
+    other nodes by their heartbeat.  Give replicas that share a host name (containers with a
+    fixed one) names of their own."""
 
     @model_validator(mode="after")
     def _stale_after_beats(self) -> ClusterConfig:
@@ -253,6 +259,30 @@ class RouteConfig(_Model):
         return list(names)
 
 
+class PollerConfig(_Model):
+    """A ``[[pollers]]`` entry: a vendor asked on a schedule, its findings routed like a route's."""
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    type: str
+    """The plugin: an entry-point name in ``hookdock.pollers`` or ``module:attr``."""
+    interval_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 300.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Share of the interval drawn at random, so replicas' and pollers' calls spread out."""
+    max_backoff_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 3600.0
+    """After failed polls the wait doubles from the interval up to this (or ``Retry-After``)."""
+    settings: dict[str, Any] = {}
+    """The poller's own options, validated by its plugin."""
+    sinks: list[str] = []
+    """Where the poller's own events go when no rule matches."""
+    rules: list[RuleConfig] = []
+
+    @model_validator(mode="after")
+    def _has_destination(self) -> PollerConfig:
+        if not self.sinks and not self.rules:
+            raise ValueError("sinks: name at least one sink (or add rules)")
+        return self
+
+
 HOST_SINK_KEYS = frozenset({"type", "retry", "concurrency"})
 """Keys of a ``[sinks.NAME]`` table that hookdock reads; the rest belong to the sink plugin."""
 
@@ -286,6 +316,7 @@ class Config(_Model):
     alerts: OpsWebhooksConfig = OpsWebhooksConfig()
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
     sinks: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]]
+    pollers: list[PollerConfig] = []
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:
@@ -306,6 +337,21 @@ class Config(_Model):
                     problems.append(
                         f"admin.tokens[{number}]: the same as the token of route {name!r}:"
                         " give the admin API a token of its own"
+                    )
+        seen = {route.name for route in self.routes}
+        defined = ", ".join(sorted(self.sinks)) or "none"
+        for index, poller in enumerate(self.pollers):
+            if poller.name in seen:
+                # A poller's own events travel as deliveries on a route of its name.
+                problems.append(
+                    f"pollers[{index}].name: {poller.name!r} is already a route or poller name"
+                )
+            seen.add(poller.name)
+            wanted = [*poller.sinks, *(s for rule in poller.rules for s in rule.sinks)]
+            for sink in wanted:
+                if sink not in self.sinks:
+                    problems.append(
+                        f"pollers[{index}].sinks: no sink named {sink!r} (defined: {defined})"
                     )
         for name, options in self.sinks.items():
             if not isinstance(options.get("type"), str):
@@ -329,6 +375,9 @@ class Config(_Model):
     def sink_retry(self, name: str) -> RetryConfig:
         """``dispatcher.retry`` with the sink's own ``retry`` keys on top."""
         return self.dispatcher.retry.merged(self.sink_host(name).retry)
+
+    def poller(self, name: str) -> PollerConfig | None:
+        return next((p for p in self.pollers if p.name == name), None)
 
     def route(self, name: str) -> RouteConfig | None:
         for route in self.routes:

@@ -47,7 +47,7 @@ from handlers.source import Source
 from receiver.config import DispatcherConfig
 from receiver.failures import never_succeeds
 from receiver.fetch import Fetcher
-from receiver.journal.base import Claim, Journal, Outcome, SendClaim
+from receiver.journal.base import Claim, Journal, Outcome, OwnerCheck, SendClaim
 from receiver.journal.errors import JournalError
 from receiver.logs import ACTIVITY
 from receiver.processes import new_owner, owner_is_gone
@@ -112,6 +112,7 @@ class Dispatcher:
         ingest_load: Callable[[], int] = lambda: 0,
         owner: str | None = None,
         stale_seconds: float | None = None,
+        is_dead_owner: OwnerCheck = owner_is_gone,
         metrics: Metrics | None = None,
         alerts: OpsWebhooks | None = None,
     ) -> None:
@@ -125,6 +126,7 @@ class Dispatcher:
         self.ingest_load = ingest_load
         self.owner = owner or new_owner()
         self.stale_seconds = stale_seconds
+        self.is_dead_owner = is_dead_owner
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._maybe_due: set[str] = set(sinks)
@@ -153,7 +155,7 @@ class Dispatcher:
         self._wake.set()
 
     async def start(self) -> None:
-        released = await self.journal.release_stale(owner_is_gone, self.stale_seconds)
+        released = await self.journal.release_stale(self.is_dead_owner, self.stale_seconds)
         if released:
             log.info("took back %d leases held by a stopped process", released)
         for stopped in await self.journal.stopped_sinks():

@@ -29,6 +29,7 @@ from receiver.errors import (
     UnsupportedMediaType,
 )
 from receiver.ids import new_id
+from receiver.intake import intake
 from receiver.logs import ACTIVITY
 from receiver.responses import error_response, text
 from receiver.runtime import IngestRoute, Runtime
@@ -200,11 +201,9 @@ async def _admit_and_store(
         # orjson writes at most 254 levels: deeper would be journaled, then never delivered.
         raise BadPayload(f"JSON is nested deeper than {limit} levels", status=422)
     try:
-        dedupe_key = route.source.admit(delivery)
+        result = await intake(runtime.journal, route.source, delivery, runtime.dispatcher)
     except PayloadRejected as exc:
         raise BadPayload(exc.message, status=exc.status) from exc
-    # No timer per request: the journal's watchdog fails waiting writes if a commit hangs.
-    result = await runtime.journal.append(delivery, dedupe_key)
     if ACTIVITY.isEnabledFor(logging.INFO):
         ACTIVITY.info(
             "%s delivery %s (route %s, %d bytes)",
@@ -220,6 +219,4 @@ async def _admit_and_store(
         )
     if result.duplicate:
         return f"hookdock: already accepted as {result.delivery_id}\n".encode()
-    if runtime.dispatcher is not None:
-        runtime.dispatcher.wake()
     return f"hookdock: accepted as {result.delivery_id}\n".encode()

@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from handlers.poller import Poller
 from handlers.redact import redact_text
 from handlers.sink import Sink
 from handlers.source import NoSettings, Source
@@ -38,6 +39,7 @@ from receiver.errors import ConfigError
 
 __all__ = [
     "GROUPS",
+    "POLLER_GROUP",
     "SINK_GROUP",
     "SOURCE_GROUP",
     "LoadedPlugin",
@@ -55,8 +57,9 @@ log = logging.getLogger("hookdock")
 
 SINK_GROUP = "hookdock.sinks"
 SOURCE_GROUP = "hookdock.sources"
-GROUPS = (SINK_GROUP, SOURCE_GROUP)
-_KIND = {SINK_GROUP: "sink", SOURCE_GROUP: "source"}
+POLLER_GROUP = "hookdock.pollers"
+GROUPS = (SINK_GROUP, SOURCE_GROUP, POLLER_GROUP)
+_KIND = {SINK_GROUP: "sink", SOURCE_GROUP: "source", POLLER_GROUP: "poller"}
 
 
 class PluginError(ConfigError):
@@ -152,6 +155,14 @@ def _shape_problem(group: str, obj: Any) -> str | None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             missing.append("no pydantic config_model")
         return f"is not a sink: {', '.join(missing)}" if missing else None
+    if group == POLLER_GROUP:
+        model = getattr(obj, "config_model", None)
+        missing = []
+        if not inspect.iscoroutinefunction(getattr(obj, "poll", None)):
+            missing.append("no async poll(state, context) method")
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            missing.append("no pydantic config_model")
+        return f"is not a poller: {', '.join(missing)}" if missing else None
     missing = [
         f"no {name}()" for name in ("admit", "normalize") if not callable(getattr(obj, name, None))
     ]
@@ -170,7 +181,7 @@ def load_plugin(group: str, ref: str) -> LoadedPlugin:
     info = _find_entry_point(group, ref)
     if info is None and ":" not in ref:
         names = ", ".join(p.name for p in available_plugins(group)) or "none installed"
-        what = "sink type" if group == SINK_GROUP else "source"
+        what = {SINK_GROUP: "sink type", SOURCE_GROUP: "source"}.get(group, "poller type")
         raise PluginError(f"unknown {what} {ref!r} (available: {names}; or module:attr)")
     if info is not None:
         value = info.value
@@ -216,6 +227,8 @@ class Plugins:
     """By route name: the scheme each route uses (its own, or its source's default)."""
     sinks: dict[str, Sink] = field(default_factory=dict)
     """By sink name."""
+    pollers: dict[str, Poller] = field(default_factory=dict)
+    """By poller name."""
     loaded: dict[tuple[str, str], LoadedPlugin] = field(default_factory=dict)
     """By (group, reference)."""
     problems: list[str] = field(default_factory=list)
@@ -327,8 +340,31 @@ def _build_sinks(config: Config, base_dir: Path, loader: _Loader) -> None:
             plugins.problems.append(str(exc))
 
 
+def _build_pollers(config: Config, base_dir: Path, loader: _Loader) -> None:
+    plugins = loader.plugins
+    for index, poller in enumerate(config.pollers):
+        plugin = loader.get(POLLER_GROUP, poller.type)
+        if isinstance(plugin, str):
+            plugins.problems.append(f"pollers[{index}].type: {plugin}")
+            continue
+        model: type[BaseModel] = plugin.obj.config_model
+        try:
+            settings = model.model_validate(poller.settings, context={"base_dir": base_dir})
+        except ValidationError as exc:
+            lines = format_validation_error(exc, prefix=f"pollers[{index}].settings")
+            plugins.problems.extend(f"{line} (plugin {poller.type})" for line in lines)
+            continue
+        try:
+            plugins.pollers[poller.name] = _construct(plugin, f"pollers[{index}]", settings)
+        except PluginError as exc:
+            plugins.problems.append(str(exc))
+
+
 def load_plugins(
-    config: Config, base_dir: Path, *, parts: Iterable[str] = ("sources", "sinks")
+    config: Config,
+    base_dir: Path,
+    *,
+    parts: Iterable[str] = ("sources", "sinks", "pollers"),
 ) -> Plugins:
     """Build every source and sink the config names; never raises for a plugin's problem.
 
@@ -342,6 +378,8 @@ def load_plugins(
         _build_sources(config, base_dir, loader)
     if "sinks" in wanted:
         _build_sinks(config, base_dir, loader)
+    if "pollers" in wanted:
+        _build_pollers(config, base_dir, loader)
     return plugins
 
 

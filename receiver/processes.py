@@ -24,18 +24,23 @@ __all__ = ["Heartbeat", "new_owner", "owner_is_gone"]
 log = logging.getLogger("hookdock")
 
 
-def new_owner() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{os.urandom(4).hex()}"
+def new_owner(node: str | None = None) -> str:
+    """``node/pid/random``: ``node`` is this machine's name (the host name by default)."""
+    return f"{node or socket.gethostname()}/{os.getpid()}/{os.urandom(4).hex()}"
 
 
-def owner_is_gone(owner: str) -> bool:
-    """True when ``owner`` names a process on this host that no longer runs."""
+def owner_is_gone(owner: str, node: str | None = None) -> bool:
+    """True when ``owner`` names a process on this machine (``node``) that no longer runs.
+
+    Only a process of the same machine can be checked by its pid; any other is known to be
+    gone by its stale heartbeat alone.
+    """
     try:
         host, pid_text, _ = owner.rsplit("/", 2)
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname() or pid == os.getpid():
+    if host != (node or socket.gethostname()) or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -55,11 +60,13 @@ class Heartbeat:
         *,
         every_seconds: float,
         stale_seconds: float,
+        node: str | None = None,
     ) -> None:
         self.journal = journal
+        self.node = node or socket.gethostname()
         self.info = ProcessInfo(
             owner=owner,
-            host=socket.gethostname(),
+            host=self.node,
             pid=os.getpid(),
             role=role,
             started_at=datetime.now(UTC),
@@ -76,10 +83,13 @@ class Heartbeat:
         self._task = asyncio.create_task(self._run(), name="hookdock-heartbeat")
 
     async def take_over(self) -> int:
-        released = await self.journal.release_stale(owner_is_gone, self.stale)
+        released = await self.journal.release_stale(self.is_gone, self.stale)
         if released:
             log.warning("took over %d leases held by a process that stopped", released)
         return released
+
+    def is_gone(self, owner: str) -> bool:
+        return owner_is_gone(owner, self.node)
 
     async def _run(self) -> None:
         while True:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handlers.poller import PolledEventSource, Poller
 from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.alerts import AlertingSource
@@ -27,6 +28,7 @@ from receiver.metrics import Metrics
 from receiver.named_jobs import NamedJob, NamedJobs
 from receiver.ops_webhooks import OpsWebhooks
 from receiver.plugins import Plugins, close_sinks, load_plugins
+from receiver.pollers import PollerRunner
 from receiver.processes import Heartbeat, new_owner
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -77,6 +79,8 @@ class Runtime:
     routes: dict[str, IngestRoute]
     sinks: dict[str, Sink]
     run_dispatcher: bool
+    pollers: dict[str, Poller] = field(default_factory=dict)
+    poller_runner: PollerRunner | None = None
     dispatcher: Dispatcher | None = None
     draining: bool = False
     ingest_inflight: int = 0
@@ -84,7 +88,7 @@ class Runtime:
     yields to.  A request whose body still trickles in is not counted: it costs nothing."""
     shutdown_deadline: float | None = None
     role: str = "serve"
-    owner: str = field(default_factory=new_owner)
+    owner: str = ""
     """This process's name in the journal: its leases and its heartbeat carry it."""
     heartbeat: Heartbeat | None = None
     jobs: NamedJobs | None = None
@@ -122,6 +126,7 @@ class Runtime:
             journal=journal or make_journal(config.journal),
             routes=routes,
             sinks=sinks,
+            pollers=plugins.pollers,
             run_dispatcher=config.dispatcher.enabled if run_dispatcher is None else run_dispatcher,
             metrics=Metrics(frozenset(routes)),
         )
@@ -134,7 +139,7 @@ class Runtime:
         return Path(tempfile.gettempdir()) / "hookdock-spool"
 
     def route_targets(self) -> dict[str, RouteTarget]:
-        return {
+        targets = {
             name: RouteTarget(
                 AlertingSource(route.source),
                 Router(route.config.rules, route.config.sinks),
@@ -142,6 +147,26 @@ class Runtime:
             )
             for name, route in self.routes.items()
         }
+        # A poller's own events are deliveries on a route named after it.
+        for poller in self.config.pollers:
+            targets[poller.name] = RouteTarget(
+                PolledEventSource(), Router(poller.rules, poller.sinks)
+            )
+        return targets
+
+    def make_poller_runner(self) -> PollerRunner:
+        configs = {p.name: p for p in self.config.pollers if p.name in self.pollers}
+        # Look at due times at least as often as the shortest interval (5 s at most).
+        tick = min([5.0, *(p.interval_seconds for p in configs.values())])
+        return PollerRunner(
+            self.journal,
+            self.owner,
+            configs,
+            self.pollers,
+            {name: (route.source_name, route.source) for name, route in self.routes.items()},
+            self.dispatcher,
+            tick_seconds=tick,
+        )
 
     def _fetcher(self, route: RouteConfig) -> Fetcher | None:
         """The route's fetcher, if it fetches files and one of its sinks takes them."""
@@ -183,12 +208,14 @@ class Runtime:
         )
         self._started = True
         cluster = self.config.cluster
+        self.owner = self.owner or new_owner(cluster.node)
         self.heartbeat = Heartbeat(
             self.journal,
             self.owner,
             self.role,
             every_seconds=cluster.heartbeat_seconds,
             stale_seconds=cluster.stale_seconds,
+            node=cluster.node,
         )
         await self.heartbeat.start()
         self.jobs = NamedJobs(self.journal, self.owner, self.named_jobs())
@@ -203,10 +230,14 @@ class Runtime:
                 ingest_load=lambda: self.ingest_inflight,
                 owner=self.owner,
                 stale_seconds=cluster.stale_seconds,
+                is_dead_owner=self.heartbeat.is_gone,
                 metrics=self.metrics,
                 alerts=self.alerts,
             )
             await self.dispatcher.start()
+        if self.pollers:
+            self.poller_runner = self.make_poller_runner()
+            self.poller_runner.start()
 
     def named_jobs(self) -> list[NamedJob]:
         """What one process at a time does, whichever replica it is."""
@@ -239,6 +270,8 @@ class Runtime:
     async def stop(self) -> None:
         self.begin_shutdown()
         deadline = self.shutdown_deadline or time.monotonic()
+        if self.poller_runner is not None:
+            await self.poller_runner.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop(max(0.5, deadline - time.monotonic()))
         await close_sinks(self.sinks)

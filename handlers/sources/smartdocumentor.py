@@ -44,6 +44,7 @@ __all__ = [
     "TranscriptFileSource",
     "TranscriptSource",
     "shape_of",
+    "task_subject",
 ]
 
 
@@ -72,6 +73,11 @@ class SmartDocumentorSource(SourceBase):
         self._check_exported(body)
         digest = sha256(delivery.body).hexdigest()
         return f"{delivery.route}:{self.kind}:{task_id}:{digest}"
+
+    def subject(self, dedupe_key: str) -> str | None:
+        """``smartdocumentor:task:<taskId>``: what reconciliation asks the journal about."""
+        _route, _kind, rest = dedupe_key.split(":", 2)
+        return task_subject(rest.rsplit(":", 1)[0])
 
     def normalize(self, delivery: RawDelivery) -> list[Event]:
         try:
@@ -164,6 +170,10 @@ class AnonymizationFileSource(SmartDocumentorSource):
 
     kind = "anonymization_file"
     has_exported_file = True
+
+
+def task_subject(task_id: str) -> str:
+    return f"smartdocumentor:task:{task_id}"
 
 
 SOURCES: dict[str, type[SmartDocumentorSource]] = {

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from handlers.event import Event, RawDelivery
 from handlers.files import FileInfo
+from receiver.journal.pollers import PollerState, PollOutcome
 
 if TYPE_CHECKING:
     from receiver.journal.views import (
@@ -217,7 +218,9 @@ class OwnerCheck(Protocol):
 
 
 class Journal(Protocol):
-    async def append(self, delivery: RawDelivery, dedupe_key: str) -> AppendResult:
+    async def append(
+        self, delivery: RawDelivery, dedupe_key: str, subject: str | None = None
+    ) -> AppendResult:
         """Store ``delivery`` durably (fsync'd) unless ``dedupe_key`` is already stored."""
         ...
 
@@ -293,8 +296,8 @@ class Journal(Protocol):
         self, is_dead_owner: OwnerCheck, stale_seconds: float | None = None
     ) -> int:
         """End the leases of owners that are gone: those whose heartbeat is older than
-        ``stale_seconds`` (a replica killed on any machine), and those without a heartbeat that
-        ``is_dead_owner`` says are gone (a process of this host that no longer runs).  Stale
+        ``stale_seconds`` (a replica killed on any machine), and those ``is_dead_owner`` says
+        are gone (a process of this host that no longer runs), heartbeat or not.  Gone
         processes are forgotten, and their named leases freed."""
         ...
 
@@ -318,6 +321,22 @@ class Journal(Protocol):
         """Let go of ``name`` if ``owner`` holds it."""
         ...
 
+    async def poller_state(self, name: str) -> PollerState | None:
+        """The poller's saved state, counts and schedule; None before it first ran."""
+        ...
+
+    async def save_poll(self, name: str, owner: str, outcome: PollOutcome) -> bool:
+        """Record one poll (its new state when it succeeded) and when the next is due.
+
+        Only while ``owner`` holds the named lease ``poller:<name>``; False (nothing written)
+        otherwise.  A failed poll keeps the state of the last one that succeeded.
+        """
+        ...
+
+    async def known_subjects(self, subjects: Collection[str]) -> set[str]:
+        """Which of ``subjects`` at least one journaled delivery has (``append``'s subject)."""
+        ...
+
     async def stopped_sinks(self) -> list[StoppedSink]:
         """Sinks a 410 stopped: the dispatcher says so when it starts."""
         ...
@@ -337,6 +356,14 @@ class JournalAdmin(Protocol):
         ...
 
     async def named_leases(self) -> list[NamedLease]: ...
+
+    async def poller_states(self) -> list[PollerState]:
+        """Every poller that has run (or was asked to), by name."""
+        ...
+
+    async def run_poller_now(self, name: str) -> None:
+        """Make the poller due at once, for whichever process holds its lease."""
+        ...
 
     async def prune(self, done_before: float) -> int:
         """Delete done deliveries (sends and attempts too) received before ``done_before``.

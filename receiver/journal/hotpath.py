@@ -101,7 +101,9 @@ class HotPath:
 
     # ------------------------------------------------------------------ deliveries
 
-    async def append(self, delivery: RawDelivery, dedupe_key: str) -> AppendResult:
+    async def append(
+        self, delivery: RawDelivery, dedupe_key: str, subject: str | None = None
+    ) -> AppendResult:
         row = (
             delivery.delivery_id,
             delivery.route,
@@ -111,6 +113,7 @@ class HotPath:
             orjson.dumps(delivery.headers),
             delivery.body,
             dedupe_key,
+            subject,
         )
         result: AppendResult = await self._bulk("append", row)
         return result

@@ -75,11 +75,14 @@ class Liveness:
                     f"SELECT DISTINCT lease_owner FROM {table} WHERE lease_owner IS NOT NULL"
                 )
             }
-            gone = (holders & stale) | {o for o in holders - known.keys() if is_dead_owner(o)}
+            # A process of this host that no longer runs is gone at once, heartbeat or not
+            # (a restart after a kill takes its work back without waiting out the limit).
+            dead = {o for o in holders | known.keys() if is_dead_owner(o)}
+            gone = (holders & stale) | (holders & dead)
             released = 0
             for owner in gone:
                 released += _release_owner(tx, owner, now)
-            for owner in stale:
+            for owner in stale | dead:
                 tx.execute("DELETE FROM named_leases WHERE owner = ?", (owner,))
                 tx.execute("DELETE FROM processes WHERE owner = ?", (owner,))
             return released

@@ -9,16 +9,21 @@ the files it stored (``files``, a JSON object role -> ``FileInfo``; NULL while t
 A delivery's overall state (pending / done / dead) is derived when it is read (``rules``), so
 the hot path writes nothing extra.
 
+``poller_state`` is each poller's state between polls (its cursor, as JSON), when it ran, its
+last error and when it runs next.
+
 ``processes`` is every running ``hookdock serve`` and ``worker`` with its last heartbeat (on the
 database's clock), so a replica on another machine is known to be gone once its heartbeat is
 stale; ``named_leases`` is work one process at a time must do (retention, pollers), each held by
 one live process until it lets go, its lease runs out, or its heartbeat goes stale.
 
 Versions: 1 had one state per delivery, 2 added sends, 3 their files and failure codes, 4 the
-stored events, 5 processes and named leases, 6 the events' searchable fields (filled in from
-their stored JSON when an older journal is migrated) and the operators' ``actions``.
-``migrate`` brings any older journal up to ``SCHEMA_VERSION`` under a write lock, and refuses
-one that is newer than this hookdock knows.
+stored events, 5 processes and named leases, 6 each delivery's ``subject`` (what it is about,
+``smartdocumentor:task:42``, for reconciliation) and ``poller_state`` (each poller's saved state,
+counts, last error and next run), 7 the events' searchable fields (filled in from their stored
+JSON when an older journal is migrated) and the operators' ``actions``.  ``migrate`` brings
+any older journal up to ``SCHEMA_VERSION`` under a write lock, and refuses one that is newer
+than this hookdock knows.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger("hookdock.journal")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +62,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     headers {blob} NOT NULL,
     body {blob} NOT NULL,
     dedupe_key TEXT NOT NULL UNIQUE,
+    subject TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at {real} NOT NULL,
@@ -155,10 +161,40 @@ CREATE TABLE IF NOT EXISTS named_leases (
     acquired_at {real} NOT NULL,
     lease_until {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS poller_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    polls INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    found INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    last_run_at {real},
+    last_ok_at {real},
+    last_error TEXT,
+    next_run_at {real} NOT NULL,
+    updated_at {real} NOT NULL
+);
 """
+
+# Deliveries of the SmartDocumentor sources journaled before subjects existed get theirs, or
+# reconciliation's first poll after the upgrade would take every webhook of its window for
+# lost.  Their dedupe key is "<route>:<kind>:<taskId>:<64 hex>" and the source is
+# "smartdocumentor.<kind>" (16 characters before the kind), so the task id is cut out by
+# lengths, in SQL both engines share.
+_SD_SUBJECTS = (
+    "UPDATE deliveries SET subject = 'smartdocumentor:task:' || substr(dedupe_key,"
+    " length(route) + length(source) - 16 + 3,"
+    " length(dedupe_key) - (length(route) + length(source) - 16 + 2) - 65)"
+    " WHERE subject IS NULL AND source IN ('smartdocumentor.text_document',"
+    " 'smartdocumentor.transcript', 'smartdocumentor.transcript_file',"
+    " 'smartdocumentor.anonymization_file')"
+    " AND length(dedupe_key) > length(route) + length(source) - 16 + 2 + 65"
+)
 
 _AFTER_COLUMNS = (
     "CREATE UNIQUE INDEX IF NOT EXISTS sends_event_sink ON sends (event_id, sink)",
+    "CREATE INDEX IF NOT EXISTS deliveries_subject ON deliveries (subject)"
+    " WHERE subject IS NOT NULL",
     # An operator's lookups by the vendor's ids; listing order is the events' primary key
     # order (delivery ids sort by time), so the rest filter a scan that stops at a page.
     "CREATE INDEX IF NOT EXISTS events_task ON events (task_id) WHERE task_id IS NOT NULL",
@@ -188,6 +224,7 @@ TABLES = (
     "sends",
     "send_attempts",
     "stopped_sinks",
+    "poller_state",
     "actions",
 )
 """Every table of journaled work, parents first: the order ``hookdock journal copy`` fills
@@ -196,7 +233,8 @@ them in.  ``processes`` and ``named_leases`` are not copied: they describe runni
 _ADDED: dict[int, dict[str, tuple[str, ...]]] = {
     3: {"sends": ("files TEXT", "code TEXT")},
     4: {"sends": ("event_id TEXT",)},
-    6: {"events": tuple(f"{name} TEXT" for name in EVENT_FIELDS)},
+    6: {"deliveries": ("subject TEXT",)},
+    7: {"events": tuple(f"{name} TEXT" for name in EVENT_FIELDS)},
 }
 """Columns each version added to tables an older version already had."""
 
@@ -314,6 +352,8 @@ def _upgrade(tx: Tx, found: int | None) -> None:
             "UPDATE sends SET event_id = delivery_id || '-' || event_index WHERE event_id IS NULL"
         )
     if version < 6:
+        tx.execute(_SD_SUBJECTS)
+    if version < 7:
         # events_order (delivery_id, position) replaces it: the order operators list in.
         tx.execute("DROP INDEX IF EXISTS events_delivery")
         _fill_event_fields(tx)
@@ -333,7 +373,7 @@ def event_columns(event: Any) -> tuple[str | None, ...]:
 
 
 def _fill_event_fields(tx: Tx) -> None:
-    """Version 6 keeps an event's searchable fields in columns: fill them from the JSON of
+    """Version 7 keeps an event's searchable fields in columns: fill them from the JSON of
     events stored before, a thousand at a time (ordered by id, so each pass moves on)."""
     sets = ", ".join(f"{name} = ?" for name in EVENT_FIELDS)
     after = ""

@@ -20,6 +20,7 @@ from receiver.journal.dialect import Dialect, Tx
 from receiver.journal.errors import JournalError
 from receiver.journal.hotpath import HotPath
 from receiver.journal.liveness import Liveness, LivenessAdmin
+from receiver.journal.pollers import PollerStates, PollerStatesAdmin
 from receiver.journal.replay import Replay
 
 __all__ = ["SqlJournal"]
@@ -27,7 +28,16 @@ __all__ = ["SqlJournal"]
 log = logging.getLogger("hookdock.journal")
 
 
-class SqlJournal(HotPath, Liveness, Admin, LivenessAdmin, Browse, Replay):
+class SqlJournal(
+    HotPath,
+    Liveness,
+    PollerStates,
+    Admin,
+    LivenessAdmin,
+    PollerStatesAdmin,
+    Browse,
+    Replay,
+):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
 
     description: str = "the journal"

@@ -109,7 +109,14 @@ class Cluster:
     def start_replica(self, index: int) -> HookdockProcess:
         folder = self.folder / SERVER_NAMES[index]
         folder.mkdir(parents=True, exist_ok=True)
-        process = HookdockProcess(folder, self.config, port=self.ports[index])
+        # Each replica on a node of its own, as on two machines: a dead one is then known by
+        # its stale heartbeat alone, never by a pid check on this host.
+        config = folder / "hookdock.toml"
+        text = self.config.read_text(encoding="utf-8")
+        assert "\n[cluster]\n" in text
+        text = text.replace("\n[cluster]\n", f'\n[cluster]\nnode = "node-{index + 1}"\n', 1)
+        config.write_text(text, encoding="utf-8")
+        process = HookdockProcess(folder, config, port=self.ports[index])
         self.every.append(process)
         process.start()
         process.wait_ready()

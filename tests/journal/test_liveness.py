@@ -65,8 +65,8 @@ async def test_a_stale_process_has_its_leases_taken_over(journal: SqlJournal) ->
     await leased_send(journal, "dead/1/x")
     await leased_send(journal, "live/2/y")
     assert await journal.claim_sends("other", {"s": 10}, 60) == []
-    # Fresh heartbeats: nothing is taken, whatever the pid check says.
-    assert await journal.release_stale(lambda owner: True, 30) == 0
+    # Fresh heartbeats, and no process of this host known to be gone: nothing is taken.
+    assert await journal.release_stale(never_gone, 30) == 0
     await age(journal, "dead/1/x")
     assert await journal.release_stale(never_gone, 30) == 1
     [taken] = await journal.claim_sends("other", {"s": 10}, 60)
@@ -122,3 +122,13 @@ async def test_two_journals_on_one_store_agree_on_the_holder(durable: Backend) -
     ]
     assert won == [True, False]
     assert [lease.owner for lease in await two.named_leases()] == ["a/1/x"]
+
+
+async def test_a_local_process_known_to_be_dead_is_taken_over_at_once(journal: SqlJournal) -> None:
+    """A restart after a SIGKILL on the same host: the heartbeat is still fresh, the pid gone."""
+    await journal.heartbeat(process("killed/1/x"))
+    await leased_send(journal, "killed/1/x")
+    assert await journal.acquire_lease("retention", "killed/1/x", 600)
+    assert await journal.release_stale(lambda owner: owner == "killed/1/x", 30) == 1
+    assert await journal.processes(30) == []
+    assert await journal.named_leases() == []

@@ -113,6 +113,7 @@ def test_status_failures_are_empty_without_codes(
         "processes",
         "leases",
         "alerts",
+        "pollers",
     }
     assert out["failures"] == {}
     assert out["alerts"] == {}
