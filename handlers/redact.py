@@ -92,7 +92,8 @@ _BYTES_QUOTE = r"""(?:(?-i:b)?["'])?+"""
 # ``name: value``, ``name=value``, ``'name': b'value'`` (a logged dict of headers), and the
 # canonical request botocore logs at debug level (``x-amz-security-token:value``).
 _SECRET_PAIR = re.compile(
-    r"""(?i)(\b(?:x-amz-security-token|x-amz-signature|aws_session_token|"""
+    # Not after a "/": ``POST /connect/token: HTTP 503`` names a path, not a credential.
+    r"""(?i)((?<!/)\b(?:x-amz-security-token|x-amz-signature|aws_session_token|"""
     r"""aws_secret_access_key|secret_access_key|session_token|security_token|signature|"""
     r"""password|passwd|secret|token|api[_-]?key)["']?\s*[:=]\s*"""
     + _BYTES_QUOTE
