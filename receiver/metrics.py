@@ -6,7 +6,8 @@ Two kinds, on purpose:
   commits (batch size and latency), send attempts by sink and outcome, the time from receipt
   to delivery per sink, file bytes stored per sink;
 * what the journal holds (deliveries and sends by state, dead letters per sink and code,
-  stopped sinks), read from the journal at scrape time, so every replica reports the same
+  stopped sinks, each poller's polls, failures in a row, findings, API calls and last
+  success), read from the journal at scrape time, so every replica reports the same
   figures and none double-counts another's work.
 
 Each app has a registry of its own (no process-wide globals), so tests and a worker beside a
@@ -21,13 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from receiver.journal import JournalError, SqlJournal
+from receiver.journal.pollers import PollerState
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -44,6 +46,7 @@ class _Snapshot:
     sends: dict[tuple[str, str], int] = field(default_factory=dict)
     dead: dict[tuple[str, str], int] = field(default_factory=dict)
     stopped: dict[str, bool] = field(default_factory=dict)
+    pollers: list[PollerState] = field(default_factory=list)
 
 
 class _JournalFigures(Collector):
@@ -79,6 +82,38 @@ class _JournalFigures(Collector):
         for sink, is_stopped in sorted(snap.stopped.items()):
             stopped.add_metric([sink], 1 if is_stopped else 0)
         yield from (deliveries, sends, dead, stopped)
+        yield from _poller_families(snap.pollers)
+
+
+def _poller_families(pollers: list[PollerState]) -> Iterator[Metric]:
+    """Each poller's figures as the journal keeps them (whichever replica polled)."""
+    polls = CounterMetricFamily("hookdock_poller_polls", "Polls run, by poller", labels=["poller"])
+    failing = GaugeMetricFamily(
+        "hookdock_poller_failures_in_a_row",
+        "Failed polls since the last success (0 while it works), by poller",
+        labels=["poller"],
+    )
+    found = CounterMetricFamily(
+        "hookdock_poller_found",
+        "Deliveries and events its polls entered, by poller",
+        labels=["poller"],
+    )
+    calls = CounterMetricFamily(
+        "hookdock_poller_api_calls", "Vendor API calls its polls made, by poller", labels=["poller"]
+    )
+    last_ok = GaugeMetricFamily(
+        "hookdock_poller_last_success_timestamp_seconds",
+        "When its last successful poll ran (epoch seconds), by poller",
+        labels=["poller"],
+    )
+    for state in sorted(pollers, key=lambda p: p.name):
+        polls.add_metric([state.name], state.polls)
+        failing.add_metric([state.name], state.failures)
+        found.add_metric([state.name], state.found)
+        calls.add_metric([state.name], state.calls)
+        if state.last_ok_at is not None:
+            last_ok.add_metric([state.name], state.last_ok_at.timestamp())
+    yield from (polls, failing, found, calls, last_ok)
 
 
 class Metrics:
@@ -171,6 +206,7 @@ class Metrics:
             )
             stopped = {s.sink for s in await journal.stopped_sinks()}
             snap.stopped = {sink: sink in stopped for sink in sorted(sinks | stopped)}
+            snap.pollers = await journal.poller_states()
             self._journal_figures.snapshot = snap
             return generate_latest(self.registry)
 
