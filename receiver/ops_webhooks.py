@@ -29,6 +29,14 @@ import aiohttp
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from handlers.netguard import (
+    AddressRefused,
+    AllowedNetwork,
+    HostPattern,
+    NetPolicy,
+    check_url,
+    guarded_connector,
+)
 from handlers.redact import redact_text, redact_url
 from handlers.signing import decode_whsec, sign_standard_webhook
 from receiver.ids import new_id
@@ -71,6 +79,10 @@ class OpsWebhooksConfig(BaseModel):
     delivered in between; 0: never.  Each process judges by the attempts it makes."""
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_pending: Annotated[int, Field(ge=1, le=10_000)] = 100
+    allow_networks: tuple[AllowedNetwork, ...] = ()
+    """Opt-in, as for the HTTP sink: private or loopback networks alerts may reach (a receiver
+    on this machine: ``["127.0.0.1/32"]``).  Cloud metadata addresses are refused always."""
+    allow_hosts: tuple[HostPattern, ...] = ()
 
     @model_validator(mode="after")
     def _signed(self) -> OpsWebhooksConfig:
@@ -92,6 +104,9 @@ class OpsWebhooks:
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self._policy = NetPolicy(
+            allow_networks=config.allow_networks, allow_hosts=config.allow_hosts
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._failing_since: dict[str, float] = {}
@@ -183,11 +198,17 @@ class OpsWebhooks:
                 ),
             }
             try:
+                # The same SSRF guard as every other URL hookdock posts to: the host is checked
+                # here (IP literals) and address by address when it connects.
+                check_url(url, self._policy)
                 async with self._client().post(url, data=body, headers=headers) as answer:
                     if 200 <= answer.status < 300:
                         self._count(kind, "sent")
                         return
                     problem = f"answered {answer.status}"
+            except AddressRefused as exc:
+                problem = redact_text(str(exc))
+                break  # a refused address stays refused: no point in trying again
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = redact_text(str(exc)) or type(exc).__name__
             if attempt < len(_DELAYS):
@@ -198,7 +219,9 @@ class OpsWebhooks:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.config.timeout_seconds)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, connector=guarded_connector(self._policy), trust_env=False
+            )
         return self._session
 
     def _count(self, kind: str, outcome: str) -> None:

@@ -38,7 +38,11 @@ def test_dead_letters_and_stopped_sinks_are_signed_alerts(tmp_path: Path) -> Non
         dest.script("/in", [410])
         config = make_config(
             tmp_path,
-            alerts={"urls": [f"{ops.url}/ops"], "secret": OPS_SECRET},
+            alerts={
+                "urls": [f"{ops.url}/ops"],
+                "secret": OPS_SECRET,
+                "allow_networks": ["127.0.0.1/32"],
+            },
             extra_routes=[
                 route("escape", {"type": "none"}, sinks=["escaping"]),
                 route("gone", {"type": "none"}, sinks=["destination"]),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from receiver.metrics import Metrics
 from receiver.ops_webhooks import OpsWebhooks, OpsWebhooksConfig
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -66,3 +67,21 @@ def test_alert_urls_need_a_strong_secret() -> None:
         OpsWebhooksConfig(urls=("http://x/ops",), secret="hunter2")
     with pytest.raises(ValidationError, match="http:// or https://"):
         OpsWebhooksConfig(urls=("ftp://x/ops",), secret=SECRET)
+
+
+@pytest.mark.anyio
+async def test_an_alert_url_on_a_private_network_is_refused_without_the_opt_in() -> None:
+    """Alerts go through the same SSRF guard as the HTTP sink: no request leaves for a
+    loopback address unless ``allow_networks`` names it."""
+    metrics = Metrics()
+    alerts = OpsWebhooks(
+        OpsWebhooksConfig(urls=("http://127.0.0.1:9/ops",), secret=SECRET), metrics
+    )
+    try:
+        await alerts._deliver("send.dead", "http://127.0.0.1:9/ops", b"{}")
+    finally:
+        await alerts.aclose()
+    failed = metrics.registry.get_sample_value(
+        "hookdock_alerts_total", {"type": "send.dead", "outcome": "failed"}
+    )
+    assert failed == 1
