@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from handlers.errors import NormalizeError
 from handlers.event import Event, RawDelivery
 
-__all__ = ["HasSubject", "NoSettings", "Source", "SourceBase", "SourceSettings"]
+__all__ = ["HasSubject", "NoSettings", "Source", "SourceBase", "SourceSettings", "event_of"]
 
 
 class SourceSettings(BaseModel):
@@ -79,3 +80,26 @@ class HasSubject(Protocol):
     """
 
     def subject(self, dedupe_key: str) -> str | None: ...
+
+
+def event_of(delivery: RawDelivery, what: str, **fields: Any) -> Event:
+    """The one event of ``delivery``, with ``fields`` (vendor, kind, payload...) on top of the
+    ids and times every event takes from its delivery.
+
+    A field a source could not coerce is a bug in that source; pydantic's error would quote the
+    offending input (possibly a SAS URL), so ``NormalizeError`` names only the locations.
+    ``what`` names the delivery in that message (``"SuperOffice "``; empty for none).
+    """
+    try:
+        return Event(
+            event_id=delivery.event_id(0),
+            delivery_id=delivery.delivery_id,
+            route=delivery.route,
+            received_at=delivery.received_at,
+            **fields,
+        )
+    except ValidationError as exc:
+        where = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
+        raise NormalizeError(
+            f"{what}delivery {delivery.delivery_id}: could not build the event (invalid: {where})"
+        ) from None

@@ -27,12 +27,12 @@ from collections.abc import Mapping
 from hashlib import sha256
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from handlers.errors import NormalizeError, PayloadRejected
 from handlers.event import Attribute, Event, RawDelivery
 from handlers.jsonpath import MISSING, check_path, lookup, scalar_text
-from handlers.source import SourceBase, SourceSettings
+from handlers.source import SourceBase, SourceSettings, event_of
 from handlers.sources.jsonbody import parse_object
 
 __all__ = ["GenericJsonSource", "GenericSettings"]
@@ -111,23 +111,11 @@ class GenericJsonSource(SourceBase):
             subject = scalar_text(lookup(body, settings.subject_path))
         attributes["subject_id"] = subject
         attributes["message_id"] = message_id
-        try:
-            event = Event(
-                event_id=delivery.event_id(0),
-                delivery_id=delivery.delivery_id,
-                vendor=self.vendor,
-                kind=kind,
-                route=delivery.route,
-                received_at=delivery.received_at,
-                attributes=attributes,
-                payload=body,
+        return [
+            event_of(
+                delivery, "", vendor=self.vendor, kind=kind, attributes=attributes, payload=body
             )
-        except ValidationError as exc:
-            where = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
-            raise NormalizeError(
-                f"delivery {delivery.delivery_id}: could not build the event (invalid: {where})"
-            ) from None
-        return [event]
+        ]
 
     def _kind(self, body: Mapping[str, Any]) -> str:
         path = self.settings.kind_path

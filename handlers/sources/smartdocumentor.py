@@ -27,12 +27,10 @@ from hashlib import sha256
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-
 from handlers.errors import NormalizeError, PayloadRejected
 from handlers.event import Event, FileRef, RawDelivery
 from handlers.redact import sas_expiry
-from handlers.source import SourceBase
+from handlers.source import SourceBase, event_of
 from handlers.sources.jsonbody import parse_object
 
 __all__ = [
@@ -103,32 +101,21 @@ class SmartDocumentorSource(SourceBase):
             "batch_id": _opt_id(body.get("batchId")),
             "external_id": _opt_id(body.get("externalId")),
         }
-        try:
-            event = Event(
-                event_id=delivery.event_id(0),
-                delivery_id=delivery.delivery_id,
-                vendor=self.vendor,
-                kind=self.kind,
-                route=delivery.route,
-                received_at=delivery.received_at,
-                task_id=task_id,
-                task_number=_task_number(body.get("taskNumber")),
-                workspace_id=_opt_id(body.get("workspaceId")),
-                batch_id=_opt_id(body.get("batchId")),
-                external_id=_opt_id(body.get("externalId")),
-                display_name=_opt_str(body.get("displayName")),
-                files=tuple(files),
-                attributes=ids,
-                payload=body,
-            )
-        except ValidationError as exc:
-            # Every field is coerced above, so this is a bug here.  The pydantic error would
-            # quote the offending input (possibly a SAS URL), so only locations are kept.
-            where = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
-            raise NormalizeError(
-                f"SmartDocumentor {self.kind} delivery {delivery.delivery_id}: "
-                f"could not build the event (invalid: {where})"
-            ) from None
+        event = event_of(
+            delivery,
+            f"SmartDocumentor {self.kind} ",
+            vendor=self.vendor,
+            kind=self.kind,
+            task_id=task_id,
+            task_number=_task_number(body.get("taskNumber")),
+            workspace_id=_opt_id(body.get("workspaceId")),
+            batch_id=_opt_id(body.get("batchId")),
+            external_id=_opt_id(body.get("externalId")),
+            display_name=_opt_str(body.get("displayName")),
+            files=tuple(files),
+            attributes=ids,
+            payload=body,
+        )
         return [event]
 
     def _check(self, body: Mapping[str, Any]) -> str:

@@ -32,12 +32,12 @@ from collections.abc import Mapping
 from hashlib import sha256
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from handlers.errors import NormalizeError, PayloadRejected
 from handlers.event import Attribute, Event, RawDelivery
 from handlers.jsonpath import scalar_text
-from handlers.source import SourceBase, SourceSettings
+from handlers.source import SourceBase, SourceSettings, event_of
 from handlers.sources.jsonbody import parse_object
 
 __all__ = ["ERRORS_EVENT", "TEST_EVENT", "SuperOfficeSettings", "SuperOfficeWebhookSource"]
@@ -123,24 +123,15 @@ class SuperOfficeWebhookSource(SourceBase):
                 f"SuperOffice reports that webhook {name!r} of {tenant} is failing to deliver;"
                 " after 9 failures in a row SuperOffice stops it until someone reactivates it"
             )
-        try:
-            event = Event(
-                event_id=delivery.event_id(0),
-                delivery_id=delivery.delivery_id,
-                vendor=self.vendor,
-                kind=kind,
-                route=delivery.route,
-                received_at=delivery.received_at,
-                attributes=attributes,
-                alert=alert,
-                payload=body,
-            )
-        except ValidationError as exc:
-            where = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
-            raise NormalizeError(
-                f"SuperOffice delivery {delivery.delivery_id}: could not build the event"
-                f" (invalid: {where})"
-            ) from None
+        event = event_of(
+            delivery,
+            "SuperOffice ",
+            vendor=self.vendor,
+            kind=kind,
+            attributes=attributes,
+            alert=alert,
+            payload=body,
+        )
         return [event]
 
 
