@@ -195,6 +195,8 @@ class Answer:
     """None: no HTTP answer (the error says why)."""
     delivery_id: str | None = None
     error: str | None = None
+    sent_at: float = 0.0
+    """Wall-clock time the POST began."""
 
     @property
     def ok(self) -> bool:
@@ -237,6 +239,7 @@ class Load:
                 if self._stop.is_set() or time.monotonic() >= deadline:
                     return
                 task_id = f"{self.tag}-{n}-{i:05d}"
+                sent_at = time.time()
                 try:
                     response = client.post(
                         self.url,
@@ -246,9 +249,10 @@ class Load:
                     delivery_id = None
                     if response.status_code == 200:
                         delivery_id = delivery_id_from(response.text)
-                    answer = Answer(task_id, response.status_code, delivery_id)
+                    answer = Answer(task_id, response.status_code, delivery_id, sent_at=sent_at)
                 except httpx.HTTPError as exc:
-                    answer = Answer(task_id, None, error=f"{type(exc).__name__}: {exc}")
+                    error = f"{type(exc).__name__}: {exc}"
+                    answer = Answer(task_id, None, error=error, sent_at=sent_at)
                 with self._lock:
                     self._answers.append(answer)
 
@@ -336,10 +340,13 @@ def test_sigkill_mid_load_the_survivor_takes_over_after_the_heartbeat_goes_stale
             with Load(post_url(cluster.lb), threads=4, posts=80) as load:
                 load.wait_ok(60, cluster)
                 wait_until(lambda: held_by_victim("sends"), 15, 0.05, "no sends in flight")
+                signalled_at = time.time()
                 victim.send_signal(signal.SIGKILL)
                 victim.wait(10)
                 killed_at = time.time()
                 answered_at_kill = len(load.answers())
+                cluster.lb.wait_status(SERVER_NAMES[0], "DOWN", 10)
+                down_at = time.time()
                 # Its row stays until a live process finds it stale: its last heartbeat.
                 sql = "SELECT heartbeat_at FROM processes WHERE owner = %s"
                 beats = journal_rows(pg_dsn, pg_schema, sql, victim_owner)
@@ -374,15 +381,18 @@ def test_sigkill_mid_load_the_survivor_takes_over_after_the_heartbeat_goes_stale
     assert match and int(match.group(1)) >= 1, line
     assert log_time(line) >= last_beat + STALE - 0.01, (line, last_beat)
     assert log_time(line) <= killed_at + STALE + 5, (line, killed_at)
-    # Only requests in flight to the victim when it died can have failed: HAProxy never
-    # replays a POST that reached a server.  It answers 502, or, for a request it had sent on
-    # a kept-alive server connection, closes the client's connection without an answer (what
-    # a server closing an idle connection does, so the sender may retry).  Connections the
-    # dead port refused went to the survivor (redispatch) and succeeded.
+    # Only requests sent while the balancer still had the victim in rotation can have failed:
+    # those in flight when it died (HAProxy never replays a POST that reached a server), and
+    # those HAProxy handed to it, on a server connection it had not yet seen close, in the
+    # moment before its checks marked it DOWN.  It answers 502, or, for a request it had sent
+    # on a kept-alive server connection, closes the client's connection without an answer (what
+    # a server closing an idle connection does, so the sender may retry).  Connections the dead
+    # port refused went to the survivor (redispatch) and succeeded.
     failed = [a for a in answers if not a.ok]
     no_answer = "RemoteProtocolError: Server disconnected without sending a response."
     assert all(a.status == 502 or a.error == no_answer for a in failed), failed
-    assert len(failed) <= load.threads, failed
+    assert all(a.sent_at <= down_at for a in failed), (down_at, failed)
+    assert len([a for a in failed if a.sent_at < signalled_at]) <= load.threads, failed
 
 
 def test_rolling_restart_with_sigterm_fails_no_request(
