@@ -26,6 +26,10 @@ import time
 import urllib.request
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from handlers.poller import Watched
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -53,6 +57,9 @@ class ArithmeticJournal:
             if len(parts) == 3 and int(parts[2]) % self.drop_every:
                 out.add(subject)
         return out
+
+    async def watches(self) -> list[Watched]:
+        return []
 
 
 async def one_poll(url: str, drop_every: int, page_size: int) -> dict[str, object]:

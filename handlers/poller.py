@@ -16,6 +16,11 @@ A poll finds two kinds of things:
   by the poller's ``sinks``/``rules`` like a route's events; ``dedupe_key`` makes a repeat of it
   nothing new.
 
+A poller can also be asked to follow given things (a batch submitted from the command line):
+``context.watches()`` are the keys it was asked to follow and has not closed, each with the
+detail recorded with it, and a result's ``closed`` are the keys it has seen end; the host
+closes them once what the poll found is in the journal.
+
 ``context.seen(subjects)`` tells which deliveries the journal holds by *subject* (a source's
 name for what a delivery is about, such as ``smartdocumentor:task:42``), so a poller can ask
 "did its webhook come?" without reading the journal itself.
@@ -32,13 +37,14 @@ Errors (retryable or not, the host decides the wait)::
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.errors import NormalizeError, PayloadRejected
-from handlers.event import Event, RawDelivery
+from handlers.event import Attribute, Event, FileRef, RawDelivery
 
 __all__ = [
     "POLLED_CONTENT_TYPE",
@@ -53,6 +59,7 @@ __all__ = [
     "Poller",
     "RateLimited",
     "VendorUnavailable",
+    "Watched",
     "polled_body",
 ]
 
@@ -113,6 +120,9 @@ class PolledEvent(_Frozen):
     display_name: str | None = None
     payload: dict[str, Any] = {}
     subject: str | None = None
+    files: tuple[FileRef, ...] = ()
+    """Files the event links to; fetched into its sinks as a route's ``[files]`` says."""
+    attributes: dict[str, Attribute] = {}
 
 
 class PollResult(_Frozen):
@@ -121,6 +131,16 @@ class PollResult(_Frozen):
     """Saved in the journal, handed to the next poll: JSON-serializable, small."""
     calls: int = 0
     """Requests made to the vendor, for the operator's view and benchmarks."""
+    closed: tuple[str, ...] = ()
+    """Watched keys (``context.watches()``) seen to end: no longer handed to the next poll."""
+
+
+class Watched(_Frozen):
+    """Something a poller was asked to follow: its key and what was recorded with it."""
+
+    key: str
+    detail: dict[str, Any] = {}
+    added_at: datetime
 
 
 @runtime_checkable
@@ -132,6 +152,10 @@ class PollContext(Protocol):
 
     async def seen(self, subjects: Collection[str]) -> set[str]:
         """The ``subjects`` some journaled delivery has (a webhook's, or a recovered one's)."""
+        ...
+
+    async def watches(self) -> list[Watched]:
+        """What this poller was asked to follow and has not closed, oldest first."""
         ...
 
 
@@ -181,6 +205,8 @@ class PolledEventSource:
                 batch_id=polled.batch_id,
                 external_id=polled.external_id,
                 display_name=polled.display_name,
+                files=polled.files,
+                attributes=polled.attributes,
                 payload=polled.payload,
             )
         ]

@@ -19,9 +19,12 @@ from handlers.files import format_bytes
 from handlers.redact import redact_text
 from handlers.sink import Sink
 from receiver import cli_events, cli_setup
+from receiver.cli_documill import add_commands as add_documill_commands
+from receiver.cli_emulate import add_commands as add_emulate_commands
 from receiver.cli_pollers import add_commands as add_poller_commands
 from receiver.cli_pollers import poller_summary
 from receiver.cli_smartdocumentor import add_commands as add_smartdocumentor_commands
+from receiver.cli_superoffice import add_commands as add_superoffice_commands
 from receiver.config import Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import BadRequest, ConfigError, OperatorError, ReceiverError
@@ -585,8 +588,11 @@ def _parser() -> argparse.ArgumentParser:
     journal.set_defaults(run=_cmd_journal)
     cli_events.register(command, _open_operator)
     cli_setup.register(command, _resolve)
-    add_poller_commands(command, commands)
+    add_poller_commands(command)
+    add_emulate_commands(commands)
     add_smartdocumentor_commands(command)
+    add_documill_commands(command)
+    add_superoffice_commands(command)
     plugins = commands.add_parser(
         "plugins",
         help="list the installed sink, source and poller plugins",

@@ -1,4 +1,4 @@
-"""``hookdock pollers``, ``hookdock poll NAME`` and ``hookdock emulate smartdocumentor``.
+"""``hookdock pollers`` and ``hookdock poll NAME``.
 
 ``pollers`` reads the journal only (no plugin is loaded).  ``poll NAME`` runs one poll in this
 process when no running service holds the poller's lease; when one does, it asks that one to
@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,72 +158,10 @@ def _cmd_poll(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def _cmd_emulate(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from handlers.smartdocumentor.emulator import Emulator, EmulatorSettings
-
-    urls = {}
-    for item in args.webhook_url or []:
-        kind, sep, url = item.partition("=")
-        if not sep:
-            print("hookdock: --webhook-url takes KIND=URL", file=sys.stderr)
-            return 2
-        urls[kind] = url
-    settings = EmulatorSettings(
-        client_id=args.client_id,
-        client_secret=os.environ.get("SD_EMULATOR_SECRET", "emulator-secret"),
-        token_seconds=args.token_seconds,
-        webhook_urls=urls,
-        review_every=args.review_every,
-        file_link_seconds=args.file_link_seconds,
-        public_url=f"http://{args.host}:{args.port}",
-    )
-    emulator = Emulator(settings)
-    if args.exported:
-        # Already exported, every --drop-every-th webhook lost: a backlog to reconcile.
-        emulator.seed_exported(args.exported, args.drop_every)
-    elif args.drop_every:
-        emulator.set_faults(drop_every=args.drop_every)
-    for _ in range(args.tasks):
-        emulator.add_task(workspace_id=1)
-    started = datetime.now(UTC).isoformat()
-    print(f"SmartDocumentor emulator on http://{args.host}:{args.port} (since {started})")
-    web.run_app(emulator.app(), host=args.host, port=args.port, print=None)
-    return 0
-
-
-def add_commands(command: Command, commands: Any) -> None:
+def add_commands(command: Command) -> None:
     listing = command("pollers", "each poller's state: polls, failures, found, next run")
     listing.add_argument("--json", action="store_true", help="JSON, for scripts")
     listing.set_defaults(run=_cmd_pollers)
     poll = command("poll", "poll one poller now")
     poll.add_argument("name", help="the poller's name in the configuration")
     poll.set_defaults(run=_cmd_poll)
-    emulate = commands.add_parser(
-        "emulate",
-        help="run a vendor emulator for a local trial",
-        description="Run a stand-in for a vendor's API and webhooks on this machine.",
-    )
-    emulate.add_argument("vendor", choices=["smartdocumentor"], help="the vendor to emulate")
-    emulate.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    emulate.add_argument("--port", type=int, default=8090, help="port to listen on")
-    emulate.add_argument("--client-id", default="emulator", help="the OAuth client id it accepts")
-    emulate.add_argument(
-        "--token-seconds", type=int, default=3600, help="lifetime of the tokens it issues"
-    )
-    emulate.add_argument(
-        "--webhook-url", action="append", help="KIND=URL, e.g. text_document=http://..."
-    )
-    emulate.add_argument(
-        "--review-every", type=float, default=5.0, help="seconds between simulated reviews"
-    )
-    emulate.add_argument(
-        "--file-link-seconds", type=int, default=3600, help="how long file links work"
-    )
-    emulate.add_argument("--drop-every", type=int, default=0, help="drop every n-th webhook")
-    emulate.add_argument("--tasks", type=int, default=0, help="tasks to review, to start with")
-    emulate.add_argument(
-        "--exported", type=int, default=0, help="tasks exported already (see --drop-every)"
-    )
-    emulate.set_defaults(run=_cmd_emulate)

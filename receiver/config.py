@@ -208,7 +208,8 @@ class FilesConfig(_Model):
     """
 
     fetch: tuple[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")], ...] = ("exported",)
-    """The roles of the file references to fetch."""
+    """The roles of the file references to fetch.  An event with several files of one role
+    numbers the others (``exported-2``, ``exported-3``): they are fetched with it."""
     max_bytes: Annotated[int, Field(ge=1, le=1024 * GiB)] = 2 * GiB
     """A larger file is refused (dead-lettered with the reason), not stored."""
     allow_hosts: tuple[HostPattern, ...] = ()
@@ -253,10 +254,14 @@ class RouteConfig(_Model):
 
     def sink_names(self) -> list[str]:
         """Every sink this route can send to, default and rules', in first-seen order."""
-        names = dict.fromkeys(self.sinks)
-        for rule in self.rules:
-            names.update(dict.fromkeys(rule.sinks))
-        return list(names)
+        return _sink_names(self.sinks, self.rules)
+
+
+def _sink_names(sinks: list[str], rules: list[RuleConfig]) -> list[str]:
+    names = dict.fromkeys(sinks)
+    for rule in rules:
+        names.update(dict.fromkeys(rule.sinks))
+    return list(names)
 
 
 class PollerConfig(_Model):
@@ -275,12 +280,17 @@ class PollerConfig(_Model):
     sinks: list[str] = []
     """Where the poller's own events go when no rule matches."""
     rules: list[RuleConfig] = []
+    files: FilesConfig = FilesConfig()
+    """The files the poller's events link to (a Documill batch's results), as for a route."""
 
     @model_validator(mode="after")
     def _has_destination(self) -> PollerConfig:
         if not self.sinks and not self.rules:
             raise ValueError("sinks: name at least one sink (or add rules)")
         return self
+
+    def sink_names(self) -> list[str]:
+        return _sink_names(self.sinks, self.rules)
 
 
 HOST_SINK_KEYS = frozenset({"type", "retry", "concurrency"})

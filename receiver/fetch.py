@@ -58,6 +58,8 @@ CHUNK_BYTES = 4 * 1024 * 1024
 # transfer still takes only a few chunks of memory (bench/file_transfer.py).
 _READ_BUFFER = CHUNK_BYTES
 _ERROR_BODY = 4096
+_NUMBERED = re.compile(r"-[0-9]+$")
+"""The second and later files of one role: ``exported-2`` is fetched with ``exported``."""
 _AZURE_CODE = re.compile(rb"<Code>([A-Za-z0-9]{1,64})</Code>")
 
 
@@ -108,7 +110,7 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
 
     def wants(self, ref: FileRef) -> bool:
-        return ref.role in self.roles
+        return ref.role in self.roles or _NUMBERED.sub("", ref.role) in self.roles
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

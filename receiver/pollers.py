@@ -31,6 +31,7 @@ from handlers.poller import (
     PollError,
     PollRejected,
     RateLimited,
+    Watched,
     polled_body,
 )
 from handlers.redact import redact_text
@@ -38,10 +39,10 @@ from handlers.source import Source
 from receiver.config import PollerConfig
 from receiver.ids import new_id
 from receiver.intake import Wakeable, intake
-from receiver.journal import SqlJournal
+from receiver.journal import AppendResult, SqlJournal
 from receiver.journal.pollers import PollOutcome
 
-__all__ = ["POLLED_SOURCE", "PollReport", "PollerRunner", "lease_name"]
+__all__ = ["POLLED_SOURCE", "PollReport", "PollerRunner", "enter_event", "lease_name"]
 
 log = logging.getLogger("hookdock.pollers")
 
@@ -76,6 +77,12 @@ class _Context:
     async def seen(self, subjects: Collection[str]) -> set[str]:
         return await self.journal.known_subjects(subjects)
 
+    async def watches(self) -> list[Watched]:
+        return [
+            Watched(key=w.key, detail=w.detail, added_at=w.added_at)
+            for w in await self.journal.open_watches(self.poller)
+        ]
+
 
 @dataclass
 class PollerRunner:
@@ -90,7 +97,6 @@ class PollerRunner:
     polls: dict[str, int] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
     _held: set[str] = field(default_factory=set, repr=False)
-    _own_source: PolledEventSource = field(default_factory=PolledEventSource, repr=False)
 
     @property
     def lease_seconds(self) -> float:
@@ -194,6 +200,9 @@ class PollerRunner:
         outcome = PollOutcome(True, result.state, new, result.calls, None, next_in)
         if not await self.journal.save_poll(name, self.owner, outcome):
             log.warning("poller %s: lost its lease during the poll; state not saved", name)
+        elif result.closed:
+            # Only now: what the poll found about them is in the journal, its state saved.
+            await self.journal.close_watches(name, result.closed)
         if new:
             log.info("poller %s: %d new, %d already known", name, new, duplicates)
         return PollReport(True, new, duplicates, result.calls, None, next_in)
@@ -237,23 +246,33 @@ class PollerRunner:
                 )
                 result = await intake(self.journal, source, delivery, self.dispatcher)
             else:
-                delivery = RawDelivery(
-                    delivery_id=new_id(),
-                    route=name,
-                    source=POLLED_SOURCE,
-                    received_at=now,
-                    content_type=POLLED_CONTENT_TYPE,
-                    headers={},
-                    body=polled_body(item),
-                )
-                result = await intake(
-                    self.journal, self._own_source, delivery, self.dispatcher, item.subject
-                )
+                result = await enter_event(self.journal, name, item, self.dispatcher, now)
             if result.duplicate:
                 duplicates += 1
             else:
                 new += 1
         return new, duplicates
+
+
+async def enter_event(
+    journal: SqlJournal,
+    poller: str,
+    event: PolledEvent,
+    dispatcher: Wakeable | None = None,
+    now: datetime | None = None,
+) -> AppendResult:
+    """Journal one of ``poller``'s own events, as a poll does: deduped by its key, routed by the
+    poller's sinks and rules.  Commands that act for a poller (a submit) record theirs here."""
+    delivery = RawDelivery(
+        delivery_id=new_id(),
+        route=poller,
+        source=POLLED_SOURCE,
+        received_at=now or datetime.now(UTC),
+        content_type=POLLED_CONTENT_TYPE,
+        headers={},
+        body=polled_body(event),
+    )
+    return await intake(journal, PolledEventSource(), delivery, dispatcher, event.subject)
 
 
 def _jittered(seconds: float, jitter: float) -> float:

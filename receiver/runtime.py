@@ -20,7 +20,7 @@ from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.alerts import AlertingSource
 from receiver.auth import AuthConfig, credential_headers
-from receiver.config import Config, RouteConfig
+from receiver.config import Config, FilesConfig, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
 from receiver.journal import SqliteConfig, SqlJournal, make_journal
@@ -143,14 +143,16 @@ class Runtime:
             name: RouteTarget(
                 AlertingSource(route.source),
                 Router(route.config.rules, route.config.sinks),
-                self._fetcher(route.config),
+                self._fetcher(route.config.name, route.config.files, route.config.sink_names()),
             )
             for name, route in self.routes.items()
         }
         # A poller's own events are deliveries on a route named after it.
         for poller in self.config.pollers:
             targets[poller.name] = RouteTarget(
-                PolledEventSource(), Router(poller.rules, poller.sinks)
+                PolledEventSource(),
+                Router(poller.rules, poller.sinks),
+                self._fetcher(poller.name, poller.files, poller.sink_names()),
             )
         return targets
 
@@ -168,25 +170,24 @@ class Runtime:
             tick_seconds=tick,
         )
 
-    def _fetcher(self, route: RouteConfig) -> Fetcher | None:
+    def _fetcher(self, route: str, files: FilesConfig, names: list[str]) -> Fetcher | None:
         """The route's fetcher, if it fetches files and one of its sinks takes them."""
-        if not route.files.fetch:
+        if not files.fetch:
             return None
-        names = route.sink_names()
         takers = [name for name in names if isinstance(self.sinks.get(name), FileSink)]
         others = [name for name in names if name not in takers]
         if others:
             log.info(
                 "route %s: no files for sinks that take none (%s): they get events with links",
-                route.name,
+                route,
                 ", ".join(others),
             )
         if not takers:
             return None
-        fetcher = self._fetchers.get(route.name)
+        fetcher = self._fetchers.get(route)
         if fetcher is None:
-            fetcher = Fetcher(route.name, route.files, self.spool_dir)
-            self._fetchers[route.name] = fetcher
+            fetcher = Fetcher(route, files, self.spool_dir)
+            self._fetchers[route] = fetcher
         return fetcher
 
     def sink_targets(self) -> dict[str, SinkTarget]:

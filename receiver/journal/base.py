@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from handlers.event import Event, RawDelivery
 from handlers.files import FileInfo
 from receiver.journal.pollers import PollerState, PollOutcome
+from receiver.journal.watches import Watch
 
 if TYPE_CHECKING:
     from receiver.journal.views import (
@@ -335,6 +336,18 @@ class Journal(Protocol):
 
     async def known_subjects(self, subjects: Collection[str]) -> set[str]:
         """Which of ``subjects`` at least one journaled delivery has (``append``'s subject)."""
+        ...
+
+    async def add_watch(self, poller: str, key: str, detail: Mapping[str, Any]) -> bool:
+        """Ask ``poller`` to follow ``key`` (a batch id...); False when it was asked already."""
+        ...
+
+    async def open_watches(self, poller: str, limit: int = 1000) -> list[Watch]:
+        """What ``poller`` follows and has not closed, oldest first."""
+        ...
+
+    async def close_watches(self, poller: str, keys: Collection[str]) -> None:
+        """``poller`` has seen these end: no longer open."""
         ...
 
     async def stopped_sinks(self) -> list[StoppedSink]:

@@ -10,7 +10,8 @@ A delivery's overall state (pending / done / dead) is derived when it is read (`
 the hot path writes nothing extra.
 
 ``poller_state`` is each poller's state between polls (its cursor, as JSON), when it ran, its
-last error and when it runs next.
+last error and when it runs next.  ``watches`` are the things a poller was asked to follow (a
+Documill batch, a SuperOffice batch task), by key, open until the poller has seen them end.
 
 ``processes`` is every running ``hookdock serve`` and ``worker`` with its last heartbeat (on the
 database's clock), so a replica on another machine is known to be gone once its heartbeat is
@@ -21,7 +22,9 @@ Versions: 1 had one state per delivery, 2 added sends, 3 their files and failure
 stored events, 5 processes and named leases, 6 each delivery's ``subject`` (what it is about,
 ``smartdocumentor:task:42``, for reconciliation) and ``poller_state`` (each poller's saved state,
 counts, last error and next run), 7 the events' searchable fields (filled in from their stored
-JSON when an older journal is migrated) and the operators' ``actions``.  ``migrate`` brings
+JSON when an older journal is migrated) and the operators' ``actions``, 9 ``watches`` (what a
+poller was asked to follow, such as a batch submitted from the command line, open until the
+poller closes it).  ``migrate`` brings
 any older journal up to ``SCHEMA_VERSION`` under a write lock, and refuses one that is newer
 than this hookdock knows.
 """
@@ -49,7 +52,7 @@ __all__ = [
 
 log = logging.getLogger("hookdock.journal")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -174,6 +177,15 @@ CREATE TABLE IF NOT EXISTS poller_state (
     next_run_at {real} NOT NULL,
     updated_at {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS watches (
+    poller TEXT NOT NULL,
+    key TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    added_at {real} NOT NULL,
+    closed_at {real},
+    PRIMARY KEY (poller, key)
+);
+CREATE INDEX IF NOT EXISTS watches_open ON watches (poller, added_at) WHERE closed_at IS NULL;
 """
 
 # Deliveries of the SmartDocumentor sources journaled before subjects existed get theirs, or
@@ -225,6 +237,7 @@ TABLES = (
     "send_attempts",
     "stopped_sinks",
     "poller_state",
+    "watches",
     "actions",
 )
 """Every table of journaled work, parents first: the order ``hookdock journal copy`` fills

@@ -22,6 +22,7 @@ from receiver.journal.hotpath import HotPath
 from receiver.journal.liveness import Liveness, LivenessAdmin
 from receiver.journal.pollers import PollerStates, PollerStatesAdmin
 from receiver.journal.replay import Replay
+from receiver.journal.watches import Watches
 
 __all__ = ["SqlJournal"]
 
@@ -32,6 +33,7 @@ class SqlJournal(
     HotPath,
     Liveness,
     PollerStates,
+    Watches,
     Admin,
     LivenessAdmin,
     PollerStatesAdmin,

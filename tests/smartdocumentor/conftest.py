@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterator
 import pytest
 from pydantic import SecretStr
 
+from handlers.poller import Watched
 from handlers.smartdocumentor.client import ApiSettings
 from handlers.smartdocumentor.emulator import Emulator, EmulatorSettings, run_in_thread
 
@@ -44,3 +45,6 @@ class FakeContext:
 
     async def seen(self, subjects: Collection[str]) -> set[str]:
         return self.subjects & set(subjects)
+
+    async def watches(self) -> list[Watched]:
+        return []

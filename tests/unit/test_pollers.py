@@ -24,6 +24,7 @@ from handlers.poller import (
     PollResult,
     RateLimited,
     VendorUnavailable,
+    Watched,
 )
 from handlers.sources.smartdocumentor import TextDocumentSource, task_subject
 from receiver.config import PollerConfig
@@ -243,6 +244,9 @@ class _Seen:
 
     async def seen(self, subjects: Collection[str]) -> set[str]:
         return set()
+
+    async def watches(self) -> list[Watched]:
+        return []
 
 
 def test_the_context_and_pollers_match_their_protocols() -> None:

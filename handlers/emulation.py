@@ -1,0 +1,60 @@
+"""Running a vendor emulator's web app on a thread of its own, for tests and local trials.
+
+The emulators (``handlers.<vendor>.emulator``) are aiohttp apps over in-memory state that a
+test drives from its own thread; this serves one on 127.0.0.1 until the block ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["serve_in_thread"]
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    make_app: Callable[[], web.Application], name: str, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
+    """Serve the app ``make_app`` returns; yields its base URL, stops it on exit."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def start() -> None:
+        runner = web.AppRunner(make_app())
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None and isinstance(server, asyncio.Server)
+        holder["port"] = server.sockets[0].getsockname()[1]
+        holder["runner"] = runner
+        ready.set()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except BaseException as exc:
+            holder["error"] = exc
+            ready.set()
+            return
+        loop.run_forever()
+        loop.run_until_complete(holder["runner"].cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    if not ready.wait(10) or "error" in holder:
+        raise RuntimeError(f"the {name} emulator did not start: {holder.get('error')}")
+    try:
+        yield f"http://{host}:{holder['port']}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
