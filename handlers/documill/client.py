@@ -85,10 +85,10 @@ class DynamoClient:
                 form.add_field(
                     "template", content, filename=name, content_type="application/octet-stream"
                 )
-            form.add_field("data", orjson.dumps(data), content_type="application/json")
+            form.add_field("data", orjson.dumps(data).decode(), content_type="application/json")
             for name, value in (parts or {}).items():
                 form.add_field(
-                    f"param.{name}", orjson.dumps(value), content_type="application/json"
+                    f"param.{name}", orjson.dumps(value).decode(), content_type="application/json"
                 )
             body, headers = form, self._headers()
         what = f"{VENDOR} POST /v1/batch"

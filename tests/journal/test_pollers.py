@@ -116,3 +116,19 @@ async def journal_append_v5(journal: SqlJournal) -> None:
     await execute(journal, "ALTER TABLE deliveries DROP COLUMN subject")
     await execute(journal, "DROP TABLE poller_state")
     await execute(journal, "UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+
+
+async def test_watches_are_added_once_listed_oldest_first_and_closed(journal: SqlJournal) -> None:
+    assert await journal.add_watch("dm", "b1", {"tasks": {"t1": "r1"}})
+    assert await journal.add_watch("dm", "b2", {})
+    assert await journal.add_watch("so", "b1", {"name": "other poller"})
+    assert not await journal.add_watch("dm", "b1", {"tasks": {}})  # the first detail stays
+    opened = await journal.open_watches("dm")
+    assert [(w.key, w.detail) for w in opened] == [("b1", {"tasks": {"t1": "r1"}}), ("b2", {})]
+    assert opened[0].added_at <= opened[1].added_at
+    await journal.close_watches("dm", ["b1", "nothing"])
+    await journal.close_watches("dm", ["b1"])  # again: nothing changes
+    assert [w.key for w in await journal.open_watches("dm")] == ["b2"]
+    assert [w.key for w in await journal.open_watches("so")] == ["b1"]
+    assert not await journal.add_watch("dm", "b1", {})  # closed stays closed
+    assert [w.key for w in await journal.open_watches("dm", limit=1)] == ["b2"]
