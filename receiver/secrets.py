@@ -2,8 +2,9 @@
 
 Routes' credentials (URL tokens, passwords, header tokens, HMAC and Standard Webhooks
 secrets), the journal's (a database URL's password), and the secret-looking options of
-every sink (``secret``, ``password``, ``session_token``, ``secret_access_key``, any
-``headers`` value, a URL's user info and the ``Basic`` value a client makes of it) go into
+every sink and poller (``secret``, ``password``, ``ticket``, ``api_key``, ``session_token``,
+``secret_access_key``, any ``headers`` value, a URL's user info and the ``Basic`` value a
+client makes of a user and password) go into
 ``handlers.redact.SECRETS``, so that ``redact_text`` and the logging filter scrub them from
 whatever text carries them, whichever library wrote it.  Sinks register what they derive
 themselves (credentials from the environment, for one); this covers third-party sinks'
@@ -23,7 +24,16 @@ from receiver.config import Config
 
 __all__ = ["register_config_secrets", "secrets_of"]
 
-_SECRET_KEYS = ("secret", "password", "passwd", "token", "credential", "private", "api_key")
+_SECRET_KEYS = (
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "ticket",
+    "credential",
+    "private",
+    "api_key",
+)
 
 
 def _is_secret_key(key: str) -> bool:
@@ -59,6 +69,9 @@ def _walk(value: Any, secret: bool) -> Iterator[str]:
         if "://" in value:
             yield from _from_url(value)
     elif isinstance(value, dict):
+        user, password = value.get("username"), value.get("password")
+        if isinstance(user, str) and isinstance(password, str) and password:
+            yield basic_credentials(user, password)  # what a client sends made of them
         for key, item in value.items():
             # Every header value may be a credential (an API key, a Bearer token).
             yield from _walk(item, secret or _is_secret_key(str(key)) or key == "headers")
@@ -78,6 +91,8 @@ def secrets_of(config: Config) -> list[str]:
             found.append(basic_credentials(username, password.get_secret_value()))
     for options in config.sinks.values():
         found += _walk(options, False)
+    for poller in config.pollers:
+        found += _walk(poller.settings, False)  # API keys, client secrets, tickets
     found += _walk(config.journal, False)  # a database URL's password, where there is one
     return [value for value in found if value]
 

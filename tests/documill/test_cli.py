@@ -75,3 +75,36 @@ def test_the_emulators_run_from_the_command_line(tmp_path: Path) -> None:
             # Documill without its API key: 401; SuperOffice with a token, no such task: 404.
             assert wait_until(answer, 15, 0.05, emulator.describe) in (401, 404)
             assert answer() == (401 if vendor == "documill" else 404)
+
+
+def test_poller_credentials_are_scrubbed_from_logs(tmp_path: Path) -> None:
+    from handlers.redact import basic_credentials
+    from receiver.config import load_config
+    from receiver.secrets import secrets_of
+
+    superoffice = {
+        "name": "so",
+        "type": "superoffice.batch_tasks",
+        "sinks": ["exports"],
+        "settings": {
+            "api": {
+                "base_url": "https://so.example/Cust1",
+                "auth": {"type": "basic", "username": "u", "password": "so-pass-9"},
+                "app_token": "app-tok-9",
+            }
+        },
+    }
+    ticket = {**superoffice, "name": "so2"}
+    ticket["settings"] = {
+        "api": {"base_url": "https://x.example", "auth": {"type": "soticket", "ticket": "7T:t9"}}
+    }
+    config, _ = load_config(config_file(tmp_path, pollers=[POLLER, superoffice, ticket]))
+    found = secrets_of(config)
+    for value in (
+        "k-secret-1",
+        "so-pass-9",
+        "app-tok-9",
+        "7T:t9",
+        basic_credentials("u", "so-pass-9"),
+    ):
+        assert value in found
