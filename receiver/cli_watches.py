@@ -22,7 +22,7 @@ from handlers.poller import PolledEvent
 from receiver.cli_pollers import load_cli_config
 from receiver.config import Config, PollerConfig, format_validation_error
 from receiver.journal import make_journal
-from receiver.pollers import enter_event
+from receiver.pollers import start_watch
 
 __all__ = ["find_poller", "record_watch"]
 
@@ -60,10 +60,7 @@ def record_watch(
         journal = make_journal(config.journal)
         await asyncio.to_thread(journal.open)
         try:
-            added = await journal.add_watch(poller, key, detail)
-            await enter_event(journal, poller, event)
-            await journal.run_poller_now(poller)
-            return added
+            return await start_watch(journal, poller, key, detail, event)
         finally:
             await journal.close()
 

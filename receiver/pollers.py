@@ -42,7 +42,14 @@ from receiver.intake import Wakeable, intake
 from receiver.journal import AppendResult, SqlJournal
 from receiver.journal.pollers import PollOutcome
 
-__all__ = ["POLLED_SOURCE", "PollReport", "PollerRunner", "enter_event", "lease_name"]
+__all__ = [
+    "POLLED_SOURCE",
+    "PollReport",
+    "PollerRunner",
+    "enter_event",
+    "lease_name",
+    "start_watch",
+]
 
 log = logging.getLogger("hookdock.pollers")
 
@@ -273,6 +280,23 @@ async def enter_event(
         body=polled_body(event),
     )
     return await intake(journal, PolledEventSource(), delivery, dispatcher, event.subject)
+
+
+async def start_watch(
+    journal: SqlJournal,
+    poller: str,
+    key: str,
+    detail: Mapping[str, object],
+    event: PolledEvent,
+    dispatcher: Wakeable | None = None,
+) -> bool:
+    """Have ``poller`` follow ``key`` and journal ``event`` (what was started there), then make
+    the poller due; False when it followed ``key`` already.  What a submit command does once the
+    vendor accepted the work, and what the operator API would call."""
+    added = await journal.add_watch(poller, key, detail)
+    await enter_event(journal, poller, event, dispatcher)
+    await journal.run_poller_now(poller)
+    return added
 
 
 def _jittered(seconds: float, jitter: float) -> float:

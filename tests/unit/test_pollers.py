@@ -254,3 +254,33 @@ def test_the_context_and_pollers_match_their_protocols() -> None:
 
     assert isinstance(_Seen(), PollContext)
     assert isinstance(Scripted([]), Poller)
+
+
+async def test_watches_are_handed_to_polls_and_closed_only_after_a_saved_poll(
+    journal: SqlJournal,
+) -> None:
+    class Watching(Scripted):
+        async def poll(self, state: Mapping[str, Any] | None, context: PollContext) -> PollResult:
+            self.keys = [w.key for w in await context.watches()]
+            return await super().poll(state, context)
+
+    await journal.add_watch("p", "b1", {"n": 1})
+    await journal.add_watch("p", "b2", {})
+    poller = Watching(
+        [
+            VendorUnavailable("HTTP 503"),
+            PollResult(found=(missing("9"),), closed=("b1",)),
+            PollResult(closed=("b2",)),
+        ]
+    )
+    run = runner(journal, poller)
+    assert await journal.acquire_lease(lease_name("p"), "a/1/x", 60)
+    assert not (await run.run_once("p")).ok
+    assert [w.key for w in await journal.open_watches("p")] == ["b1", "b2"]
+    assert (await run.run_once("p")).ok and poller.keys == ["b1", "b2"]
+    assert [w.key for w in await journal.open_watches("p")] == ["b2"]
+    # A process that lost the lease saves nothing and closes nothing.
+    await journal.release_lease(lease_name("p"), "a/1/x")
+    assert await journal.acquire_lease(lease_name("p"), "b/2/y", 60)
+    await run.run_once("p")
+    assert poller.keys == ["b2"] and [w.key for w in await journal.open_watches("p")] == ["b2"]
