@@ -134,6 +134,8 @@ def test_a_batch_comes_out_once_with_its_files_and_expired_links_are_reported(
         assert emu.batches == {}
         done = run_cli("documill", "submit", *args, config=server.config_path, env=ENV)
         assert done.returncode == 0, done.stderr
+        # And the poller meets a 503 and a 429 of its own: it backs off and goes on.
+        emu.set_faults(fail_5xx=1, rate_limit=1, retry_after=1)
         answer = json.loads(done.stdout)
         batch_id = answer["batch_id"]
         assert len(answer["tasks"]) == TASKS and list(emu.batches) == [batch_id]
@@ -147,6 +149,9 @@ def test_a_batch_comes_out_once_with_its_files_and_expired_links_are_reported(
         # Files go first, so a task's event is written once its file is stored.
         wait_until(lambda: kinds(events(exports), batch_id) == everything, 60, 0.2, server.describe)
         found = [e for e in events(exports) if e["batch_id"] == batch_id]
+        assert emu.faults.fail_5xx == emu.faults.rate_limit == 0
+        polled = json.loads(run_cli("pollers", "--json", config=server.config_path, env=ENV).stdout)
+        assert polled[POLLER]["polls"] > polled[POLLER]["failures"] >= 0
         failed = {e["external_id"] for e in found if e["kind"] == "task.failed"}
         assert failed == FAILING
         summary = next(e for e in found if e["kind"] == "batch.completed")["payload"]

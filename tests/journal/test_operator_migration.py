@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from receiver.journal.schema import SCHEMA_VERSION
 from receiver.journal.views import EventFilter
 from tests.journal.conftest import Backend
 from tests.journal.helpers import event, execute, raw, rows
@@ -27,6 +28,8 @@ async def test_a_version_6_journal_gets_its_events_fields_filled(durable: Backen
     assert await rows(again, "SELECT vendor, kind, task_id, route FROM events") == [
         ("test", "document", "task-0", "r")
     ]
-    assert await rows(again, "SELECT value FROM meta WHERE key = 'schema_version'") == [("7",)]
+    assert await rows(again, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
     page = await again.events(EventFilter(task_id="task-0"))
     assert [r.event_id for r in page.items] == [d.event_id(0)]
