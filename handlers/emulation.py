@@ -19,9 +19,15 @@ __all__ = ["serve_in_thread"]
 
 @contextlib.contextmanager
 def serve_in_thread(
-    make_app: Callable[[], web.Application], name: str, host: str = "127.0.0.1", port: int = 0
+    make_app: Callable[[], web.Application],
+    name: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
 ) -> Iterator[str]:
-    """Serve the app ``make_app`` returns; yields its base URL, stops it on exit."""
+    """Serve the app ``make_app`` returns; yields its base URL, stops it on exit.
+
+    ``on_loop`` is handed the loop it serves on once it listens (to run coroutines there)."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, Any] = {}
@@ -53,6 +59,8 @@ def serve_in_thread(
     thread.start()
     if not ready.wait(10) or "error" in holder:
         raise RuntimeError(f"the {name} emulator did not start: {holder.get('error')}")
+    if on_loop is not None:
+        on_loop(loop)
     try:
         yield f"http://{host}:{holder['port']}"
     finally:

@@ -22,7 +22,6 @@ import contextlib
 import hmac
 import logging
 import secrets
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +30,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from handlers.emulation import serve_in_thread
 from handlers.smartdocumentor.emulator_state import (
     INTEGRATION,
     STATUS,
@@ -354,40 +354,13 @@ def _json(value: Any) -> web.Response:
 @contextlib.contextmanager
 def run_in_thread(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``emulator`` on a thread of its own; yields its base URL, stops on exit."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
 
-    async def start() -> None:
-        runner = web.AppRunner(emulator.app())
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None and isinstance(server, asyncio.Server)
-        holder["port"] = server.sockets[0].getsockname()[1]
-        holder["runner"] = runner
-        ready.set()
+    def keep(loop: asyncio.AbstractEventLoop) -> None:
+        emulator.loop = loop
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        loop.run_forever()
-        loop.run_until_complete(holder["runner"].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="sd-emulator", daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the emulator did not start")
-    emulator.loop = loop
-    url = f"http://{host}:{holder['port']}"
-    emulator.settings = emulator.settings.model_copy(update={"public_url": url})
-    try:
+    with serve_in_thread(emulator.app, "sd-emulator", host, port, keep) as url:
+        emulator.settings = emulator.settings.model_copy(update={"public_url": url})
         yield url
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def call_in_loop(emulator: Emulator, coro: Any) -> Any:
