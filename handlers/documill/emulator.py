@@ -245,6 +245,7 @@ class DocumillEmulator:
             return _error(404, "batch not found")
         now = datetime.now(UTC)
         finished = [t for t in batch.tasks if t.done_at is not None and t.done_at <= now]
+        done = {t.task_id for t in finished}
         completed = len(finished) == len(batch.tasks)
         started = any(finished)
         return web.json_response(
@@ -261,8 +262,8 @@ class DocumillEmulator:
                 "tasks": [
                     {
                         "id": t.task_id,
-                        "completed": t in finished,
-                        "errors": ["Template error"] if t in finished and t.fails else [],
+                        "completed": t.task_id in done,
+                        "errors": ["Template error"] if t.task_id in done and t.fails else [],
                     }
                     for t in batch.tasks
                 ],
