@@ -3,7 +3,8 @@
 For a local trial (``hookdock emulate documill``) and for tests, as a real aiohttp server.  A
 posted batch (JSON, or multipart with a ``template`` file, a ``data`` part and ``param.<name>``
 parts merged into tasks by ``partParams``) is kept in memory; its tasks finish on a clock
-(``task_seconds`` each, ``parallel`` at a time), each with one result file behind a signed link
+(``task_seconds`` each, ``parallel`` at a time), each with one result file (``copies`` in its
+params: up to five) behind a signed link
 that works ``link_seconds`` from when the task was read (then 403, as an expired link does).
 The status of a batch is kept ``window_seconds`` (then 404).
 
@@ -85,11 +86,12 @@ class Batch:
     parts: dict[str, Any] = field(default_factory=dict)
 
 
-def result_bytes(batch_id: str, task_id: str, params: dict[str, Any]) -> bytes:
-    """The document a task makes: a few KiB that depend on the batch, task and params."""
-    head = b"%PDF-1.4\n% documill emulator\n" + orjson.dumps(
-        {"batch": batch_id, "task": task_id, "params": params}, option=orjson.OPT_SORT_KEYS
-    )
+def result_bytes(batch_id: str, task_id: str, params: dict[str, Any], n: int = 0) -> bytes:
+    """The ``n``-th document a task makes: a few KiB that depend on the batch, task, params."""
+    what: dict[str, Any] = {"batch": batch_id, "task": task_id, "params": params}
+    if n:
+        what["n"] = n
+    head = b"%PDF-1.4\n% documill emulator\n" + orjson.dumps(what, option=orjson.OPT_SORT_KEYS)
     seed = hashlib.sha256(head).digest()
     filler = b"".join(
         hashlib.sha256(seed + n.to_bytes(4, "big")).digest() for n in range(64 + seed[0])
@@ -294,30 +296,43 @@ class DocumillEmulator:
             "resultList": [],
         }
         if done and not task.fails:
-            name = f"{task.params['id']}.pdf"
-            body["results"] = {"document": name}
-            body["resultList"] = [{"id": name, "url": self._link(batch.batch_id, task.task_id)}]
+            copies = task.params.get("copies", 1)
+            names = [
+                f"{task.params['id']}{f'-{n + 1}' if n else ''}.pdf"
+                for n in range(copies if isinstance(copies, int) and 0 < copies <= 5 else 1)
+            ]
+            body["results"] = {"documents": names}
+            body["resultList"] = [
+                {"id": name, "url": self._link(batch.batch_id, task.task_id, n)}
+                for n, name in enumerate(names)
+            ]
         return web.json_response(body)
 
-    def _link(self, batch_id: str, task_id: str) -> str:
+    def _link(self, batch_id: str, task_id: str, n: int) -> str:
         until = datetime.now(UTC) + timedelta(seconds=self.settings.link_seconds)
         expiry = str(int(until.timestamp() * 1000))
         base = self.settings.public_url
-        sig = self._sig(batch_id, task_id, expiry)
-        return f"{base}/files/{batch_id}/{task_id}/result.pdf?se={expiry}&sig={sig}"
+        sig = self._sig(batch_id, task_id, n, expiry)
+        return f"{base}/files/{batch_id}/{task_id}/{n}.pdf?se={expiry}&sig={sig}"
 
-    def _sig(self, batch_id: str, task_id: str, expiry: str) -> str:
-        message = f"{batch_id}/{task_id}/{expiry}".encode()
+    def _sig(self, batch_id: str, task_id: str, n: int, expiry: str) -> str:
+        message = f"{batch_id}/{task_id}/{n}/{expiry}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     async def _file(self, request: web.Request) -> web.Response:
         batch_id, task_id = request.match_info["batch"], request.match_info["task"]
+        name = request.match_info["name"].removesuffix(".pdf")
+        if not name.isdigit():
+            return web.Response(status=404)
+        n = int(name)
         with self._lock:
             key = f"{batch_id}/{task_id}"
             self.file_gets[key] = self.file_gets.get(key, 0) + 1
             batch = self.batches.get(batch_id)
         expiry, sig = request.query.get("se", ""), request.query.get("sig", "")
-        good = expiry.isdigit() and hmac.compare_digest(self._sig(batch_id, task_id, expiry), sig)
+        good = expiry.isdigit() and hmac.compare_digest(
+            self._sig(batch_id, task_id, n, expiry), sig
+        )
         if not good or datetime.now(UTC).timestamp() * 1000 >= int(expiry):
             return web.Response(status=403, text="link expired")
         task = (
@@ -325,10 +340,13 @@ class DocumillEmulator:
         )
         if batch is None or task is None:
             return web.Response(status=404)
+        suffix = f"-{n + 1}" if n else ""
         return web.Response(
-            body=result_bytes(batch_id, task_id, task.params),
+            body=result_bytes(batch_id, task_id, task.params, n),
             content_type="application/pdf",
-            headers={"Content-Disposition": f'attachment; filename="{task.params["id"]}.pdf"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{task.params["id"]}{suffix}.pdf"'
+            },
         )
 
     async def _set_faults(self, request: web.Request) -> web.Response:

@@ -3,7 +3,8 @@
 A batch of 50 tasks is submitted with ``hookdock documill submit`` as multipart (an embedded
 template and a ``param.customer`` part that five tasks map in with ``partParams``); two of its
 tasks fail.  Each finished task must come out once, its result file in the local folder and
-in S3 (moto) byte for byte as the emulator made it, with the SHA-256 recorded in its event;
+in S3 (moto) byte for byte as the emulator made it (two tasks make two documents each), with
+the SHA-256 recorded in its event;
 the two failures as ``task.failed``; ``batch.completed`` once, with the counts.  A 503 and a
 429 from Dynamo are waited out.  Then a JSON batch whose result links are dead before anyone
 can fetch them: its files are reported as ``link_expired`` and not asked for again.
@@ -97,6 +98,8 @@ def write_batch(folder: Path) -> list[str]:
     tasks: list[dict[str, Any]] = []
     for n in range(1, TASKS + 1):
         task: dict[str, Any] = {"params": {"id": f"rec-{n}", "n": n}}
+        if n in (10, 20):
+            task["params"]["copies"] = 2  # two documents: roles exported and exported-2
         if n <= 5:
             task["partParams"] = [{"partName": "customer", "paramName": "customer"}]
         tasks.append(task)
@@ -159,20 +162,21 @@ def test_a_batch_comes_out_once_with_its_files_and_expired_links_are_reported(
 
         params = {t.task_id: t.params for t in batch.tasks}
         s3 = moto.boto3_client()
+        objects = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
         for event in (e for e in found if e["kind"] == "task.completed"):
-            document = result_bytes(batch_id, event["task_id"], params[event["task_id"]])
-            (info,) = event["files"]
-            assert info["sha256"] == hashlib.sha256(document).hexdigest()
-            assert info["size"] == len(document) and info["role"] == "exported"
-            local = list(exports.rglob(f"*{event['event_id']}*.pdf"))
-            assert [p.read_bytes() for p in local] == [document]
-            keys = [
-                o["Key"]
-                for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]
-                if event["event_id"] in o["Key"] and o["Key"].endswith(".pdf")
-            ]
-            assert len(keys) == 1
-            assert s3.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read() == document
+            task = params[event["task_id"]]
+            roles = ["exported", "exported-2"][: task.get("copies", 1)]
+            assert [f["role"] for f in event["files"]] == roles
+            for n, info in enumerate(event["files"]):
+                document = result_bytes(batch_id, event["task_id"], task, n)
+                assert info["sha256"] == hashlib.sha256(document).hexdigest()
+                assert info["size"] == len(document)
+                assert info["filename"] == f"{task['id']}{'-2' if n else ''}.pdf"
+                ending = f"{event['event_id']}.{info['role']}.pdf"
+                (local,) = list(exports.rglob(f"*{ending}"))
+                assert local.read_bytes() == document
+                (key,) = [k for k in objects if k.endswith(ending)]
+                assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == document
 
         # Links that are dead before anyone fetches them: reported, not retried forever.
         emu.settings = emu.settings.model_copy(update={"link_seconds": -1})
