@@ -54,8 +54,10 @@ def poller_summary(state: PollerState) -> dict[str, Any]:
         "last_error": state.last_error,
         "next_run_at": _iso(state.next_run_at),
         "totals": saved.get("totals", {}),
-        # A poller may keep progress in its state (smartdocumentor.batches: per open batch).
+        # A poller may keep progress in its state (smartdocumentor.batches: per open batch),
+        # and warnings an operator should see (superoffice.batch_tasks: stalled tasks).
         **({"progress": saved["progress"]} if "progress" in saved else {}),
+        **({"warnings": saved["warnings"]} if saved.get("warnings") else {}),
     }
 
 

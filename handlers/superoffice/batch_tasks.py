@@ -10,7 +10,8 @@ poll reads every open one (``GET /api/v1/BatchTask/{id}``):
 * otherwise its progress (state, percent, description, since when unchanged) is kept in the
   state, which ``hookdock status`` shows; one whose progress has not moved for
   ``stalled_seconds`` is a ``batch_task.stalled`` event and a warning in the log, once per
-  stall (it moves again: a later stall is reported again), and it is still watched;
+  stall (it moves again: a later stall is reported again), and in ``hookdock status`` (the
+  poller's ``warnings``) while it lasts; it is still watched;
 * an id SuperOffice does not know is a ``batch_task.missing`` event, and the watch closes.
 
 ``State`` arrives as a number or as its name (``"Succeeded"``); both are read.
@@ -128,9 +129,15 @@ class BatchTasksPoller:
             }
             for key, t in tracked.items()
         }
+        warnings = [
+            f"batch task {key}: no progress since {p['unchanged_since']}"
+            f" ({p['state']}, {p['percent']}%: {p['description']})"
+            for key, p in progress.items()
+            if p["stalled"]
+        ]
         return PollResult(
             found=tuple(found),
-            state={"tasks": tracked, "progress": progress, "totals": totals},
+            state={"tasks": tracked, "progress": progress, "totals": totals, "warnings": warnings},
             calls=self.client.calls - before,
             closed=tuple(closed),
         )

@@ -134,6 +134,8 @@ def test_batch_tasks_are_watched_to_success_failure_and_stall(
         progress = status()["progress"]
         assert list(progress) == [stalled] and progress[stalled]["stalled"] is True
         assert progress[stalled]["percent"] == 40
+        (warning,) = status()["warnings"]
+        assert warning.startswith(f"batch task {stalled}: no progress since ")
         assert by_task(events(exports))[stalled]["batch_task.stalled"] == 1
         assert f"superoffice batch task {stalled}: stalled" in server.stderr_text()
         assert sum(emu.calls.values()) > 0
