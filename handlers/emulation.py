@@ -33,7 +33,9 @@ def serve_in_thread(
     holder: dict[str, Any] = {}
 
     async def start() -> None:
-        runner = web.AppRunner(make_app())
+        # No access log: its thread outlives a test's log capture, and a stand-in's requests
+        # are counted by the emulator itself.
+        runner = web.AppRunner(make_app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
