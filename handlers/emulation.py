@@ -31,31 +31,35 @@ def serve_in_thread(
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, Any] = {}
+    # Set on the loop to stop it: a stop() sent before run_forever() began would be lost (it
+    # would end the start-up run instead) and the thread would serve on, unjoinable.
+    stop = asyncio.Event()
 
-    async def start() -> None:
+    async def serve() -> None:
         # No access log: its thread outlives a test's log capture, and a stand-in's requests
         # are counted by the emulator itself.
         runner = web.AppRunner(make_app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None and isinstance(server, asyncio.Server)
-        holder["port"] = server.sockets[0].getsockname()[1]
-        holder["runner"] = runner
-        ready.set()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            server = site._server
+            assert server is not None and isinstance(server, asyncio.Server)
+            holder["port"] = server.sockets[0].getsockname()[1]
+            ready.set()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
 
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(start())
+            loop.run_until_complete(serve())
         except BaseException as exc:
             holder["error"] = exc
             ready.set()
-            return
-        loop.run_forever()
-        loop.run_until_complete(holder["runner"].cleanup())
-        loop.close()
+        finally:
+            loop.close()
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
@@ -66,5 +70,5 @@ def serve_in_thread(
     try:
         yield f"http://{host}:{holder['port']}"
     finally:
-        loop.call_soon_threadsafe(loop.stop)
+        loop.call_soon_threadsafe(stop.set)
         thread.join(10)
