@@ -19,6 +19,7 @@ from receiver.admin_api import PREFIX, admin_app
 from receiver.errors import JournalError
 from receiver.ingest import IngestApp
 from receiver.operator import Operator
+from receiver.replay_jobs import ReplayJobs
 from receiver.responses import api_error_response, error_response, text
 from receiver.runtime import Runtime
 
@@ -122,7 +123,8 @@ def _admin(runtime: Runtime) -> ASGIApp:
     def busy() -> bool:
         return busy_at > 0 and runtime.ingest_inflight >= busy_at
 
-    return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens, busy)
+    jobs = ReplayJobs(busy)
+    return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens, jobs)
 
 
 def _metrics(runtime: Runtime) -> Route:
