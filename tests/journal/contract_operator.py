@@ -316,6 +316,28 @@ class OperatorContract:
             "a",
         )
 
+    async def test_replay_keeps_the_order_of_several_earlier_attempts(
+        self, journal: SqlJournal
+    ) -> None:
+        # SQLite's UPDATE sees its own earlier rows: the shift must not grow as rows move.
+        d, [first] = await _routed(journal, ["a"], lease=["a"])
+        await journal.finish_send(first, "w", Outcome.retry("500", 0))
+        [second] = await journal.claim_sends("w", {"a": 1}, 60)
+        await journal.finish_send(second, "w", Outcome.retry("502", 0))
+        [third] = await journal.claim_sends("w", {"a": 1}, 60)
+        await journal.finish_send(third, "w", Outcome.dead("503"))
+        for replay_number in (1, 2):
+            await journal.replay(d.event_id(0), sink="a", actor="ops")
+            [claim] = await journal.claim_sends("w", {"a": 1}, 60)
+            await journal.finish_send(claim, "w", Outcome.delivered())
+            detail = await journal.detail(d.delivery_id)
+            assert detail is not None
+            attempts = detail.events[0].sends[0].attempts
+            expected = [("retry", "500"), ("retry", "502"), ("dead", "503")]
+            expected += [("delivered", None)] * replay_number
+            assert [(t.outcome, t.error) for t in attempts] == expected
+            assert [t.number for t in attempts] == list(range(1, len(expected) + 1))
+
     async def test_replay_of_a_delivery_to_all_and_to_a_new_sink(self, journal: SqlJournal) -> None:
         d, sends = await _routed(journal, ["a"], lease=["a"], events=2)
         for send in sends:
