@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 __all__ = ["page", "pretty_json", "reveal"]
@@ -26,7 +27,8 @@ _HIDDEN = re.compile(
 
 
 def reveal(value: Any) -> Any:
-    if isinstance(value, str):
+    # Markup is a macro's output, made of values each revealed and escaped already.
+    if isinstance(value, str) and not isinstance(value, Markup):
         return _HIDDEN.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)
     return value
 
