@@ -333,7 +333,8 @@ class OperatorContract:
             detail = await journal.detail(d.delivery_id)
             assert detail is not None
             attempts = detail.events[0].sends[0].attempts
-            expected = [("retry", "500"), ("retry", "502"), ("dead", "503")]
+            expected: list[tuple[str, str | None]] = [("retry", "500"), ("retry", "502")]
+            expected += [("dead", "503")]
             expected += [("delivered", None)] * replay_number
             assert [(t.outcome, t.error) for t in attempts] == expected
             assert [t.number for t in attempts] == list(range(1, len(expected) + 1))
