@@ -38,6 +38,8 @@ FILTERS = (
 """The events page's filter fields: the admin API's parameter names, so a page's URL and an
 API call share their query string."""
 STATES = ("pending", "delivered", "dead")
+OVERVIEW_REFRESH_MS = 15_000
+"""The overview counts a whole window of the journal: it refreshes less often than a list."""
 
 
 async def overview(request: Request, console: Console, session: Session, form: Form) -> Response:
@@ -52,6 +54,7 @@ async def overview(request: Request, console: Console, session: Session, form: F
         console,
         session,
         "overview.html",
+        refresh=OVERVIEW_REFRESH_MS,
         window=window,
         windows=list(ACTIVITY_WINDOWS),
         charts=charts(activity),
