@@ -58,6 +58,7 @@ SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 URL_TOKEN = {"type": "url-token", "token": CREDS.url_token}
 FLAKY_ROUTE = "console-flaky"
 BULK_ROUTE = "console-bulk"
+LATER_ROUTE = "console-later"
 WAIT_MS = 20_000
 """How long a page may take to show a change (it refreshes its live part every 3 s)."""
 CHROMIUM_ARGS = [
@@ -122,22 +123,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     print(f"\nconsole screenshots: {shots}")
     with WebhookReceiver(secret=SECRET) as rx:
 
-        def http_sink(path: str) -> dict[str, Any]:
+        def http_sink(path: str, wait: float = 0.1) -> dict[str, Any]:
             return {
                 "type": "http",
                 "url": f"{rx.url}{path}",
                 "secret": SECRET,
                 "allow_networks": ["127.0.0.1/32"],
-                "retry": {"schedule": [0.1], "max_attempts": 2, "jitter": 0},
+                "retry": {"schedule": [wait], "max_attempts": 2, "jitter": 0},
             }
 
         config = make_config(
             folder,
             admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"]},
-            sinks={"flaky": http_sink("/flaky"), "bulk": http_sink("/bulk")},
+            sinks={
+                "flaky": http_sink("/flaky"),
+                "bulk": http_sink("/bulk"),
+                "later": http_sink("/later", wait=3600),  # a retry an hour away: "try now"
+            },
             extra_routes=[
                 route(FLAKY_ROUTE, URL_TOKEN, sinks=["flaky"]),
                 route(BULK_ROUTE, URL_TOKEN, sinks=["bulk"]),
+                route(LATER_ROUTE, URL_TOKEN, sinks=["later"]),
             ],
         )
         with (
@@ -251,7 +257,13 @@ def test_log_in_find_an_event_by_task_id_and_see_its_attempts(
     expect(tab.locator("pre.payload")).to_contain_text(f'"taskId": "{task}"')
     shot(stack, tab, "event")
 
-    tab.goto(f"{stack.console}/")
+    answer = tab.goto(f"{stack.console}/")
+    assert answer is not None
+    headers = answer.headers
+    csp = headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert (headers["x-frame-options"], headers["cache-control"]) == ("DENY", "no-store")
     expect(tab.locator(".chart-received .total")).not_to_have_text("0")
     expect(tab.locator(".chart-received rect.bar").first).to_be_attached()
     shot(stack, tab, "overview")
@@ -291,6 +303,23 @@ def test_a_dead_letter_appears_and_is_replayed_from_the_page_once_the_sink_is_fi
     shot(stack, tab, "event-replayed")
     [action] = [a for a in stack.api("GET", "/actions") if a["eventId"] == event_id]
     assert (action["actor"], action["action"]) == ("sam@support (admin token 1)", "replay")
+
+
+def test_a_waiting_send_is_tried_now_from_the_page(stack: Stack, page: tuple[Any, Watch]) -> None:
+    tab, _ = page
+    stack.rx.script("/later", [500])  # then 204: the next attempt succeeds
+    event_id = stack.post(LATER_ROUTE, f"later-{uuid.uuid4()}")
+    log_in(stack, tab, f"/events/{event_id}")
+    send = tab.locator("article.send[data-sink=later]")
+    expect(send.locator(".timeline .attempt .outcome")).to_have_text(["retry"], timeout=WAIT_MS)
+    expect(send).to_contain_text("Next attempt")  # an hour away
+    shot(stack, tab, "event-waiting")
+    send.get_by_role("button", name="Try now").click()
+    expect(tab.locator(".flash")).to_contain_text("to sink later is due now")
+    expect(send.locator(".timeline .attempt .outcome")).to_have_text(
+        ["retry", "delivered"], timeout=WAIT_MS
+    )
+    stack.rx.wait_for(lambda: event_id in stack.rx.stored("/later"))
 
 
 def test_a_bulk_replay_from_its_dry_run_count_to_the_end(
@@ -414,6 +443,8 @@ def test_a_hostile_payload_is_text_on_every_page_and_nothing_runs(
 
     def nothing_ran() -> None:
         assert tab.evaluate("window.__pwned") is None
+        text = tab.content()
+        assert ADMIN_TOKEN not in text and CREDS.url_token not in text and SECRET not in text
         assert tab.locator("main img, main b, main svg[onload]").count() == 0
 
     name = tab.locator("table.events td.name")
