@@ -27,6 +27,7 @@ from starlette.types import ASGIApp
 from receiver.console import actions, pages
 from receiver.console.context import Console, Form, Handler, base_path, render
 from receiver.console.csrf import check_action, check_origin
+from receiver.console.recent import Recent
 from receiver.console.security import SecureHeaders
 from receiver.console.session import COOKIE, Session, Sessions
 from receiver.errors import BadRequest, OperatorError, Unauthorized
@@ -38,6 +39,8 @@ __all__ = ["console_app"]
 log = logging.getLogger("hookdock")
 
 MAX_FORM_BYTES = 64 * 1024
+RECENT_SECONDS = 10.0
+"""How long the overview's window counts are shared between open consoles."""
 STATIC = Path(__file__).parent / "static"
 
 
@@ -77,7 +80,7 @@ def _cookie_path(request: Request) -> str:
 def console_app(
     operator: Operator, tokens: Sequence[SecretStr], jobs: BulkReplays, session_seconds: int
 ) -> ASGIApp:
-    console = Console(operator, jobs, Sessions(tokens, session_seconds))
+    console = Console(operator, jobs, Sessions(tokens, session_seconds), Recent(RECENT_SECONDS))
 
     def _failed(request: Request, session: Session | None, exc: Exception) -> Response:
         if isinstance(exc, OperatorError):

@@ -12,6 +12,7 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from receiver.console.recent import Recent
 from receiver.console.render import page
 from receiver.console.session import FLASH_COOKIE, Session, Sessions
 from receiver.operator import Operator
@@ -28,6 +29,7 @@ class Console:
     ops: Operator
     jobs: BulkReplays
     sessions: Sessions
+    recent: Recent
 
 
 Form = ImmutableMultiDict[str, str]

@@ -45,10 +45,10 @@ OVERVIEW_REFRESH_MS = 15_000
 async def overview(request: Request, console: Console, session: Session, form: Form) -> Response:
     window = request.query_params.get("window", "6h")
     ops = console.ops
-    activity = await ops.activity(window)
+    activity = await console.recent.get(("activity", window), lambda: ops.activity(window))
     sink_list = await ops.sinks()
     groups = await ops.dead_groups()
-    batch_list = await ops.batches()
+    batch_list = await console.recent.get("batches", ops.batches)
     return render(
         request,
         console,

@@ -1,5 +1,6 @@
-"""The console's session cookies, CSRF and origin checks, and escaping, without a server
-(the browser tests in tests/e2e/test_console_browser_e2e.py drive the same through Chromium)."""
+"""The console's session cookies, CSRF and origin checks, escaping and shared recent
+answers, without a server (tests/e2e/test_console_browser_e2e.py drives the same in
+Chromium)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import SecretStr
 
 from receiver.console.app import _local_next
 from receiver.console.csrf import check_action, check_origin
+from receiver.console.recent import Recent
 from receiver.console.render import page, reveal
 from receiver.console.session import Sessions
 from receiver.errors import Forbidden
@@ -146,3 +148,22 @@ def test_what_a_vendor_sent_is_shown_as_text() -> None:
     html = bytes(body).decode()
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&lt;U+202E&gt;" in html
+
+
+@pytest.mark.anyio
+async def test_recent_answers_are_shared_for_a_while_then_made_again() -> None:
+    now = [100.0]
+    recent = Recent(10.0, clock=lambda: now[0])
+    made: list[int] = []
+
+    async def make() -> int:
+        made.append(len(made))
+        return len(made)
+
+    assert await recent.get("k", make) == 1
+    now[0] = 109.9
+    assert await recent.get("k", make) == 1
+    assert await recent.get("other", make) == 2
+    now[0] = 110.0
+    assert await recent.get("k", make) == 3
+    assert made == [0, 1, 2]
