@@ -26,6 +26,7 @@ from typing import Any
 from operator_list import fill
 
 from receiver.journal import SqlJournal
+from receiver.journal.dialect import Tx
 from receiver.operator import Operator, query_from
 
 
@@ -55,11 +56,16 @@ async def run(args: argparse.Namespace) -> None:
     try:
         began = time.perf_counter()
         await fill(journal, args.events)
-        await journal._write(
-            lambda tx: tx.execute(
-                "UPDATE sends SET delivered_at = updated_at WHERE state = 'delivered'"
-            )
-        )
+        for low in range(0, args.events + 1, 20_000):  # chunks: under the statement timeout
+
+            def delivered(tx: Tx, low: int = low) -> None:
+                tx.execute(
+                    "UPDATE sends SET delivered_at = updated_at"
+                    " WHERE state = 'delivered' AND id > ? AND id <= ?",
+                    (low, low + 20_000),
+                )
+
+            await journal._write(delivered)
         print(f"{args.engine}: {args.events:,} events in {time.perf_counter() - began:.0f} s")
         ops = Operator(journal, {"archive": "local"})
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from receiver.journal.base import SendState
-from receiver.journal.browse import _DEAD, _PENDING, _id_bound
+from receiver.journal.browse import _id_bound
 from receiver.journal.dialect import Tx
 from receiver.journal.rules import event_state
 from receiver.journal.views import ActivityBucket, BatchRow
@@ -35,12 +35,10 @@ _INTERVAL = {
 
 
 def _state_case() -> str:
-    """An event's state from whether any send is pending (``p``) and any is dead (``d``)
-    (true and false as the engine gives them: 1 and 0, or booleans),
-    made from ``event_state`` itself, as the listing's state filter is."""
+    """An event's state from whether any send is pending (``p``, 1 or 0) and any is dead
+    (``d``), made from ``event_state`` itself, as the listing's state filter is."""
     whens = [
-        f"WHEN {'' if pending else 'NOT '}p AND {'' if dead else 'NOT '}d"
-        f" THEN '{event_state(pending, dead).value}'"
+        f"WHEN p = {int(pending)} AND d = {int(dead)} THEN '{event_state(pending, dead).value}'"
         for pending, dead in itertools.product((False, True), repeat=2)
     ]
     return f"CASE {' '.join(whens)} END"
@@ -116,9 +114,14 @@ class Activity:
             if not newest:
                 return []
             ids = [batch_id for batch_id, _ in newest]
+            # A join, not EXISTS per event: PostgreSQL hashed those subqueries over every
+            # pending and dead send, twice each for the CASE (2 s at 200,000 events).
             per_event = (
-                f"SELECT e.batch_id, e.vendor, {_PENDING} AS p, {_DEAD} AS d FROM events e"
-                f" WHERE e.batch_id IN ({tx.marks(len(ids))})"
+                "SELECT e.batch_id, max(e.vendor) AS vendor,"
+                " COALESCE(max(CASE WHEN s.state = 'pending' THEN 1 ELSE 0 END), 0) AS p,"
+                " COALESCE(max(CASE WHEN s.state = 'dead' THEN 1 ELSE 0 END), 0) AS d"
+                " FROM events e LEFT JOIN sends s ON s.event_id = e.id"
+                f" WHERE e.batch_id IN ({tx.marks(len(ids))}) GROUP BY e.batch_id, e.id"
             )
             vendors: dict[str, str | None] = {}
             counts = {batch_id: dict.fromkeys(SendState, 0) for batch_id in ids}
