@@ -92,9 +92,13 @@ class Stack:
     def console(self) -> str:
         return f"{self.server.url}/admin"
 
-    def post(self, route_name: str, task_id: str, name: str = "Invoice 4711.pdf") -> str:
+    def post(
+        self, route_name: str, task_id: str, name: str = "Invoice 4711.pdf", batch: str = ""
+    ) -> str:
         """POST a SmartDocumentor text document; the id of its event."""
         body = {"taskId": task_id, "workspaceId": "ws-1", "displayName": name, "chunks": []}
+        if batch:
+            body["batchId"] = batch
         response = self.http.post(
             f"/hooks/{route_name}/{CREDS.url_token}",
             content=json.dumps(body),
@@ -327,7 +331,8 @@ def test_a_bulk_replay_from_its_dry_run_count_to_the_end(
 ) -> None:
     tab, _ = page
     stack.rx.script("/bulk", [500] * 6)  # three events, two attempts each
-    events = {stack.post(BULK_ROUTE, f"bulk-{uuid.uuid4()}") for _ in range(3)}
+    batch = f"batch-{uuid.uuid4()}"
+    events = {stack.post(BULK_ROUTE, f"bulk-{uuid.uuid4()}", batch=batch) for _ in range(3)}
     log_in(stack, tab, "/dead")
     section = tab.locator("section.dead-sink[data-sink=bulk]")
     expect(section.locator("h2")).to_have_text("bulk: 3 dead", timeout=WAIT_MS)
@@ -346,6 +351,11 @@ def test_a_bulk_replay_from_its_dry_run_count_to_the_end(
     stack.rx.wait_for(lambda: set(stack.rx.stored("/bulk")) == events)
     tab.goto(f"{stack.console}/events?sink=bulk&state=dead")
     expect(tab.locator("p.count")).to_contain_text("0 events", timeout=WAIT_MS)
+    tab.goto(f"{stack.console}/batches")
+    row = tab.locator(f"tr[data-batch='{batch}']")
+    expect(row).to_contain_text("3/3", timeout=WAIT_MS)
+    expect(row.locator("svg.progress rect.bar-delivered")).to_have_attribute("width", "200.0")
+    shot(stack, tab, "batches")
 
 
 class _AttackerPage(BaseHTTPRequestHandler):
