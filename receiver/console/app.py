@@ -2,15 +2,15 @@
 page and action, the login, and the static files shipped in the package.
 
 Without a session a page sends the browser to the login (and back after it); an action is
-refused (401).  Every action must also pass ``csrf.check_action``.  An ``OperatorError``
-becomes a page saying what is wrong, with its status; anything else a 500 page that says
-to read the log (the details are logged, never shown).
+refused (401).  Every action must also pass ``csrf.check_action``.  A failure becomes a page
+with the status and message the admin API would answer (``responses.operator_failure``: an
+``OperatorError``'s own, 503 while the journal cannot answer, else a logged 500 showing no
+detail).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
@@ -33,15 +33,16 @@ from receiver.console.session import COOKIE, Session, Sessions
 from receiver.errors import BadRequest, OperatorError, Unauthorized
 from receiver.operator import Operator
 from receiver.replay_jobs import BulkReplays
+from receiver.responses import operator_failure
 
 __all__ = ["console_app"]
-
-log = logging.getLogger("hookdock")
 
 MAX_FORM_BYTES = 64 * 1024
 RECENT_SECONDS = 10.0
 """How long the overview's window counts are shared between open consoles."""
 STATIC = Path(__file__).parent / "static"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def _form(request: Request) -> Form:
@@ -83,16 +84,18 @@ def console_app(
     console = Console(operator, jobs, Sessions(tokens, session_seconds), Recent(RECENT_SECONDS))
 
     def _failed(request: Request, session: Session | None, exc: Exception) -> Response:
-        if isinstance(exc, OperatorError):
-            status, message = exc.status, exc.message
-        else:
-            log.exception("console: %s %s failed", request.method, request.url.path)
-            status, message = 500, "hookdock could not do that: the server's log says why"
-        return render(
+        status, message, headers = operator_failure(
+            exc, f"the console's {request.method} {request.url.path}"
+        )
+        response = render(
             request, console, session, "error.html", status=status, message=message, code=status
         )
+        response.headers.update(
+            {k: v for k, v in (headers or {}).items() if k != "WWW-Authenticate"}
+        )
+        return response
 
-    def guarded(handler: Handler, *, action: bool = False) -> Route:
+    def guarded(handler: Handler, *, action: bool = False) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             session = console.sessions.read(request.cookies.get(COOKIE))
             try:
@@ -112,7 +115,7 @@ def console_app(
             except Exception as exc:
                 return _failed(request, session, exc)
 
-        return endpoint  # type: ignore[return-value]
+        return endpoint
 
     async def login_page(request: Request) -> Response:
         return render(
