@@ -9,11 +9,7 @@ Errors are ``{"error": "..."}`` with their status (``receiver.responses.api_erro
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hmac
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -25,12 +21,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from handlers.redact import redact_text
 from receiver.admin_openapi import openapi_document
+from receiver.admin_tokens import actor_name, token_number
 from receiver.errors import BadRequest, NotFound, Unauthorized
-from receiver.ids import new_id
-from receiver.operator import EventQuery, Operator, query_from
-from receiver.operator.models import BulkReplayOut
+from receiver.operator import Operator, listing_params, query_from
+from receiver.replay_jobs import BulkReplays, ReplayJobs
 from receiver.responses import api_error_response, json_response
 
 __all__ = ["PREFIX", "BulkReplayIn", "ReplayIn", "StopIn", "admin_app"]
@@ -39,8 +34,6 @@ log = logging.getLogger("hookdock")
 
 PREFIX = "/admin/api"
 MAX_BODY_BYTES = 64 * 1024
-
-_ACTOR = re.compile(r"^[\w .@+-]{1,64}$")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,18 +68,10 @@ def _actor(request: Request, tokens: Sequence[SecretStr]) -> str:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise Unauthorized("send Authorization: Bearer <one of the [admin] tokens>")
-    presented = given.strip().encode()
-    matched = None
-    for number, token in enumerate(tokens, start=1):
-        # Every token is compared, so the time taken does not tell which one came close.
-        if hmac.compare_digest(presented, token.get_secret_value().encode()):
-            matched = number
+    matched = token_number(given, tokens)
     if matched is None:
         raise Unauthorized("that is not one of the [admin] tokens")
-    who = request.headers.get("x-hookdock-actor", "").strip()
-    if who and _ACTOR.match(who):
-        return f"{who} (admin token {matched})"
-    return f"admin token {matched}"
+    return actor_name(request.headers.get("x-hookdock-actor", ""), matched)
 
 
 def _dump(result: Any) -> bytes:
@@ -120,16 +105,7 @@ async def _body(request: Request, model: type[M]) -> M:
 
 
 def _query(request: Request) -> dict[str, Any]:
-    params = request.query_params
-    values: dict[str, Any] = {}
-    for key in params:
-        # An empty value is an absent one (a form's empty field), not a filter on "".
-        found = [value for value in params.getlist(key) if value]
-        if not found:
-            continue
-        # ``state`` may be repeated; any other parameter given twice is refused by the model.
-        values[key] = found if key == "state" or len(found) > 1 else found[0]
-    return values
+    return listing_params(request.query_params.multi_items())
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -188,77 +164,6 @@ async def _purge(request: Request, ops: Operator, actor: str) -> Any:
     return await ops.purge_task(request.path_params["task_id"], actor=actor)
 
 
-class _Jobs:
-    """Bulk replays running in this process (and the last ones that ended), by id."""
-
-    KEPT = 100
-
-    def __init__(self, busy: Callable[[], bool]) -> None:
-        self.busy = busy
-        self.state: dict[str, BulkReplayOut] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-
-    async def pause(self) -> None:
-        # Never starve live traffic: a breath between chunks, and while webhooks are
-        # pouring in, wait for them to ease, up to a second (the dispatcher's ingest-first
-        # rule: one chunk still goes a second, so a replay ends even under steady load).
-        await asyncio.sleep(0.01)
-        for _ in range(10):
-            if not self.busy():
-                return
-            await asyncio.sleep(0.1)
-
-    def start(self, ops: Operator, query: EventQuery, sink: str | None, actor: str) -> str:
-        job_id = f"replay_{new_id()}"
-
-        def progress(now: BulkReplayOut) -> None:
-            self.state[job_id] = now
-
-        async def run() -> None:
-            try:
-                done = await ops.bulk_replay(
-                    query,
-                    sink=sink,
-                    actor=actor,
-                    job_id=job_id,
-                    progress=progress,
-                    pause=self.pause,
-                )
-                self.state[job_id] = done
-            except asyncio.CancelledError:
-                self.state[job_id] = self.state[job_id].model_copy(update={"state": "cancelled"})
-                raise
-            except Exception as exc:
-                log.exception("bulk replay %s failed", job_id)
-                failed = {"state": "failed", "error": redact_text(str(exc)) or type(exc).__name__}
-                self.state[job_id] = self.state[job_id].model_copy(update=failed)
-            finally:
-                self.tasks.pop(job_id, None)
-
-        self.state[job_id] = BulkReplayOut(
-            job_id=job_id, state="running", matched=0, replayed=0, requeued=0, created=0,
-            in_flight=0,
-        )  # fmt: skip
-        self.tasks[job_id] = asyncio.create_task(run(), name=f"hookdock-{job_id}")
-        for old in [j for j in self.state if j not in self.tasks][: -self.KEPT or None]:
-            self.state.pop(old, None)
-        return job_id
-
-    def get(self, job_id: str) -> BulkReplayOut:
-        found = self.state.get(job_id)
-        if found is None:
-            raise NotFound(f"no bulk replay {job_id!r} in this process")
-        return found
-
-    async def cancel(self, job_id: str) -> BulkReplayOut:
-        task = self.tasks.get(job_id)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return self.get(job_id)
-
-
 async def _not_found(request: Request, exc: Exception) -> Response:
     return api_error_response(exc, f"{request.method} {request.url.path}")
 
@@ -266,12 +171,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 def admin_app(
     operator: Operator,
     tokens: Sequence[SecretStr],
-    busy: Callable[[], bool] = lambda: False,
+    jobs: BulkReplays | None = None,
 ) -> Starlette:
     """The API as an ASGI app, to mount at ``PREFIX`` (its routes are relative to it).
-    ``busy`` says when webhooks are pouring in: bulk replays wait for them."""
+    ``jobs`` runs bulk replays (shared with the console); default: in this process."""
     tokens = tuple(tokens)
-    jobs = _Jobs(busy)
+    replays: BulkReplays = ReplayJobs() if jobs is None else jobs
 
     async def _bulk(request: Request, ops: Operator, actor: str) -> Any:
         body = await _body(request, BulkReplayIn)
@@ -280,13 +185,13 @@ def admin_app(
             return await ops.bulk_replay(query, sink=body.sink, actor=actor, dry_run=True)
         if body.sink is not None:
             ops.check_sink(body.sink)
-        return jobs.get(jobs.start(ops, query, body.sink, actor))
+        return await replays.get(await replays.start(ops, query, body.sink, actor))
 
     async def _bulk_state(request: Request, ops: Operator, actor: str) -> Any:
-        return jobs.get(request.path_params["job_id"])
+        return await replays.get(request.path_params["job_id"])
 
     async def _bulk_cancel(request: Request, ops: Operator, actor: str) -> Any:
-        return await jobs.cancel(request.path_params["job_id"])
+        return await replays.cancel(request.path_params["job_id"])
 
     def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:

@@ -16,9 +16,11 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admin_api import PREFIX, admin_app
+from receiver.console import console_app
 from receiver.errors import JournalError
 from receiver.ingest import IngestApp
 from receiver.operator import Operator
+from receiver.replay_jobs import ReplayJobs
 from receiver.responses import api_error_response, error_response, text
 from receiver.runtime import Runtime
 
@@ -27,6 +29,7 @@ __all__ = ["create_admin_app", "create_app"]
 log = logging.getLogger("hookdock")
 
 _READY_PROBE_SECONDS = 3.0
+CONSOLE = "/admin"
 
 
 async def _error(request: Request, exc: Exception) -> Response:
@@ -88,8 +91,7 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
     if admin.port is None:
         # With a listener of its own, the operators' side (API and metrics) is there.
         routes.append(_metrics(runtime))
-        if admin.tokens:
-            routes.append(Mount(PREFIX, app=_admin(runtime)))
+        routes += _operators(runtime)
     app = Starlette(
         routes=routes,
         exception_handlers={Exception: _error, HTTPException: _error},
@@ -115,14 +117,25 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
     return IngestApp(app_with_plain_startup_errors, runtime)
 
 
-def _admin(runtime: Runtime) -> ASGIApp:
+def _operators(runtime: Runtime) -> list[Route | Mount]:
+    """The admin API and the console (when ``[admin] tokens`` are set): one operator service
+    and one set of bulk replays behind both."""
+    admin = runtime.config.admin
+    if not admin.tokens:
+        return []
     sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
     busy_at = runtime.config.dispatcher.busy_requests
 
     def busy() -> bool:
         return busy_at > 0 and runtime.ingest_inflight >= busy_at
 
-    return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens, busy)
+    operator = Operator(runtime.journal, sinks)
+    jobs = ReplayJobs(busy)
+    mounts: list[Route | Mount] = [Mount(PREFIX, app=admin_app(operator, admin.tokens, jobs))]
+    if admin.console:
+        seconds = int(admin.session_hours * 3600)
+        mounts.append(Mount(CONSOLE, app=console_app(operator, admin.tokens, jobs, seconds)))
+    return mounts
 
 
 def _metrics(runtime: Runtime) -> Route:
@@ -130,9 +143,7 @@ def _metrics(runtime: Runtime) -> Route:
 
 
 def create_admin_app(runtime: Runtime) -> ASGIApp:
-    """The admin API and ``/metrics``, for a listener of their own (``[admin] port``);
+    """The admin API, the console and ``/metrics``, for a listener of their own (``[admin] port``);
     ``runtime`` is started and stopped by the main app's lifespan."""
-    routes: list[Route | Mount] = [_metrics(runtime)]
-    if runtime.config.admin.tokens:
-        routes.append(Mount(PREFIX, app=_admin(runtime)))
+    routes: list[Route | Mount] = [_metrics(runtime), *_operators(runtime)]
     return Starlette(routes=routes, lifespan=None)

@@ -185,9 +185,10 @@ def _admin_token(value: SecretStr) -> SecretStr:
 
 
 class AdminConfig(_Model):
-    """``[admin]``: the operators' HTTP API under ``/admin/api``, with tokens of its own.
+    """``[admin]``: the operators' HTTP API under ``/admin/api`` and web console under
+    ``/admin``, with tokens of their own.
 
-    Without ``tokens`` the API is off.  With ``port``, it listens there (on ``host``) and not
+    Without ``tokens`` both are off.  With ``port``, it listens there (on ``host``) and not
     beside the webhooks, so it need not be exposed where they are.
     """
 
@@ -196,6 +197,10 @@ class AdminConfig(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """A listener of its own for the API; None: beside the webhooks, on ``[server]``'s."""
+    console: bool = True
+    """The web console under ``/admin`` (with ``tokens``): log in with one of them."""
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 8.0
+    """How long a console login lasts."""
 
 
 class FilesConfig(_Model):

@@ -13,7 +13,9 @@ The tree::
     └── OperatorError              an operator's request cannot be done (API and CLI)
         ├── NotFound               404: no delivery, event, send or sink by that name
         ├── BadRequest             400: a bad filter, cursor or sink name
-        └── Unauthorized           401: no admin token, or not one of ``[admin] tokens``
+        ├── Unauthorized           401: no admin token, or not one of ``[admin] tokens``
+        └── Forbidden              403: a console action without its session's CSRF token,
+                                   or sent from another site
 
 The journal keeps its own errors (``receiver.journal.errors``: ``JournalError``, and
 ``JournalUnavailable``, which ingest answers with 503); they are re-exported here.
@@ -31,6 +33,7 @@ __all__ = [
     "BadPayload",
     "BadRequest",
     "ConfigError",
+    "Forbidden",
     "IngestError",
     "JournalError",
     "JournalUnavailable",
@@ -104,3 +107,7 @@ class BadRequest(OperatorError):
 
 class Unauthorized(OperatorError):
     status = 401
+
+
+class Forbidden(OperatorError):
+    status = 403

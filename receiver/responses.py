@@ -16,7 +16,14 @@ from starlette.responses import PlainTextResponse, Response
 
 from receiver.errors import IngestError, JournalError, OperatorError, PayloadTooLarge
 
-__all__ = ["api_error_response", "error_response", "json_response", "raw_response", "text"]
+__all__ = [
+    "api_error_response",
+    "error_response",
+    "json_response",
+    "operator_failure",
+    "raw_response",
+    "text",
+]
 
 log = logging.getLogger("hookdock")
 
@@ -69,16 +76,22 @@ def _api_error(status: int, message: str, headers: dict[str, str] | None = None)
     return json_response(orjson.dumps({"error": message}), status, headers)
 
 
-def api_error_response(exc: BaseException, where: str = "") -> Response:
-    """The admin API's JSON answer for ``exc``; unexpected errors are logged and answer 500."""
+def operator_failure(exc: BaseException, where: str = "") -> tuple[int, str, dict[str, str] | None]:
+    """The status, message and headers the operators' side (the admin API and the console)
+    answers ``exc`` with; unexpected errors are logged and answer 500."""
     if isinstance(exc, OperatorError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _api_error(exc.status, exc.message, headers)
+        return exc.status, exc.message, headers
     if isinstance(exc, JournalError):
-        log.error("admin API: the journal cannot answer, answered 503: %s", exc)
-        return _api_error(503, "the journal cannot answer right now, retry", {"Retry-After": "5"})
+        log.error("admin: the journal cannot answer, answered 503: %s", exc)
+        return 503, "the journal cannot answer right now, retry", {"Retry-After": "5"}
     if isinstance(exc, HTTPException):
         message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail).lower())
-        return _api_error(exc.status_code, message, dict(exc.headers or {}))
-    log.error("unexpected error in %s", where or "an admin API request", exc_info=exc)
-    return _api_error(500, "internal error")
+        return exc.status_code, message, dict(exc.headers or {})
+    log.error("unexpected error in %s", where or "an admin request", exc_info=exc)
+    return 500, "internal error", None
+
+
+def api_error_response(exc: BaseException, where: str = "") -> Response:
+    """The admin API's JSON answer for ``exc`` (``operator_failure``)."""
+    return _api_error(*operator_failure(exc, where))

@@ -39,6 +39,8 @@ from receiver.journal.watches import Watch
 if TYPE_CHECKING:
     from receiver.journal.views import (
         ActionInfo,
+        ActivityBucket,
+        BatchRow,
         DeliveryDetail,
         EventFilter,
         EventPage,
@@ -466,6 +468,17 @@ class JournalAdmin(Protocol):
 
     async def actions(self, limit: int = 100) -> builtins.list[ActionInfo]:
         """The latest operators' actions, newest first."""
+        ...
+
+    # ---------------------------------------------------- the overview (``activity.py``)
+
+    async def activity(self, since: datetime, bucket_seconds: int) -> builtins.list[ActivityBucket]:
+        """Per interval of ``bucket_seconds`` (aligned to the epoch) from ``since`` to now,
+        oldest first, intervals without anything included."""
+        ...
+
+    async def batches(self, since: datetime, limit: int = 50) -> builtins.list[BatchRow]:
+        """The vendor batches with events received since ``since``, newest first."""
         ...
 
     # -------------------------------------------------------------- actions (``replay.py``)

@@ -48,14 +48,19 @@ def _archive_attempts(tx: Tx, send_ids: list[int]) -> None:
     keeping their order, so that a replayed send shows every attempt it ever had.
 
     Each send's attempts shift down by their span, so no new number meets an old one, even
-    row by row inside the statement (PostgreSQL checks the key at each row)."""
+    row by row inside the statement (PostgreSQL checks the key at each row).  The spans are
+    read first: SQLite's UPDATE sees its own earlier rows, so a span computed inside it grew
+    as the rows moved and put a send's second attempt before its first."""
     if not send_ids:
         return
-    tx.execute(
-        "UPDATE send_attempts SET attempt = attempt - (SELECT max(a.attempt) - min(a.attempt)"
-        " + 1 FROM send_attempts a WHERE a.send_id = send_attempts.send_id)"
-        f" WHERE send_id IN ({tx.marks(len(send_ids))})",
+    spans = tx.execute(
+        "SELECT send_id, max(attempt) - min(attempt) + 1 FROM send_attempts"
+        f" WHERE send_id IN ({tx.marks(len(send_ids))}) GROUP BY send_id",
         send_ids,
+    ).fetchall()
+    tx.executemany(
+        "UPDATE send_attempts SET attempt = attempt - ? WHERE send_id = ?",
+        [(span, send_id) for send_id, span in spans],
     )
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from receiver.journal.activity import Activity
 from receiver.journal.admin import Admin
 from receiver.journal.browse import Browse
 from receiver.journal.bulk import append_many, sent_many
@@ -38,6 +39,7 @@ class SqlJournal(
     LivenessAdmin,
     PollerStatesAdmin,
     Browse,
+    Activity,
     Replay,
 ):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""

@@ -17,7 +17,9 @@ from receiver.journal.base import DeliveryInfo, SendInfo, SendState
 
 __all__ = [
     "ActionInfo",
+    "ActivityBucket",
     "AttemptInfo",
+    "BatchRow",
     "DeliveryDetail",
     "EventDetail",
     "EventFilter",
@@ -177,3 +179,24 @@ class RetryNowResult:
     state: SendState
     due_now: bool
     """False when the send was not waiting (delivered or dead: replay it instead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityBucket:
+    """What happened in one interval: webhooks received (deliveries), sends delivered, and
+    send attempts that failed (to be retried, or given up)."""
+
+    start: datetime
+    received: int = 0
+    delivered: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """A vendor batch seen in the journal: its events by state, newest batch first."""
+
+    batch_id: str
+    vendor: str | None
+    last_received_at: datetime
+    events: Mapping[SendState, int]

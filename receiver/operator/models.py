@@ -16,15 +16,20 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "ActionOut",
+    "ActivityOut",
+    "ActivityPoint",
     "AttemptOut",
     "BatchOut",
+    "BatchRowOut",
     "BulkReplayOut",
+    "DeadGroupOut",
     "DeliveryOut",
     "ErrorOut",
     "EventItem",
     "EventOut",
     "EventPageOut",
     "FileOut",
+    "PollerOut",
     "PurgeOut",
     "ReplayOut",
     "RetryNowOut",
@@ -228,3 +233,52 @@ class BulkReplayOut(_Out):
     created: int
     in_flight: int
     error: str | None = None
+
+
+class ActivityPoint(_Out):
+    start: datetime
+    received: int
+    """Webhooks received (deliveries) in the interval."""
+    delivered: int
+    """Sends delivered."""
+    failed: int
+    """Send attempts that failed (to be retried, or given up)."""
+
+
+class ActivityOut(_Out):
+    window: str
+    """``6h``, ``24h`` or ``7d``."""
+    bucket_seconds: int
+    points: list[ActivityPoint]
+    """Oldest first, one per interval."""
+
+
+class DeadGroupOut(_Out):
+    sink: str
+    code: str
+    """The failure code the sink gave, ``none`` without one."""
+    dead: int
+
+
+class BatchRowOut(_Out):
+    """A vendor batch with events received lately."""
+
+    batch_id: str
+    vendor: str | None
+    last_received_at: datetime
+    events: int
+    pending: int
+    delivered: int
+    dead: int
+
+
+class PollerOut(_Out):
+    name: str
+    polls: int
+    failures: int
+    """Failed polls in a row."""
+    found: int
+    last_run_at: datetime | None
+    last_ok_at: datetime | None
+    last_error: str | None
+    next_run_at: datetime | None

@@ -10,8 +10,8 @@ says why, and what to do instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -30,14 +30,19 @@ from receiver.journal.views import (
 )
 from receiver.operator.models import (
     ActionOut,
+    ActivityOut,
+    ActivityPoint,
     AttemptOut,
     BatchOut,
+    BatchRowOut,
     BulkReplayOut,
+    DeadGroupOut,
     DeliveryOut,
     EventItem,
     EventOut,
     EventPageOut,
     FileOut,
+    PollerOut,
     PurgeOut,
     ReplayOut,
     RetryNowOut,
@@ -47,11 +52,20 @@ from receiver.operator.models import (
     SinkOut,
 )
 
-__all__ = ["EventQuery", "Operator", "query_from"]
+__all__ = ["ACTIVITY_WINDOWS", "EventQuery", "Operator", "listing_params", "query_from"]
 
 MAX_PAGE_SIZE = 1000
 BULK_CHUNK = 500
 """Events a bulk replay replays per transaction."""
+
+ACTIVITY_WINDOWS: dict[str, tuple[timedelta, int]] = {
+    "6h": (timedelta(hours=6), 60),
+    "24h": (timedelta(hours=24), 600),
+    "7d": (timedelta(days=7), 3600),
+}
+"""The overview's windows: how far back, in intervals of how many seconds."""
+BATCH_DAYS = 7
+"""The overview lists the batches with events received this many days back."""
 
 
 class EventQuery(BaseModel):
@@ -113,6 +127,18 @@ class EventQuery(BaseModel):
             external_id=self.external_id,
             text=self.q,
         )
+
+
+def listing_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A query string's (name, value) pairs as ``query_from`` takes them (the API's and the
+    console's listings read the same URL parameters)."""
+    values: dict[str, list[str]] = {}
+    for key, value in pairs:
+        # An empty value is an absent one (a form's empty field), not a filter on "".
+        if value:
+            values.setdefault(key, []).append(value)
+    # ``state`` may be repeated; any other parameter given twice is refused by the model.
+    return {k: v if k == "state" or len(v) > 1 else v[0] for k, v in values.items()}
 
 
 def query_from(values: Mapping[str, Any]) -> EventQuery:
@@ -314,6 +340,60 @@ class Operator:
 
     async def actions(self, limit: int = 100) -> list[ActionOut]:
         return [_action(a) for a in await self.journal.actions(limit)]
+
+    async def activity(self, window: str) -> ActivityOut:
+        """Webhooks received, sends delivered and failed attempts per interval of ``window``
+        (one of ``ACTIVITY_WINDOWS``)."""
+        if window not in ACTIVITY_WINDOWS:
+            raise BadRequest(f"window: one of {', '.join(ACTIVITY_WINDOWS)}, not {window!r}")
+        span, seconds = ACTIVITY_WINDOWS[window]
+        buckets = await self.journal.activity(datetime.now(UTC) - span, seconds)
+        return ActivityOut(
+            window=window,
+            bucket_seconds=seconds,
+            points=[
+                ActivityPoint(
+                    start=b.start, received=b.received, delivered=b.delivered, failed=b.failed
+                )
+                for b in buckets
+            ],
+        )
+
+    async def dead_groups(self) -> list[DeadGroupOut]:
+        """Dead sends per sink and failure code, by sink then by most dead first."""
+        found = await self.journal.dead_by_sink()
+        ordered = sorted(found.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))
+        return [DeadGroupOut(sink=sink, code=code, dead=n) for (sink, code), n in ordered]
+
+    async def batches(self, limit: int = 50) -> list[BatchRowOut]:
+        since = datetime.now(UTC) - timedelta(days=BATCH_DAYS)
+        return [
+            BatchRowOut(
+                batch_id=row.batch_id,
+                vendor=row.vendor,
+                last_received_at=row.last_received_at,
+                events=sum(row.events.values()),
+                pending=row.events.get(SendState.PENDING, 0),
+                delivered=row.events.get(SendState.DELIVERED, 0),
+                dead=row.events.get(SendState.DEAD, 0),
+            )
+            for row in await self.journal.batches(since, limit)
+        ]
+
+    async def pollers(self) -> list[PollerOut]:
+        return [
+            PollerOut(
+                name=p.name,
+                polls=p.polls,
+                failures=p.failures,
+                found=p.found,
+                last_run_at=p.last_run_at,
+                last_ok_at=p.last_ok_at,
+                last_error=None if p.last_error is None else redact_text(p.last_error),
+                next_run_at=p.next_run_at,
+            )
+            for p in await self.journal.poller_states()
+        ]
 
     async def why_not_retried(self, ref: str) -> str:
         """Why ``hookdock retry`` requeued nothing of ``ref``, and what would."""

@@ -179,6 +179,60 @@ class OperatorContract:
         with pytest.raises(ValueError, match="cursor"):
             await journal.events(EventFilter(), 5, cursor="nonsense")
 
+    # ------------------------------------------------------------------ the overview
+
+    async def test_activity_counts_receipts_deliveries_and_failures_per_interval(
+        self, journal: SqlJournal
+    ) -> None:
+        now = datetime.now(UTC)
+        await _routed(journal, ["a"], received_at=now - timedelta(days=2))
+        d, (to_a, to_b) = await _routed(journal, ["a", "b"], lease=["a", "b"], received_at=now)
+        await journal.finish_send(to_a, "w", Outcome.retry("503 from a", 0))
+        [again] = await journal.claim_sends("w", {"a": 1}, 60)
+        await journal.finish_send(again, "w", Outcome.delivered())
+        await journal.finish_send(to_b, "w", Outcome.dead("404", code="gone_for_good"))
+
+        buckets = await journal.activity(now - timedelta(hours=1), 60)
+        # An hour of minutes, the first and last partly: 61 or 62 intervals, oldest first.
+        assert len(buckets) in (61, 62)
+        assert buckets == sorted(buckets, key=lambda b: b.start)
+        assert all(b.start.second == 0 and b.start.tzinfo is not None for b in buckets)
+        totals = [sum(getattr(b, name) for b in buckets) for name in ("received", "delivered")]
+        assert totals == [1, 1]  # the one two days ago is outside the window
+        assert sum(b.failed for b in buckets) == 2  # a retry and a dead end
+        [busy] = [b for b in buckets if b.received]
+        assert busy.start <= d.received_at < busy.start + timedelta(minutes=1)
+        days = await journal.activity(now - timedelta(days=3), 3600)
+        assert sum(b.received for b in days) == 2
+        with pytest.raises(ValueError, match="bucket_seconds"):
+            await journal.activity(now, 0)
+
+    async def test_batches_newest_first_with_their_events_by_state(
+        self, journal: SqlJournal
+    ) -> None:
+        now = datetime.now(UTC)
+        await _routed(journal, ["a"], received_at=now - timedelta(days=9), batch_id="ancient")
+        _, [old] = await _routed(
+            journal, ["a"], lease=["a"], received_at=now - timedelta(minutes=5), batch_id="b-1"
+        )
+        await journal.finish_send(old, "w", Outcome.delivered())
+        await _routed(journal, ["a"], events=2, received_at=now, batch_id="b-2", vendor="v2")
+        await _routed(journal, ["a"], received_at=now, batch_id=None)
+        await _routed(journal, ["a"], received_at=now - timedelta(minutes=1), batch_id="b-1")
+
+        found = await journal.batches(now - timedelta(days=1))
+        assert [(b.batch_id, b.vendor) for b in found] == [
+            ("b-2", "v2"),
+            ("b-1", "smartdocumentor"),
+        ]
+        assert dict(found[0].events) == {
+            SendState.PENDING: 2, SendState.DELIVERED: 0, SendState.DEAD: 0,
+        }  # fmt: skip
+        assert dict(found[1].events)[SendState.DELIVERED] == 1
+        assert dict(found[1].events)[SendState.PENDING] == 1
+        assert found[1].last_received_at > now - timedelta(minutes=2)
+        assert [b.batch_id for b in await journal.batches(now - timedelta(days=1), 1)] == ["b-2"]
+
     # ------------------------------------------------------------------ one event
 
     async def test_detail_by_either_id_with_every_attempt(self, journal: SqlJournal) -> None:
@@ -261,6 +315,29 @@ class OperatorContract:
             d.event_id(0),
             "a",
         )
+
+    async def test_replay_keeps_the_order_of_several_earlier_attempts(
+        self, journal: SqlJournal
+    ) -> None:
+        # SQLite's UPDATE sees its own earlier rows: the shift must not grow as rows move.
+        d, [first] = await _routed(journal, ["a"], lease=["a"])
+        await journal.finish_send(first, "w", Outcome.retry("500", 0))
+        [second] = await journal.claim_sends("w", {"a": 1}, 60)
+        await journal.finish_send(second, "w", Outcome.retry("502", 0))
+        [third] = await journal.claim_sends("w", {"a": 1}, 60)
+        await journal.finish_send(third, "w", Outcome.dead("503"))
+        for replay_number in (1, 2):
+            await journal.replay(d.event_id(0), sink="a", actor="ops")
+            [claim] = await journal.claim_sends("w", {"a": 1}, 60)
+            await journal.finish_send(claim, "w", Outcome.delivered())
+            detail = await journal.detail(d.delivery_id)
+            assert detail is not None
+            attempts = detail.events[0].sends[0].attempts
+            expected: list[tuple[str, str | None]] = [("retry", "500"), ("retry", "502")]
+            expected += [("dead", "503")]
+            expected += [("delivered", None)] * replay_number
+            assert [(t.outcome, t.error) for t in attempts] == expected
+            assert [t.number for t in attempts] == list(range(1, len(expected) + 1))
 
     async def test_replay_of_a_delivery_to_all_and_to_a_new_sink(self, journal: SqlJournal) -> None:
         d, sends = await _routed(journal, ["a"], lease=["a"], events=2)
