@@ -22,6 +22,7 @@ from receiver.journal.hotpath import HotPath
 from receiver.journal.liveness import Liveness, LivenessAdmin
 from receiver.journal.pollers import PollerStates, PollerStatesAdmin
 from receiver.journal.replay import Replay
+from receiver.journal.route_bulk import route_many
 
 __all__ = ["SqlJournal"]
 
@@ -54,7 +55,7 @@ class SqlJournal(
         self._committer = GroupCommitter(
             connect,
             dialect,
-            bulk={"append": append_many, "sent": sent_many},
+            bulk={"append": append_many, "sent": sent_many, "route": route_many},
             # A batch of appends alone is one INSERT: in autocommit it is its own transaction
             # on either engine (one round trip to PostgreSQL rather than three).
             single_statement=frozenset({"append"}),
