@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from receiver.journal.admin import Admin
+from receiver.journal.backlog import Backlog
 from receiver.journal.browse import Browse
 from receiver.journal.bulk import append_many, sent_many
 from receiver.journal.committer import GroupCommitter
@@ -38,6 +39,7 @@ class SqlJournal(
     PollerStatesAdmin,
     Browse,
     Replay,
+    Backlog,
 ):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
 
