@@ -130,6 +130,10 @@ class DispatcherConfig(_Model):
     enabled: bool = True
     """Run the dispatcher inside ``hookdock serve``; turn off when ``hookdock worker`` runs it."""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Each sink's slots unless the sink (or its plugin) says otherwise."""
+    route_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Deliveries routed at once.  Routing is hookdock's own work (no destination to spare),
+    and the routings in flight are written together, one group commit for them all."""
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8

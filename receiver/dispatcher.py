@@ -141,6 +141,8 @@ class Dispatcher:
         self._sending: dict[asyncio.Task[None], SendClaim] = {}
         self._load: Counter[str] = Counter()
         """Slots taken per sink: sends in flight plus those reserved while routing."""
+        self._holding: set[int] = set()
+        """Sends whose sink call has not returned yet: each holds one of its sink's slots."""
 
     @property
     def running(self) -> bool:
@@ -241,7 +243,7 @@ class Dispatcher:
                 self._maybe_due.update(self.sinks)
                 self._next_sweep = time.monotonic() + self.config.poll_seconds
             more = await self._claim_sends(free)
-            room = self.config.concurrency - len(self._routing)
+            room = self.config.route_concurrency - len(self._routing)
             claims: list[Claim] = []
             if room > 0:
                 try:
@@ -268,7 +270,7 @@ class Dispatcher:
             return False
         taken = Counter(c.sink for c in claims)
         for claim in claims:
-            self._load[claim.sink] += 1
+            self._take_slot(claim)
             self._track(self._sending, claim, self._send(claim))
         full = {sink for sink, n in wanted.items() if taken[sink] >= n}
         self._maybe_due -= set(wanted) - full  # those sinks have nothing more due now
@@ -285,9 +287,22 @@ class Dispatcher:
         self._routing.pop(task, None)
         claim = self._sending.pop(task, None)
         if claim is not None:
-            self._load[claim.sink] -= 1
+            self._free_slot(claim)
         self._slot_free.set()
         self._wake.set()
+
+    def _take_slot(self, claim: SendClaim) -> None:
+        self._load[claim.sink] += 1
+        self._holding.add(claim.send_id)
+
+    def _free_slot(self, claim: SendClaim) -> None:
+        """The sink call is over: its slot goes to the next send while the outcome commits
+        (the send keeps its lease until then, so nobody else takes it meanwhile)."""
+        if claim.send_id in self._holding:
+            self._holding.discard(claim.send_id)
+            self._load[claim.sink] -= 1
+            self._slot_free.set()
+            self._wake.set()
 
     async def _renew_leases(self) -> None:
         """Keep the leases of sends in flight: a transfer of a large file outlasts a lease."""
@@ -349,7 +364,7 @@ class Dispatcher:
             await self.journal.release_sends(self.owner, [send.send_id for send in sends])
             return
         for send in sends:
-            self._load[send.sink] += 1
+            self._take_slot(send)
             self._track(self._sending, send, self._send(send))
         # A send left unleased (its sink was full, or is stopped) waits to be claimed.
         self._maybe_due.update({sink for _, sink in pairs} - {s.sink for s in sends})
@@ -383,7 +398,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ sending
 
     async def _send(self, claim: SendClaim) -> None:
-        outcome = await self._send_outcome(claim)
+        try:
+            outcome = await self._send_outcome(claim)
+        finally:
+            self._free_slot(claim)
         try:
             await self.journal.finish_send(claim, self.owner, outcome)
         except Exception:

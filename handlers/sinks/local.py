@@ -70,6 +70,8 @@ class LocalSink:
     """Writes each event as pretty JSON to ``root / path_template``."""
 
     config_model: ClassVar[type[BaseModel]] = LocalSinkConfig
+    default_concurrency: ClassVar[int] = 64
+    """Slots unless ``concurrency`` is set: events written at once share their fsyncs."""
 
     def __init__(self, config: LocalSinkConfig) -> None:
         self.config = config

@@ -547,7 +547,13 @@ async def test_busy_ingest_pauses_exports_after_one_batch() -> None:
         journal,
         {"r": RouteTarget(TextDocumentSource(), Router([], ["gated"]))},
         {"gated": SinkTarget(sink, policy(), 2)},
-        DispatcherConfig(concurrency=2, poll_seconds=0.01, busy_requests=8, busy_pause_seconds=60),
+        DispatcherConfig(
+            concurrency=2,
+            route_concurrency=2,
+            poll_seconds=0.01,
+            busy_requests=8,
+            busy_pause_seconds=60,
+        ),
         ingest_load=lambda: load["requests"],
     )
     for i in range(6):
