@@ -62,7 +62,7 @@ __all__ = ["Dispatcher", "RouteTarget", "SinkTarget", "owner_is_gone"]
 
 log = logging.getLogger("hookdock.dispatcher")
 
-_C = TypeVar("_C", Claim, SendClaim)
+_C = TypeVar("_C", list[Claim], SendClaim)
 
 # While ingest is busy, how often the dispatcher looks whether it has calmed down.
 _BUSY_RECHECK_SECONDS = 0.05
@@ -137,7 +137,8 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._transfers = asyncio.Semaphore(config.file_transfers)
-        self._routing: dict[asyncio.Task[None], Claim] = {}
+        self._routing: dict[asyncio.Task[None], list[Claim]] = {}
+        """Deliveries being routed, by the task routing them (one per claim)."""
         self._sending: dict[asyncio.Task[None], SendClaim] = {}
         self._load: Counter[str] = Counter()
         """Slots taken per sink: sends in flight plus those reserved while routing."""
@@ -150,7 +151,11 @@ class Dispatcher:
 
     @property
     def inflight(self) -> int:
-        return len(self._routing) + len(self._sending)
+        return self._routing_count + len(self._sending)
+
+    @property
+    def _routing_count(self) -> int:
+        return sum(len(claims) for claims in self._routing.values())
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (called after each new delivery)."""
@@ -198,7 +203,9 @@ class Dispatcher:
                 await self._renew_task
         if not pending:
             return
-        deliveries = [self._routing[t].delivery.delivery_id for t in pending if t in self._routing]
+        deliveries = [
+            c.delivery.delivery_id for t in pending if t in self._routing for c in self._routing[t]
+        ]
         sends = [self._sending[t].send_id for t in pending if t in self._sending]
         for task in pending:
             task.cancel()
@@ -242,21 +249,25 @@ class Dispatcher:
                 # poll interval each sink is worth a look, however busy the wake-ups keep us.
                 self._maybe_due.update(self.sinks)
                 self._next_sweep = time.monotonic() + self.config.poll_seconds
-            more = await self._claim_sends(free)
-            room = self.config.route_concurrency - len(self._routing)
-            claims: list[Claim] = []
-            if room > 0:
-                try:
-                    claims = await self.journal.claim(self.owner, room, self.config.lease_seconds)
-                except Exception as exc:
-                    # Expected while another process holds the journal: one line, not a trace.
-                    log.warning("cannot claim deliveries, trying again: %s", exc)
-            for claim in claims:
-                self._track(self._routing, claim, self._route(claim))
+            room = self.config.route_concurrency - self._routing_count
+            # Both claims in one group commit.
+            more, claims = await asyncio.gather(self._claim_sends(free), self._claim(room))
+            if claims:
+                self._track(self._routing, claims, self._route_all(claims))
             if more or (claims and len(claims) == room):
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+
+    async def _claim(self, room: int) -> list[Claim]:
+        if room <= 0:
+            return []
+        try:
+            return await self.journal.claim(self.owner, room, self.config.lease_seconds)
+        except Exception as exc:
+            # Expected while another process holds the journal: one line, not a trace.
+            log.warning("cannot claim deliveries, trying again: %s", exc)
+            return []
 
     async def _claim_sends(self, free: dict[str, int]) -> bool:
         """Claim due sends into the free slots; True if some sink filled up (more may wait)."""
@@ -277,7 +288,10 @@ class Dispatcher:
         return bool(full)
 
     def _track(
-        self, where: dict[asyncio.Task[None], _C], claim: _C, work: Coroutine[Any, Any, None]
+        self,
+        where: dict[asyncio.Task[None], _C],
+        claim: _C,
+        work: Coroutine[Any, Any, None],
     ) -> None:
         task = asyncio.create_task(work)
         where[task] = claim
@@ -319,27 +333,44 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ routing
 
-    async def _route(self, claim: Claim) -> None:
+    async def _route_all(self, claims: list[Claim]) -> None:
+        """Route a claim's deliveries: every one normalized first, then all recorded at once,
+        so that their writes reach the journal together and share one group commit."""
+        routes = [self._pairs(claim) for claim in claims]
+        results = await asyncio.gather(
+            *(
+                self._finish_route(claim, pairs)
+                if isinstance(pairs, Outcome)
+                else self._route(claim, pairs)
+                for claim, pairs in zip(claims, routes, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        for claim, result in zip(claims, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("routing delivery %s failed", claim.delivery.delivery_id, exc_info=result)
+
+    def _pairs(self, claim: Claim) -> list[tuple[Event, str]] | Outcome:
+        """(event, sink) for each send the delivery makes, or why it cannot be routed."""
         delivery = claim.delivery
         target = self.routes.get(delivery.route)
+        if target is None:
+            return Outcome.dead(f"route {delivery.route!r} is no longer configured")
+        if claim.attempt > ROUTE_MAX_ATTEMPTS:
+            return Outcome.dead(f"routing did not finish in {ROUTE_MAX_ATTEMPTS} attempts")
         try:
-            if target is None:
-                raise _Unroutable(f"route {delivery.route!r} is no longer configured")
-            if claim.attempt > ROUTE_MAX_ATTEMPTS:
-                raise _Unroutable(f"routing did not finish in {ROUTE_MAX_ATTEMPTS} attempts")
-            try:
-                events = list(target.source.normalize(delivery))
-            except Exception as exc:
-                raise _Unroutable(f"cannot normalize: {_describe(exc)}") from exc
-        except _Unroutable as exc:
-            await self._finish_route(claim, Outcome.dead(str(exc)))
-            return
-        pairs = [
+            events = list(target.source.normalize(delivery))
+        except Exception as exc:
+            return Outcome.dead(f"cannot normalize: {_describe(exc)}")
+        return [
             (event, sink)
             for event in events
             for sink in target.router.sinks_for(event)
             if sink in self.sinks
         ]
+
+    async def _route(self, claim: Claim, pairs: list[tuple[Event, str]]) -> None:
+        delivery = claim.delivery
         # Reserve a slot for each sink that has one, so that its sends start right away; once
         # shutdown has begun, they wait in the journal for the next start instead.
         lease_now = {
@@ -586,7 +617,3 @@ def _journal_failed(message: str, *args: object) -> None:
         log.warning(message + " (its lease runs out and it is tried again): %s", *args, exc)
     else:
         log.exception(message, *args)
-
-
-class _Unroutable(Exception):
-    """A delivery that cannot be routed: dead-lettered with this reason."""
