@@ -128,11 +128,12 @@ def write_config(
     pg: PgTarget | None = None,
     sink_type: str = "local",
     sink_options: str = "",
+    dispatcher_options: str = "",
 ) -> HookdockSetup:
     """A config with one url-token route for SmartDocumentor text documents and one sink
     (``local``: a folder; or ``NULL_SINK``), journal and exports inside ``directory`` (paths
     relative to the config file), or the journal in PostgreSQL when ``pg`` is given;
-    ``sink_options``: more TOML lines for the sink (``fsync = false``)."""
+    ``sink_options``, ``dispatcher_options``: more TOML lines for those tables."""
     directory.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     if pg is None:
@@ -153,7 +154,7 @@ grace_seconds = 5.0
 
 [dispatcher]
 enabled = {"true" if dispatcher else "false"}
-
+{dispatcher_options}
 [[routes]]
 name = "{ROUTE}"
 source = "{SOURCE}"

@@ -270,6 +270,13 @@ def main() -> int:
         "--postgres", action="store_true", help="journal in PostgreSQL instead of SQLite"
     )
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: $HOOKDOCK_TEST_PG_DSN or local)")
+    parser.add_argument(
+        "--dispatcher",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [dispatcher] setting, as TOML (busy_requests=0); repeatable",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
@@ -295,7 +302,8 @@ def main() -> int:
     items = [Sent(f"{tag:08x}-0001-4000-8000-{i:012x}", 0.0) for i in range(args.requests)]
     try:
         offsets = clock_offset_ns(work / "clock-probe")
-        setup = write_config(work / "hookdock", pg=pg)
+        options = "".join(f"{option}\n" for option in args.dispatcher)
+        setup = write_config(work / "hookdock", pg=pg, dispatcher_options=options)
         port = free_port()
         # The sink creates missing folders itself; creating the two shared ones first lets the
         # watcher see every task folder appear.
