@@ -138,8 +138,9 @@ class DispatcherConfig(_Model):
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
     """Ingest first: with this many requests at work (body received, being journaled),
-    exports pause (one batch per ``busy_pause_seconds``), so a burst is journaled and answered
-    at full speed and exported right after.  0: never pause."""
+    exports pause for up to ``busy_pause_seconds``, then run as long whatever ingest does
+    (``receiver/ingest_first.py``): a burst is journaled and answered at full speed and
+    exported right after, and a sustained rate does not starve exports.  0: never pause."""
     busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     file_transfers: Annotated[int, Field(ge=1, le=256)] = 4
     """Files downloaded at once, across every sink: each transfer takes a few MiB (a part or

@@ -47,6 +47,7 @@ from handlers.source import Source
 from receiver.config import DispatcherConfig
 from receiver.failures import never_succeeds
 from receiver.fetch import Fetcher
+from receiver.ingest_first import IngestFirst
 from receiver.journal.base import Claim, Journal, Outcome, OwnerCheck, SendClaim
 from receiver.journal.errors import JournalError
 from receiver.logs import ACTIVITY
@@ -132,7 +133,7 @@ class Dispatcher:
         self._maybe_due: set[str] = set(sinks)
         """Sinks that may have due sends nobody holds: only these are worth a claim query."""
         self._next_sweep = 0.0
-        self._busy_batch = float("-inf")
+        self._ingest_first = IngestFirst(config.busy_pause_seconds)
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -228,15 +229,10 @@ class Dispatcher:
     async def _run(self) -> None:
         while not self._stopping:
             busy = self.config.busy_requests
-            if busy and self.ingest_load() >= busy:
-                # Exports share the event loop and the GIL with ingest, and even a trickle of
-                # them cost ingest a quarter of its throughput (bench/): while senders wait,
-                # they go first.  One batch per pause keeps exports moving all the same.
-                pause = self.config.busy_pause_seconds - (time.monotonic() - self._busy_batch)
-                if pause > 0:
-                    await asyncio.sleep(min(pause, _BUSY_RECHECK_SECONDS))
-                    continue
-                self._busy_batch = time.monotonic()
+            pause = self._ingest_first.delay(bool(busy) and self.ingest_load() >= busy)
+            if pause > 0:
+                await asyncio.sleep(min(pause, _BUSY_RECHECK_SECONDS))
+                continue
             free = self._free_slots()
             if self.sinks and not free:
                 # Every sink is full: new deliveries (which set _wake) wait for a free slot.
