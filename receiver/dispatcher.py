@@ -47,7 +47,7 @@ from handlers.source import Source
 from receiver.config import DispatcherConfig
 from receiver.failures import never_succeeds
 from receiver.fetch import Fetcher
-from receiver.ingest_first import IngestFirst
+from receiver.ingest_first import OVERLOAD, IngestFirst
 from receiver.journal.base import Claim, Journal, Outcome, OwnerCheck, SendClaim
 from receiver.journal.errors import JournalError
 from receiver.logs import ACTIVITY
@@ -229,7 +229,10 @@ class Dispatcher:
     async def _run(self) -> None:
         while not self._stopping:
             busy = self.config.busy_requests
-            pause = self._ingest_first.delay(bool(busy) and self.ingest_load() >= busy)
+            load = self.ingest_load() if busy else 0
+            pause = self._ingest_first.delay(
+                bool(busy) and load >= busy, bool(busy) and load >= OVERLOAD * busy
+            )
             if pause > 0:
                 await asyncio.sleep(min(pause, _BUSY_RECHECK_SECONDS))
                 continue

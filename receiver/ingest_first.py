@@ -7,7 +7,10 @@ a pause lasts ``busy_pause_seconds`` at most and is followed by as long a time i
 run whatever ingest does.  A burst shorter than the pause is journaled and answered at full
 speed and exported right after; a sustained rate keeps half the time for exports, so that
 below what the process can do in all, exports keep up with what is accepted instead of falling
-further behind for as long as the rate lasts.
+further behind for as long as the rate lasts.  Above what it can do, requests pile up
+(``OVERLOAD`` times ``busy_requests`` at work): then ingest has the process to itself for as
+long as that lasts, since a vendor times out on a slow answer while a backlog of exports waits
+safely in the journal.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["IngestFirst"]
+__all__ = ["OVERLOAD", "IngestFirst"]
+
+OVERLOAD = 4
+"""Requests at work, in multiples of ``busy_requests``, at which ingest no longer shares."""
 
 
 class IngestFirst:
@@ -25,12 +31,18 @@ class IngestFirst:
         self._paused_since: float | None = None
         self._run_until = float("-inf")
 
-    def delay(self, busy: bool) -> float:
-        """Seconds exports should wait now (0: go), given whether ingest is busy."""
+    def delay(self, busy: bool, overloaded: bool = False) -> float:
+        """Seconds exports should wait now (0: go), given whether ingest is busy, or so busy
+        that requests pile up (then it has the process to itself, as long as that lasts)."""
         now = self._clock()
-        if not busy:
+        if not busy and not overloaded:
             self._paused_since = None
             return 0.0
+        if overloaded:
+            self._run_until = float("-inf")
+            if self._paused_since is None:
+                self._paused_since = now
+            return self.pause_seconds
         if now < self._run_until:
             return 0.0
         if self._paused_since is None:

@@ -542,11 +542,12 @@ class GatedSink:
 def busy_dispatcher(
     sink: GatedSink, journal: MemoryJournal, looked: list[int], pause: float
 ) -> Dispatcher:
-    """A dispatcher whose ingest has 50 requests at work for as long as ``looked`` has no 0."""
+    """A dispatcher whose ingest is busy (10 requests at work, short of overloaded) for as
+    long as ``looked`` has no 0."""
 
     def load() -> int:
         looked.append(1)
-        return 0 if 0 in looked else 50
+        return 0 if 0 in looked else 10
 
     return Dispatcher(
         journal,

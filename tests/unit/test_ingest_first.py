@@ -56,3 +56,17 @@ def test_after_a_full_pause_exports_run_although_ingest_stays_busy() -> None:
     assert first.delay(True) == 0.0, "still its turn"
     clock.now += 0.02
     assert first.delay(True) == 1.0, "then ingest's again"
+
+
+def test_an_overloaded_ingest_has_the_process_to_itself() -> None:
+    clock = Clock()
+    first = IngestFirst(1.0, clock)
+    first.delay(True)
+    clock.now += 1.0
+    assert first.delay(True) == 0.0, "exports' turn"
+    clock.now += 0.1
+    assert first.delay(True, overloaded=True) == 1.0, "requests pile up: their turn ends"
+    clock.now += 5.0
+    assert first.delay(True, overloaded=True) == 1.0, "however long that lasts"
+    clock.now += 0.1
+    assert first.delay(True) == 0.0, "merely busy, after a pause that long: exports run"
