@@ -139,6 +139,10 @@ class LocalSink:
                 await asyncio.gather(writing, return_exceptions=True)
             await asyncio.to_thread(writer.close)
 
+    async def aclose(self) -> None:
+        """Let the fsync threads go (at shutdown; harmless twice)."""
+        await asyncio.to_thread(self._writer.close)
+
     async def check(self) -> list[str]:
         try:
             await asyncio.to_thread(self._probe)

@@ -71,6 +71,12 @@ class BatchWriter:
         self._pool: ThreadPoolExecutor | None = None
         self._running: asyncio.Task[None] | None = None
 
+    def close(self) -> None:
+        """Shut the fsync threads down; a later batch starts new ones."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     async def write(self, target: Path, data: bytes) -> None:
         """Write ``data`` to ``target`` (under the root) atomically; durable on return if
         ``fsync``.  An ``OSError`` (or ``LinkRefused``) is this file's own."""
@@ -167,9 +173,12 @@ class BatchWriter:
         """fsync every descriptor at once: the file system commits concurrent fsyncs together
         (ext4's journal: 16 at once cost little more than one), one after the other each pays
         a commit of its own."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="hookdock-fsync")
-        return dict(zip(fds, self._pool.map(_fsync, fds), strict=True))
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(
+                FSYNC_THREADS, thread_name_prefix="hookdock-fsync"
+            )
+        return dict(zip(fds, pool.map(_fsync, fds), strict=True))
 
     @staticmethod
     def _rename(f: _File) -> None:
