@@ -127,10 +127,13 @@ def write_config(
     dispatcher: bool = True,
     pg: PgTarget | None = None,
     sink_type: str = "local",
+    sink_options: str = "",
+    dispatcher_options: str = "",
 ) -> HookdockSetup:
     """A config with one url-token route for SmartDocumentor text documents and one sink
     (``local``: a folder; or ``NULL_SINK``), journal and exports inside ``directory`` (paths
-    relative to the config file), or the journal in PostgreSQL when ``pg`` is given."""
+    relative to the config file), or the journal in PostgreSQL when ``pg`` is given;
+    ``sink_options``, ``dispatcher_options``: more TOML lines for those tables."""
     directory.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     if pg is None:
@@ -139,6 +142,7 @@ def write_config(
         # json.dumps makes a valid TOML basic string of a DSN or a schema name.
         journal = f'type = "postgres"\ndsn = {json.dumps(pg.dsn)}\nschema = {json.dumps(pg.schema)}'
     sink = 'root = "exports"\n' if sink_type == "local" else ""
+    sink += sink_options
     text = f"""\
 # Written by bench/: one route, one sink, everything under this folder (or in PostgreSQL).
 [server]
@@ -150,7 +154,7 @@ grace_seconds = 5.0
 
 [dispatcher]
 enabled = {"true" if dispatcher else "false"}
-
+{dispatcher_options}
 [[routes]]
 name = "{ROUTE}"
 source = "{SOURCE}"

@@ -47,11 +47,16 @@ from pathlib import Path
 from common import (
     HOST,
     BodyTemplate,
+    PgTarget,
     body_template,
+    drop_pg_schema,
     free_port,
     hookdock_server,
     journal_counts,
+    new_pg_target,
     percentile,
+    pg_dsn,
+    pg_problem,
     table,
     write_config,
 )
@@ -261,6 +266,17 @@ def main() -> int:
     parser.add_argument(
         "--connections", type=int, default=64, help="client connection pool (default 64)"
     )
+    parser.add_argument(
+        "--postgres", action="store_true", help="journal in PostgreSQL instead of SQLite"
+    )
+    parser.add_argument("--dsn", help="PostgreSQL DSN (default: $HOOKDOCK_TEST_PG_DSN or local)")
+    parser.add_argument(
+        "--dispatcher",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [dispatcher] setting, as TOML (busy_requests=0); repeatable",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
@@ -272,6 +288,13 @@ def main() -> int:
         )
         return 2
 
+    pg: PgTarget | None = None
+    if args.postgres:
+        dsn = pg_dsn(args.dsn)
+        if (problem := pg_problem(dsn)) is not None:
+            print(f"PostgreSQL is not reachable: {problem}", file=sys.stderr)
+            return 2
+        pg = new_pg_target(dsn, "post_to_file")
     work = Path(tempfile.mkdtemp(prefix="hookdock-bench-file-"))
     template = body_template(args.body_bytes)
     tag = secrets.randbits(32)
@@ -279,7 +302,8 @@ def main() -> int:
     items = [Sent(f"{tag:08x}-0001-4000-8000-{i:012x}", 0.0) for i in range(args.requests)]
     try:
         offsets = clock_offset_ns(work / "clock-probe")
-        setup = write_config(work / "hookdock")
+        options = "".join(f"{option}\n" for option in args.dispatcher)
+        setup = write_config(work / "hookdock", pg=pg, dispatcher_options=options)
         port = free_port()
         # The sink creates missing folders itself; creating the two shared ones first lets the
         # watcher see every task folder appear.
@@ -310,6 +334,8 @@ def main() -> int:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+            if pg is not None:
+                drop_pg_schema(pg)
 
     ok = [i for i in items if i.status is not None and 200 <= i.status < 300]
     non_2xx = sum(1 for i in items if i.status is not None and not 200 <= i.status < 300)
@@ -317,7 +343,8 @@ def main() -> int:
     exported = [i for i in ok if i.file_ns is not None]
     offset = statistics.median(offsets)
     print(
-        f"hookdock POST-to-file: {len(items)} requests at {args.rate:g}/s"
+        f"hookdock POST-to-file ({'PostgreSQL' if pg else 'SQLite'} journal):"
+        f" {len(items)} requests at {args.rate:g}/s"
         f" (after {len(warmup)} warm-up), body {template.size} bytes, one taskId each"
     )
     print(

@@ -11,6 +11,8 @@ that cannot, and ``SinkGone`` when the destination is gone for good; any other e
 as retryable.  A sink may also define ``async check() -> list[str]`` (every problem found, empty
 when fine) and ``async aclose()`` (release clients; called once at shutdown, harmless twice).
 Clients (HTTP pools, S3 clients) are made on first use, on the running event loop, and reused.
+A sink class may set ``default_concurrency`` (an int): its slots when its table sets no
+``concurrency`` (else ``[dispatcher] concurrency``).
 """
 
 from __future__ import annotations

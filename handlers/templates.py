@@ -69,6 +69,8 @@ class EventTemplate:
         self.names = frozenset(_names(template))
         self._sink = sink
         self._what = what
+        # Parsed once: a sink renders its template for every event.
+        self._pieces = list(string.Formatter().parse(self.template))
 
     def render(self, event: Event) -> str:
         values = event.template_fields()
@@ -80,7 +82,7 @@ class EventTemplate:
         # the template was checked at load, so its pieces are plain names.
         formatter = string.Formatter()
         out = []
-        for literal, name, spec, conversion in formatter.parse(self.template):
+        for literal, name, spec, conversion in self._pieces:
             out.append(literal)
             if name:
                 value = formatter.convert_field(fields[name], conversion)

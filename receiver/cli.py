@@ -34,6 +34,7 @@ from receiver.journal import (
     SqlJournal,
     make_journal,
 )
+from receiver.journal.backlog import sink_figures
 from receiver.journal.base import DeliveryState, SendState
 from receiver.logs import setup_logging
 from receiver.operator import Operator
@@ -280,12 +281,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             out: dict[str, Any] = {s.value: n for s, n in (await journal.counts()).items()}
             counts = await journal.sink_counts()
             stopped = {s.sink: s for s in await journal.stopped_sinks()}
+            # How far behind each sink is: seen here before anyone misses an export.
+            behind = sink_figures(await journal.sink_backlog(), await journal.recent_lags())
             out["sinks"] = {
                 name: {
                     **{
                         s.value: n for s, n in counts.get(name, dict.fromkeys(SendState, 0)).items()
                     },
                     "stopped": None if name not in stopped else stopped[name].reason,
+                    **behind(name),
                 }
                 for name in sorted({*runtime.config.sinks, *counts, *stopped})
             }

@@ -130,12 +130,17 @@ class DispatcherConfig(_Model):
     enabled: bool = True
     """Run the dispatcher inside ``hookdock serve``; turn off when ``hookdock worker`` runs it."""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    """Each sink's slots unless the sink (or its plugin) says otherwise."""
+    route_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Deliveries routed at once.  Routing is hookdock's own work (no destination to spare),
+    and the routings in flight are written together, one group commit for them all."""
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
     """Ingest first: with this many requests at work (body received, being journaled),
-    exports pause (one batch per ``busy_pause_seconds``), so a burst is journaled and answered
-    at full speed and exported right after.  0: never pause."""
+    exports pause for up to ``busy_pause_seconds``, then run as long whatever ingest does
+    (``receiver/ingest_first.py``): a burst is journaled and answered at full speed and
+    exported right after, and a sustained rate does not starve exports.  0: never pause."""
     busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     file_transfers: Annotated[int, Field(ge=1, le=256)] = 4
     """Files downloaded at once, across every sink: each transfer takes a few MiB (a part or

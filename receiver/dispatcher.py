@@ -47,6 +47,7 @@ from handlers.source import Source
 from receiver.config import DispatcherConfig
 from receiver.failures import never_succeeds
 from receiver.fetch import Fetcher
+from receiver.ingest_first import OVERLOAD, IngestFirst
 from receiver.journal.base import Claim, Journal, Outcome, OwnerCheck, SendClaim
 from receiver.journal.errors import JournalError
 from receiver.logs import ACTIVITY
@@ -62,7 +63,7 @@ __all__ = ["Dispatcher", "RouteTarget", "SinkTarget", "owner_is_gone"]
 
 log = logging.getLogger("hookdock.dispatcher")
 
-_C = TypeVar("_C", Claim, SendClaim)
+_C = TypeVar("_C", list[Claim], SendClaim)
 
 # While ingest is busy, how often the dispatcher looks whether it has calmed down.
 _BUSY_RECHECK_SECONDS = 0.05
@@ -132,15 +133,18 @@ class Dispatcher:
         self._maybe_due: set[str] = set(sinks)
         """Sinks that may have due sends nobody holds: only these are worth a claim query."""
         self._next_sweep = 0.0
-        self._busy_batch = float("-inf")
+        self._ingest_first = IngestFirst(config.busy_pause_seconds)
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._transfers = asyncio.Semaphore(config.file_transfers)
-        self._routing: dict[asyncio.Task[None], Claim] = {}
+        self._routing: dict[asyncio.Task[None], list[Claim]] = {}
+        """Deliveries being routed, by the task routing them (one per claim)."""
         self._sending: dict[asyncio.Task[None], SendClaim] = {}
         self._load: Counter[str] = Counter()
         """Slots taken per sink: sends in flight plus those reserved while routing."""
+        self._holding: set[int] = set()
+        """Sends whose sink call has not returned yet: each holds one of its sink's slots."""
 
     @property
     def running(self) -> bool:
@@ -148,7 +152,11 @@ class Dispatcher:
 
     @property
     def inflight(self) -> int:
-        return len(self._routing) + len(self._sending)
+        return self._routing_count + len(self._sending)
+
+    @property
+    def _routing_count(self) -> int:
+        return sum(len(claims) for claims in self._routing.values())
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (called after each new delivery)."""
@@ -196,7 +204,9 @@ class Dispatcher:
                 await self._renew_task
         if not pending:
             return
-        deliveries = [self._routing[t].delivery.delivery_id for t in pending if t in self._routing]
+        deliveries = [
+            c.delivery.delivery_id for t in pending if t in self._routing for c in self._routing[t]
+        ]
         sends = [self._sending[t].send_id for t in pending if t in self._sending]
         for task in pending:
             task.cancel()
@@ -219,15 +229,13 @@ class Dispatcher:
     async def _run(self) -> None:
         while not self._stopping:
             busy = self.config.busy_requests
-            if busy and self.ingest_load() >= busy:
-                # Exports share the event loop and the GIL with ingest, and even a trickle of
-                # them cost ingest a quarter of its throughput (bench/): while senders wait,
-                # they go first.  One batch per pause keeps exports moving all the same.
-                pause = self.config.busy_pause_seconds - (time.monotonic() - self._busy_batch)
-                if pause > 0:
-                    await asyncio.sleep(min(pause, _BUSY_RECHECK_SECONDS))
-                    continue
-                self._busy_batch = time.monotonic()
+            load = self.ingest_load() if busy else 0
+            pause = self._ingest_first.delay(
+                bool(busy) and load >= busy, bool(busy) and load >= OVERLOAD * busy
+            )
+            if pause > 0:
+                await asyncio.sleep(min(pause, _BUSY_RECHECK_SECONDS))
+                continue
             free = self._free_slots()
             if self.sinks and not free:
                 # Every sink is full: new deliveries (which set _wake) wait for a free slot.
@@ -240,21 +248,25 @@ class Dispatcher:
                 # poll interval each sink is worth a look, however busy the wake-ups keep us.
                 self._maybe_due.update(self.sinks)
                 self._next_sweep = time.monotonic() + self.config.poll_seconds
-            more = await self._claim_sends(free)
-            room = self.config.concurrency - len(self._routing)
-            claims: list[Claim] = []
-            if room > 0:
-                try:
-                    claims = await self.journal.claim(self.owner, room, self.config.lease_seconds)
-                except Exception as exc:
-                    # Expected while another process holds the journal: one line, not a trace.
-                    log.warning("cannot claim deliveries, trying again: %s", exc)
-            for claim in claims:
-                self._track(self._routing, claim, self._route(claim))
+            room = self.config.route_concurrency - self._routing_count
+            # Both claims in one group commit.
+            more, claims = await asyncio.gather(self._claim_sends(free), self._claim(room))
+            if claims:
+                self._track(self._routing, claims, self._route_all(claims))
             if more or (claims and len(claims) == room):
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+
+    async def _claim(self, room: int) -> list[Claim]:
+        if room <= 0:
+            return []
+        try:
+            return await self.journal.claim(self.owner, room, self.config.lease_seconds)
+        except Exception as exc:
+            # Expected while another process holds the journal: one line, not a trace.
+            log.warning("cannot claim deliveries, trying again: %s", exc)
+            return []
 
     async def _claim_sends(self, free: dict[str, int]) -> bool:
         """Claim due sends into the free slots; True if some sink filled up (more may wait)."""
@@ -268,14 +280,17 @@ class Dispatcher:
             return False
         taken = Counter(c.sink for c in claims)
         for claim in claims:
-            self._load[claim.sink] += 1
+            self._take_slot(claim)
             self._track(self._sending, claim, self._send(claim))
         full = {sink for sink, n in wanted.items() if taken[sink] >= n}
         self._maybe_due -= set(wanted) - full  # those sinks have nothing more due now
         return bool(full)
 
     def _track(
-        self, where: dict[asyncio.Task[None], _C], claim: _C, work: Coroutine[Any, Any, None]
+        self,
+        where: dict[asyncio.Task[None], _C],
+        claim: _C,
+        work: Coroutine[Any, Any, None],
     ) -> None:
         task = asyncio.create_task(work)
         where[task] = claim
@@ -285,9 +300,22 @@ class Dispatcher:
         self._routing.pop(task, None)
         claim = self._sending.pop(task, None)
         if claim is not None:
-            self._load[claim.sink] -= 1
+            self._free_slot(claim)
         self._slot_free.set()
         self._wake.set()
+
+    def _take_slot(self, claim: SendClaim) -> None:
+        self._load[claim.sink] += 1
+        self._holding.add(claim.send_id)
+
+    def _free_slot(self, claim: SendClaim) -> None:
+        """The sink call is over: its slot goes to the next send while the outcome commits
+        (the send keeps its lease until then, so nobody else takes it meanwhile)."""
+        if claim.send_id in self._holding:
+            self._holding.discard(claim.send_id)
+            self._load[claim.sink] -= 1
+            self._slot_free.set()
+            self._wake.set()
 
     async def _renew_leases(self) -> None:
         """Keep the leases of sends in flight: a transfer of a large file outlasts a lease."""
@@ -304,27 +332,44 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ routing
 
-    async def _route(self, claim: Claim) -> None:
+    async def _route_all(self, claims: list[Claim]) -> None:
+        """Route a claim's deliveries: every one normalized first, then all recorded at once,
+        so that their writes reach the journal together and share one group commit."""
+        routes = [self._pairs(claim) for claim in claims]
+        results = await asyncio.gather(
+            *(
+                self._finish_route(claim, pairs)
+                if isinstance(pairs, Outcome)
+                else self._route(claim, pairs)
+                for claim, pairs in zip(claims, routes, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        for claim, result in zip(claims, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("routing delivery %s failed", claim.delivery.delivery_id, exc_info=result)
+
+    def _pairs(self, claim: Claim) -> list[tuple[Event, str]] | Outcome:
+        """(event, sink) for each send the delivery makes, or why it cannot be routed."""
         delivery = claim.delivery
         target = self.routes.get(delivery.route)
+        if target is None:
+            return Outcome.dead(f"route {delivery.route!r} is no longer configured")
+        if claim.attempt > ROUTE_MAX_ATTEMPTS:
+            return Outcome.dead(f"routing did not finish in {ROUTE_MAX_ATTEMPTS} attempts")
         try:
-            if target is None:
-                raise _Unroutable(f"route {delivery.route!r} is no longer configured")
-            if claim.attempt > ROUTE_MAX_ATTEMPTS:
-                raise _Unroutable(f"routing did not finish in {ROUTE_MAX_ATTEMPTS} attempts")
-            try:
-                events = list(target.source.normalize(delivery))
-            except Exception as exc:
-                raise _Unroutable(f"cannot normalize: {_describe(exc)}") from exc
-        except _Unroutable as exc:
-            await self._finish_route(claim, Outcome.dead(str(exc)))
-            return
-        pairs = [
+            events = list(target.source.normalize(delivery))
+        except Exception as exc:
+            return Outcome.dead(f"cannot normalize: {_describe(exc)}")
+        return [
             (event, sink)
             for event in events
             for sink in target.router.sinks_for(event)
             if sink in self.sinks
         ]
+
+    async def _route(self, claim: Claim, pairs: list[tuple[Event, str]]) -> None:
+        delivery = claim.delivery
         # Reserve a slot for each sink that has one, so that its sends start right away; once
         # shutdown has begun, they wait in the journal for the next start instead.
         lease_now = {
@@ -349,7 +394,7 @@ class Dispatcher:
             await self.journal.release_sends(self.owner, [send.send_id for send in sends])
             return
         for send in sends:
-            self._load[send.sink] += 1
+            self._take_slot(send)
             self._track(self._sending, send, self._send(send))
         # A send left unleased (its sink was full, or is stopped) waits to be claimed.
         self._maybe_due.update({sink for _, sink in pairs} - {s.sink for s in sends})
@@ -383,7 +428,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ sending
 
     async def _send(self, claim: SendClaim) -> None:
-        outcome = await self._send_outcome(claim)
+        try:
+            outcome = await self._send_outcome(claim)
+        finally:
+            self._free_slot(claim)
         try:
             await self.journal.finish_send(claim, self.owner, outcome)
         except Exception:
@@ -568,7 +616,3 @@ def _journal_failed(message: str, *args: object) -> None:
         log.warning(message + " (its lease runs out and it is tried again): %s", *args, exc)
     else:
         log.exception(message, *args)
-
-
-class _Unroutable(Exception):
-    """A delivery that cannot be routed: dead-lettered with this reason."""

@@ -6,9 +6,10 @@ Two kinds, on purpose:
   commits (batch size and latency), send attempts by sink and outcome, the time from receipt
   to delivery per sink, file bytes stored per sink;
 * what the journal holds (deliveries and sends by state, dead letters per sink and code,
-  stopped sinks, each poller's polls, failures in a row, findings, API calls and last
-  success), read from the journal at scrape time, so every replica reports the same
-  figures and none double-counts another's work.
+  stopped sinks, each sink's due sends and the age of its oldest pending one, each poller's
+  polls, failures in a row, findings, API calls and last success), read from the journal at
+  scrape time, so every replica reports the same figures and none double-counts another's
+  work.
 
 Each app has a registry of its own (no process-wide globals), so tests and a worker beside a
 server never mix figures.
@@ -29,6 +30,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from receiver.journal import JournalError, SqlJournal
+from receiver.journal.backlog import SinkBacklog
 from receiver.journal.pollers import PollerState
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -46,6 +48,8 @@ class _Snapshot:
     sends: dict[tuple[str, str], int] = field(default_factory=dict)
     dead: dict[tuple[str, str], int] = field(default_factory=dict)
     stopped: dict[str, bool] = field(default_factory=dict)
+    backlog: dict[str, SinkBacklog] = field(default_factory=dict)
+    read_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     pollers: list[PollerState] = field(default_factory=list)
 
 
@@ -81,7 +85,21 @@ class _JournalFigures(Collector):
         )
         for sink, is_stopped in sorted(snap.stopped.items()):
             stopped.add_metric([sink], 1 if is_stopped else 0)
-        yield from (deliveries, sends, dead, stopped)
+        due = GaugeMetricFamily(
+            "hookdock_sink_due_sends",
+            "Pending sends due now (waiting for a slot, not for a retry), by sink",
+            labels=["sink"],
+        )
+        oldest = GaugeMetricFamily(
+            "hookdock_sink_oldest_pending_seconds",
+            "Age since receipt of a sink's oldest pending send (0 with none): how far behind",
+            labels=["sink"],
+        )
+        for sink in sorted(snap.stopped):
+            waiting = snap.backlog.get(sink, SinkBacklog(0, 0, None))
+            due.add_metric([sink], waiting.due)
+            oldest.add_metric([sink], waiting.oldest_seconds(snap.read_at))
+        yield from (deliveries, sends, dead, stopped, due, oldest)
         yield from _poller_families(snap.pollers)
 
 
@@ -206,6 +224,7 @@ class Metrics:
             )
             stopped = {s.sink for s in await journal.stopped_sinks()}
             snap.stopped = {sink: sink in stopped for sink in sorted(sinks | stopped)}
+            snap.backlog = await journal.sink_backlog()
             snap.pollers = await journal.poller_states()
             self._journal_figures.snapshot = snap
             return generate_latest(self.registry)

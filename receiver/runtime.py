@@ -195,7 +195,13 @@ class Runtime:
         for name, sink in self.sinks.items():
             host = self.config.sink_host(name)
             policy = RetryPolicy.from_config(self.config.sink_retry(name))
-            slots = host.concurrency or self.config.dispatcher.concurrency
+            # A plugin may know better than the general default (a local disk is not a remote
+            # service to spare, and the more writes wait, the more share a group's fsyncs).
+            slots = (
+                host.concurrency
+                or getattr(sink, "default_concurrency", None)
+                or self.config.dispatcher.concurrency
+            )
             targets[name] = SinkTarget(sink, policy, slots)
         return targets
 

@@ -1,9 +1,10 @@
 """The local folder sink: one JSON file per event, written atomically under a root folder.
 
 A write is temp file, fsync, rename, fsync of the directory: a reader never sees half a file
-and a crash leaves either the old state or the whole new file.  Every level under the root is
-opened without following links (``local_fs.py``): a link there dead-letters the send, naming
-it, rather than let a file land outside the root.  The final name holds the event
+and a crash leaves either the old state or the whole new file.  Events delivered at once are
+written together, each folder fsync'd once per batch (``local_batch.py``).  Every level under
+the root is opened without following links (``local_fs.py``): a link there dead-letters the
+send, naming it, rather than let a file land outside the root.  The final name holds the event
 id, so delivering the same event again finds the file and does nothing (idempotent).
 
 Files an event refers to are stored beside its JSON, named ``<event name>.<role><.ext>``
@@ -29,6 +30,7 @@ from handlers.errors import PermanentSinkError
 from handlers.event import Event
 from handlers.files import FileInfo, IncomingFile, stored_name
 from handlers.name_limits import NAME_MAX, NameLimits
+from handlers.sinks.local_batch import CREATE, BatchWriter
 from handlers.sinks.local_fs import ParentDir, write_error
 from handlers.templates import EventTemplate, check_template
 
@@ -68,6 +70,8 @@ class LocalSink:
     """Writes each event as pretty JSON to ``root / path_template``."""
 
     config_model: ClassVar[type[BaseModel]] = LocalSinkConfig
+    default_concurrency: ClassVar[int] = 64
+    """Slots unless ``concurrency`` is set: events written at once share their fsyncs."""
 
     def __init__(self, config: LocalSinkConfig) -> None:
         self.config = config
@@ -77,6 +81,7 @@ class LocalSink:
         # Writes in progress by target: the same event delivered twice at once (a retry racing
         # a slow first attempt) joins the first write instead of racing it for the temp file.
         self._writing: dict[Path, asyncio.Future[None]] = {}
+        self._writer = BatchWriter(self.root, fsync=config.fsync)
 
     def path_for(self, event: Event) -> Path:
         # No resolve(): it asks the disk about every path component.  The template is relative
@@ -95,7 +100,7 @@ class LocalSink:
         writing = self._writing.get(target)
         if writing is None:
             data = event.to_json(indent=True)
-            writing = asyncio.ensure_future(asyncio.to_thread(self._write, target, data))
+            writing = asyncio.ensure_future(self._writer.write(target, data))
             self._writing[target] = writing
             writing.add_done_callback(lambda _: self._writing.pop(target, None))
         try:
@@ -134,6 +139,10 @@ class LocalSink:
                 await asyncio.gather(writing, return_exceptions=True)
             await asyncio.to_thread(writer.close)
 
+    async def aclose(self) -> None:
+        """Let the fsync threads go (at shutdown; harmless twice)."""
+        await asyncio.to_thread(self._writer.close)
+
     async def check(self) -> list[str]:
         try:
             await asyncio.to_thread(self._probe)
@@ -147,38 +156,7 @@ class LocalSink:
         probe.write_bytes(b"")
         probe.unlink()
 
-    def _write(self, target: Path, data: bytes) -> None:
-        with ParentDir(self.root, PurePosixPath(target.relative_to(self.root))) as folder:
-            name = target.name
-            if folder.exists(name):
-                return  # already delivered: the name holds the event id
-            # One temp name per target: a writer killed before its rename leaves a temp file
-            # that the retry (one always follows) takes over, so crashes leave no orphans.
-            temp = f".{name}.tmp"
-            try:
-                fd = os.open(temp, _CREATE, 0o644, dir_fd=folder.fd)
-            except FileExistsError:
-                # A killed writer's, or another worker's writing the same event right now: the
-                # content is the same either way.  Should that writer's rename then fail, its
-                # attempt is retried and finds the file in place.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp, dir_fd=folder.fd)
-                fd = os.open(temp, _CREATE, 0o644, dir_fd=folder.fd)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.config.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
-            if self.config.fsync:
-                os.fsync(folder.fd)
 
-
-# O_EXCL|O_CREAT never follows a link at the name; O_NOFOLLOW says so for the reader.
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITEBACK_BYTES = 32 * 1024 * 1024
 
 
@@ -205,7 +183,7 @@ class _FileWriter:
             temp = f".{target.name}.part"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=folder.fd)
-            return cls(folder, target.name, os.open(temp, _CREATE, 0o644, dir_fd=folder.fd), temp)
+            return cls(folder, target.name, os.open(temp, CREATE, 0o644, dir_fd=folder.fd), temp)
         except BaseException:
             folder.close()
             raise

@@ -13,7 +13,6 @@ an over-long name is one too (``ENAMETOOLONG`` never clears up on its own).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -58,9 +57,19 @@ class ParentDir:
     Use as a context manager; ``fd`` is for the ``dir_fd`` arguments of ``os`` functions.
     """
 
-    def __init__(self, root: Path, relative: PurePosixPath, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        relative: PurePosixPath,
+        *,
+        create: bool = True,
+        made: list[int] | None = None,
+    ) -> None:
+        """``made``: gets a descriptor (the caller closes it) of each folder in which a folder
+        was created, so that the caller can fsync the new entries."""
         self.root = root
         self.relative = relative
+        self._made = made
         self.fd = self._open(create)
 
     def _open(self, create: bool) -> int:
@@ -91,8 +100,13 @@ class ParentDir:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR) and self._is_link(fd, name):
                 raise LinkRefused(self.path(depth)) from exc
             raise
-        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+        try:
             os.mkdir(name, 0o755, dir_fd=fd)
+        except FileExistsError:
+            pass  # another writer made it meanwhile
+        else:
+            if self._made is not None:
+                self._made.append(os.dup(fd))
         try:
             return os.open(name, _DIR, dir_fd=fd)
         except OSError as exc:

@@ -37,6 +37,7 @@ from receiver.journal.pollers import PollerState, PollOutcome
 from receiver.journal.watches import Watch
 
 if TYPE_CHECKING:
+    from receiver.journal.backlog import SinkBacklog
     from receiver.journal.views import (
         ActionInfo,
         ActivityBucket,
@@ -429,6 +430,14 @@ class JournalAdmin(Protocol):
 
     async def dead_codes(self) -> dict[str, int]:
         """How many dead sends there are per failure code (sends without a code left out)."""
+        ...
+
+    async def sink_backlog(self) -> dict[str, SinkBacklog]:
+        """Each sink with pending sends: how many, how many due now, the oldest's receipt."""
+        ...
+
+    async def recent_lags(self, limit: int = 1000) -> dict[str, builtins.list[float]]:
+        """Receipt-to-delivery seconds of the last ``limit`` sends delivered, per sink."""
         ...
 
     async def dead_by_sink(self) -> dict[tuple[str, str], int]:

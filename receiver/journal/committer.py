@@ -27,7 +27,7 @@ from typing import Any
 from receiver.journal.dialect import DatabaseClock, Dialect, Tx
 from receiver.journal.errors import JournalUnavailable
 
-__all__ = ["Bulk", "GroupCommitter", "Work"]
+__all__ = ["Bulk", "GroupCommitter", "JobFailed", "Work", "connection_broken"]
 
 log = logging.getLogger("hookdock.journal")
 
@@ -55,6 +55,16 @@ class _Job:
         self.loop = loop
         self.bulk = bulk
         self.item = item
+
+
+class JobFailed:
+    """What a bulk handler returns for an item that failed on its own (in a savepoint of its
+    own): that job gets ``error``, the rest of the batch commits."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -307,7 +317,7 @@ class GroupCommitter:
             try:
                 outcomes.append((job, job.fn(tx), None))
             except Exception as exc:
-                if self._is_unavailable(exc) and _is_broken(tx.conn):
+                if self._is_unavailable(exc) and connection_broken(tx.conn):
                     raise  # the connection died under it: the batch as a whole has failed
                 raise _JobFailed from exc
         tx.execute("COMMIT")
@@ -316,7 +326,7 @@ class GroupCommitter:
     def _fail_batch(self, batch: list[_Job], exc: Exception) -> None:
         reason = _one_line(exc)
         log.error("journal commit failed: %s", reason)
-        if self._conn is not None and _is_broken(self._conn):
+        if self._conn is not None and connection_broken(self._conn):
             self._drop_connection()
         error = JournalUnavailable(f"the journal could not commit: {reason}")
         error.__cause__ = exc
@@ -326,7 +336,12 @@ class GroupCommitter:
         self, tx: Tx, kind: str, jobs: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
         values = self._bulk[kind](tx, [job.item for job in jobs])
-        return list(zip(jobs, values, [None] * len(jobs), strict=True))
+        return [
+            (job, None, self._as_journal_error(value.error))
+            if isinstance(value, JobFailed)
+            else (job, value, None)
+            for job, value in zip(jobs, values, strict=True)
+        ]
 
     def _run_fn(self, tx: Tx, job: _Job) -> tuple[_Job, Any, BaseException | None]:
         assert job.fn is not None
@@ -339,7 +354,7 @@ class GroupCommitter:
         try:
             value = job.fn(tx)
         except Exception as exc:  # one job's failure is its own, not the batch's
-            if self._is_unavailable(exc) and _is_broken(tx.conn):
+            if self._is_unavailable(exc) and connection_broken(tx.conn):
                 raise  # the connection died under it: the batch as a whole has failed
             tx.execute("ROLLBACK TO SAVEPOINT job")
             tx.execute("RELEASE SAVEPOINT job")
@@ -378,6 +393,6 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _is_broken(conn: Any) -> bool:
+def connection_broken(conn: Any) -> bool:
     """psycopg marks a connection the server dropped as ``broken``; sqlite3 has no such state."""
     return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False) is True)

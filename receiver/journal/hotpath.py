@@ -14,8 +14,9 @@ from handlers.files import FileInfo
 from receiver.journal.base import AppendResult, Claim, Outcome, SendClaim
 from receiver.journal.bulk import record_attempts, record_send_attempts
 from receiver.journal.dialect import Tx
+from receiver.journal.route_bulk import EVENT_INSERT, EVENT_VALUES, RouteItem
 from receiver.journal.rules import routing_transition, send_transition
-from receiver.journal.schema import EVENT_FIELDS, event_columns
+from receiver.journal.schema import event_columns
 
 __all__ = ["RAW_COLUMNS", "HotPath", "files_json", "parse_files", "raw_delivery"]
 
@@ -24,12 +25,6 @@ RAW_COLUMNS = "d.id, d.route, d.source, d.received_at, d.content_type, d.headers
 
 _SEND_COLUMNS = "s.id, s.delivery_id, d.route, s.event_id, e.body, s.sink, s.attempts, s.files"
 """What a ``SendClaim`` is made of, from ``sends s`` joined to ``deliveries d`` and ``events e``."""
-
-
-_EVENT_INSERT = ", ".join(("id", "delivery_id", "position", "body", *EVENT_FIELDS))
-_EVENT_VALUES = "(" + ", ".join("?" * (4 + len(EVENT_FIELDS))) + ")"
-_EVENT_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in ("body", *EVENT_FIELDS))
-"""An event is stored with its searchable fields in columns of their own (``EVENT_FIELDS``)."""
 
 
 def raw_delivery(row: Any) -> RawDelivery:
@@ -160,64 +155,14 @@ class HotPath:
         lease_now: Collection[str],
         lease_seconds: float,
     ) -> list[SendClaim]:
-        delivery = claim.delivery
         events: dict[str, tuple[int, Event, bytes]] = {}
         for event, _ in sends:
             if event.event_id not in events:
                 events[event.event_id] = (len(events), event, event.to_json())
         pairs = list(dict.fromkeys((event.event_id, sink) for event, sink in sends))
-
-        def work(tx: Tx) -> list[SendClaim]:
-            now = tx.now
-            routed = tx.execute(
-                "UPDATE deliveries SET state = 'routed', lease_owner = NULL, lease_until = NULL,"
-                " last_error = NULL, updated_at = ? WHERE id = ? AND lease_owner = ?",
-                (now, delivery.delivery_id, owner),
-            ).rowcount
-            if not routed:
-                return []  # our lease ran out and someone else holds the delivery now
-            record_attempts(tx, [(claim, owner, "routed", None)], now)
-            if not pairs:
-                return []
-            tx.execute(
-                f"INSERT INTO events ({_EVENT_INSERT}) VALUES"
-                f" {','.join([_EVENT_VALUES] * len(events))}"
-                f" ON CONFLICT (id) DO UPDATE SET {_EVENT_UPDATE}",
-                [
-                    v
-                    for event_id, (position, e, body) in events.items()
-                    for v in (event_id, delivery.delivery_id, position, body, *event_columns(e))
-                ],
-            )
-            stopped = {r[0] for r in tx.execute("SELECT sink FROM stopped_sinks")}
-            params: list[Any] = []
-            for event_id, sink in pairs:
-                lease = sink in lease_now and sink not in stopped
-                params += [delivery.delivery_id, events[event_id][0], event_id, sink, now, now]
-                params += [1, owner, now + lease_seconds] if lease else [0, None, None]
-            rows = tx.execute(
-                "INSERT INTO sends (delivery_id, event_index, event_id, sink, next_attempt_at,"
-                " updated_at, attempts, lease_owner, lease_until) VALUES"
-                f" {','.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(pairs))}"
-                " ON CONFLICT DO NOTHING RETURNING id, event_id, sink, lease_owner",
-                params,
-            ).fetchall()
-            return [
-                SendClaim(
-                    send_id=r[0],
-                    delivery_id=delivery.delivery_id,
-                    route=delivery.route,
-                    event_id=r[1],
-                    event=events[r[1]][1],
-                    sink=r[2],
-                    attempt=1,
-                    claimed_at=now,
-                )
-                for r in rows
-                if r[3] is not None
-            ]
-
-        claims: list[SendClaim] = await self._write(work)
+        item = RouteItem(claim, owner, events, pairs, frozenset(lease_now), lease_seconds)
+        # Every routing of a batch is written together (``route_bulk``).
+        claims: list[SendClaim] = await self._bulk("route", item)
         return claims
 
     # ------------------------------------------------------------------ sends
@@ -281,7 +226,7 @@ class HotPath:
 
         def work(tx: Tx) -> None:
             tx.execute(
-                f"INSERT INTO events ({_EVENT_INSERT}) VALUES {_EVENT_VALUES}"
+                f"INSERT INTO events ({EVENT_INSERT}) VALUES {EVENT_VALUES}"
                 " ON CONFLICT (id) DO NOTHING",
                 (
                     event.event_id,

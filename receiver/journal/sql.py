@@ -14,6 +14,7 @@ from typing import Any
 
 from receiver.journal.activity import Activity
 from receiver.journal.admin import Admin
+from receiver.journal.backlog import Backlog
 from receiver.journal.browse import Browse
 from receiver.journal.bulk import append_many, sent_many
 from receiver.journal.committer import GroupCommitter
@@ -23,6 +24,7 @@ from receiver.journal.hotpath import HotPath
 from receiver.journal.liveness import Liveness, LivenessAdmin
 from receiver.journal.pollers import PollerStates, PollerStatesAdmin
 from receiver.journal.replay import Replay
+from receiver.journal.route_bulk import route_many
 from receiver.journal.watches import Watches
 
 __all__ = ["SqlJournal"]
@@ -41,6 +43,7 @@ class SqlJournal(
     Browse,
     Activity,
     Replay,
+    Backlog,
 ):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
 
@@ -58,7 +61,7 @@ class SqlJournal(
         self._committer = GroupCommitter(
             connect,
             dialect,
-            bulk={"append": append_many, "sent": sent_many},
+            bulk={"append": append_many, "sent": sent_many, "route": route_many},
             # A batch of appends alone is one INSERT: in autocommit it is its own transaction
             # on either engine (one round trip to PostgreSQL rather than three).
             single_statement=frozenset({"append"}),

@@ -375,7 +375,14 @@ def test_retryable_failure_dead_letters_then_retry_delivers(
 
         assert status(server.config_path) == {"pending": 0, "done": 0, "dead": 1}
         sinks = full_status(server.config_path)["sinks"]
-        assert sinks["exports"] == {"pending": 0, "delivered": 0, "dead": 1, "stopped": None}
+        assert sinks["exports"] == {
+            "pending": 0,
+            "delivered": 0,
+            "dead": 1,
+            "stopped": None,
+            "backlog": {"pending": 0, "due": 0, "oldest_seconds": 0},
+            "receipt_to_delivery": None,
+        }
         [line] = dead_lines(server.config_path)
         dead = _parse_delivery_line(line)
         assert dead["id"] == delivery_id

@@ -30,6 +30,41 @@ from tests.journal.helpers import (
 class AdminContract:
     """What ``hookdock status``, ``deliveries``, ``sinks``, ``retry`` and ``prune`` rely on."""
 
+    # ------------------------------------------------------------------ how far behind
+
+    async def test_sink_backlog_counts_pending_due_and_the_oldest_receipt(
+        self, journal: SqlJournal
+    ) -> None:
+        assert await journal.sink_backlog() == {}
+        oldest = datetime.now(UTC) - timedelta(minutes=5)
+        await routed(journal, ["a", "b"], received_at=oldest)
+        _, [later] = await routed(journal, ["a"], ["a"])
+        await journal.finish_send(later, "w", Outcome.retry("busy", at=FUTURE))
+        _, [done] = await routed(journal, ["c"], ["c"])
+        await journal.finish_send(done, "w", Outcome.delivered())
+        await journal.stop_sink("b", "maintenance")
+        backlog = await journal.sink_backlog()
+        assert sorted(backlog) == ["a", "b"], "nothing pending for c"
+        assert (backlog["a"].pending, backlog["a"].due) == (2, 1), "one waits for its retry"
+        assert (backlog["b"].pending, backlog["b"].due) == (1, 0), "b is stopped"
+        assert backlog["a"].oldest_received_at == oldest
+        assert 299 < backlog["a"].oldest_seconds(datetime.now(UTC)) < 400
+
+    async def test_recent_lags_measure_receipt_to_delivery_per_sink(
+        self, journal: SqlJournal
+    ) -> None:
+        assert await journal.recent_lags() == {}
+        received = datetime.now(UTC) - timedelta(seconds=30)
+        for _ in range(3):
+            _, sends = await routed(journal, ["a", "b"], ["a", "b"], received_at=received)
+            for send in sends:
+                await journal.finish_send(send, "w", Outcome.delivered())
+        await routed(journal, ["a"], ["a"])  # leased, not delivered: no lag yet
+        lags = await journal.recent_lags()
+        assert sorted(lags) == ["a", "b"]
+        assert all(len(v) == 3 and all(29 < s < 90 for s in v) for v in lags.values())
+        assert sum(len(v) for v in (await journal.recent_lags(limit=4)).values()) == 4
+
     # ------------------------------------------------------------------ stopped sinks
 
     async def test_a_gone_sink_is_stopped_until_resumed(self, journal: SqlJournal) -> None:

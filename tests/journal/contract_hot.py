@@ -14,6 +14,7 @@ from receiver.journal import (
     SendState,
     SqlJournal,
 )
+from receiver.journal.route_bulk import RouteItem
 from tests.journal.helpers import (
     FUTURE,
     accepted,
@@ -260,6 +261,64 @@ class HotPathContract:
         assert await journal.resume_sink("hook") is True
         [send] = await journal.claim_sends("w", {"hook": 5}, 60)
         assert (send.delivery_id, send.attempt, send.event) == (d.delivery_id, 1, event(d))
+
+    async def test_routings_written_together_each_get_their_own_sends(
+        self, journal: SqlJournal
+    ) -> None:
+        for i in range(5):
+            await journal.append(raw(str(i).encode()), f"k{i}")
+        claims = await journal.claim("w", 5, 60)
+        lost, dropped, *fanned = claims
+        await execute(
+            journal,
+            "UPDATE deliveries SET lease_owner = 'v' WHERE id = ?",
+            lost.delivery.delivery_id,
+        )
+        routes = [
+            journal.route(lost, "w", [(event(lost.delivery), "a")], {"a"}, 60),
+            journal.route(dropped, "w", [], set(), 60),
+            *(
+                journal.route(c, "w", [(event(c.delivery, n), "a") for n in range(2)], {"a"}, 60)
+                for c in fanned
+            ),
+        ]
+        lost_sends, dropped_sends, *fanned_sends = await asyncio.gather(*routes)
+        assert (lost_sends, dropped_sends) == ([], [])
+        for claim, sends in zip(fanned, fanned_sends, strict=True):
+            d = claim.delivery
+            assert sorted((s.delivery_id, s.event_id, s.sink) for s in sends) == [
+                (d.delivery_id, d.event_id(0), "a"),
+                (d.delivery_id, d.event_id(1), "a"),
+            ]
+            assert {s.event_id: s.event for s in sends} == {
+                d.event_id(n): event(d, n) for n in range(2)
+            }
+        states = [await state_of(journal, c.delivery.delivery_id) for c in claims]
+        assert states == [
+            DeliveryState.PENDING,  # still someone else's to route
+            DeliveryState.DONE,
+            *[DeliveryState.PENDING] * 3,  # their sends wait
+        ]
+        assert await journal.sends(lost.delivery.delivery_id) == []
+
+    async def test_a_routing_that_cannot_be_written_fails_alone(self, journal: SqlJournal) -> None:
+        for i in range(2):
+            await journal.append(raw(str(i).encode()), f"k{i}")
+        bad, good = await journal.claim("w", 2, 60)
+        e = event(bad.delivery)
+        # A value no driver can bind, in the batch with a good routing and an append.
+        broken = RouteItem(bad, "w", {e.event_id: (0, e, object())}, [(e.event_id, "a")], {"a"}, 60)  # type: ignore[dict-item]
+        results = await asyncio.gather(
+            journal._bulk("route", broken),
+            journal.route(good, "w", [(event(good.delivery), "a")], {"a"}, 60),
+            journal.append(raw(b"later"), "k-later"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], Exception)
+        assert [s.event_id for s in results[1]] == [good.delivery.event_id(0)]  # type: ignore[union-attr]
+        assert results[2] == AppendResult(results[2].delivery_id, duplicate=False)  # type: ignore[union-attr]
+        assert await journal.sends(bad.delivery.delivery_id) == []
+        assert await state_of(journal, good.delivery.delivery_id) is DeliveryState.PENDING
 
     # ------------------------------------------------------------------ sends
 

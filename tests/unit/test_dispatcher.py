@@ -539,32 +539,61 @@ class GatedSink:
         self.done += 1
 
 
-async def test_busy_ingest_pauses_exports_after_one_batch() -> None:
-    sink = GatedSink()
-    load = {"requests": 50}
-    journal = MemoryJournal()
-    dispatcher = Dispatcher(
+def busy_dispatcher(
+    sink: GatedSink, journal: MemoryJournal, looked: list[int], pause: float
+) -> Dispatcher:
+    """A dispatcher whose ingest is busy (10 requests at work, short of overloaded) for as
+    long as ``looked`` has no 0."""
+
+    def load() -> int:
+        looked.append(1)
+        return 0 if 0 in looked else 10
+
+    return Dispatcher(
         journal,
         {"r": RouteTarget(TextDocumentSource(), Router([], ["gated"]))},
         {"gated": SinkTarget(sink, policy(), 2)},
-        DispatcherConfig(concurrency=2, poll_seconds=0.01, busy_requests=8, busy_pause_seconds=60),
-        ingest_load=lambda: load["requests"],
+        DispatcherConfig(
+            concurrency=2,
+            route_concurrency=2,
+            poll_seconds=0.01,
+            busy_requests=8,
+            busy_pause_seconds=pause,
+        ),
+        ingest_load=load,
     )
+
+
+async def test_busy_ingest_pauses_exports_until_it_calms_down() -> None:
+    sink, journal, looked = GatedSink(), MemoryJournal(), list[int]()
+    dispatcher = busy_dispatcher(sink, journal, looked, pause=60)
     for i in range(6):
         d = delivery(f"t{i}")
         await journal.append(d, d.delivery_id)
-    await dispatcher.start()
-    await until(lambda: sink.running == 2)
     sink.gate.set()
-    await until(lambda: sink.done == 2)
-    # Busy, and the pause has not run out: the rest wait in the journal.
-    await until(lambda: dispatcher.inflight == 0)
-    assert len(await journal.claim("probe", 100, 0.001)) == 4, "four wait unrouted"
+    await dispatcher.start()
+    # It has looked at ingest's load a few times, and kept away from the journal meanwhile.
+    await until(lambda: len(looked) >= 5)
+    assert dispatcher.inflight == 0 and sink.done == 0
+    assert len(await journal.claim("probe", 100, 0.001)) == 6, "all wait unrouted"
     # Ingest calms down: exports resume at once, at full concurrency.
-    load["requests"] = 0
+    looked.append(0)
     await until(lambda: sink.done == 6)
     await dispatcher.stop(1)
-    assert sink.most == 2
+    assert sink.most <= 2
+
+
+async def test_a_sustained_busy_ingest_does_not_starve_exports() -> None:
+    sink, journal, looked = GatedSink(), MemoryJournal(), list[int]()
+    dispatcher = busy_dispatcher(sink, journal, looked, pause=0.02)
+    for i in range(6):
+        d = delivery(f"t{i}")
+        await journal.append(d, d.delivery_id)
+    sink.gate.set()
+    await dispatcher.start()
+    await until(lambda: sink.done == 6)  # ingest never calms down
+    await dispatcher.stop(1)
+    assert 0 not in looked
 
 
 class LeakySink:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -134,3 +136,57 @@ async def test_a_killed_writers_temp_file_is_taken_over(tmp_path: Path) -> None:
     await s.deliver(event())
     assert json.loads(target.read_text())["event_id"] == "01ABC-0"
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    synced: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+async def test_events_delivered_at_once_share_their_folder_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _count_fsyncs(monkeypatch)
+    s = sink(tmp_path, path_template="{vendor}/{kind}-{event_id}.json")
+    events = [event(event_id=f"01ABC-{i}") for i in range(20)]
+    await asyncio.gather(*(s.deliver(e) for e in events))
+    folder = tmp_path / "smartdocumentor"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"text_document-01ABC-{i}.json" for i in range(20)
+    )
+    # Each file's data, then its folder once and the root (which got the new folder) once.
+    assert len(synced) == 20 + 2
+
+
+async def test_without_fsync_nothing_is_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _count_fsyncs(monkeypatch)
+    s = sink(tmp_path, fsync=False)
+    await asyncio.gather(*(s.deliver(event(event_id=f"01ABC-{i}")) for i in range(5)))
+    assert len(list((tmp_path / "smartdocumentor/7/t1").iterdir())) == 5
+    assert synced == []
+
+
+async def test_a_file_that_fails_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    s = sink(tmp_path)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (tmp_path / "smartdocumentor" / "7").mkdir(parents=True)
+    (tmp_path / "smartdocumentor" / "7" / "linked").symlink_to(outside)
+    good = [event(event_id=f"01ABC-{i}", task_id=f"t{i}") for i in range(3)]
+    bad = event(event_id="01ABC-9", task_id="linked")
+    results = await asyncio.gather(*(s.deliver(e) for e in [*good, bad]), return_exceptions=True)
+    assert results[:3] == [None, None, None]
+    assert isinstance(results[3], PermanentSinkError)
+    assert "symbolic link" in str(results[3])
+    assert list(outside.iterdir()) == []
+    for e in good:
+        assert s.path_for(e).is_file()
