@@ -160,6 +160,43 @@ def test_embedded_defaults_print_urls_and_keep_the_token(tmp_path: Path) -> None
         assert token not in restarted.stderr_text()
 
 
+def test_an_existing_journal_made_world_readable_is_made_the_owners_alone(tmp_path: Path) -> None:
+    """A data folder left by an older hookdock (or copied under umask 022) is tightened on the
+    next start, once, with one line naming each change."""
+    data_dir = tmp_path / "hookdock-data"
+    with run_hookdock(tmp_path, None) as first:
+        _printed_urls(first)
+    journal = data_dir / "hookdock.db"
+    loose = [data_dir, journal, data_dir / "url-token"]
+    for path in loose:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (data_dir / "hookdock.db-wal").touch(mode=0o644)
+    (data_dir / "hookdock.db-wal").chmod(0o664)
+
+    with run_hookdock(tmp_path, None) as second:
+        _printed_urls(second)
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode)
+            for p in [*loose, journal.with_name("hookdock.db-wal")]
+        }
+        assert modes == {
+            "hookdock-data": 0o700,
+            "hookdock.db": 0o600,
+            "url-token": 0o600,
+            "hookdock.db-wal": 0o600,
+        }
+        lines = [line for line in second.stderr_text().splitlines() if "owner's alone now" in line]
+        assert len(lines) == 2, second.stderr_text()
+        assert "hookdock-data 0755 -> 0700" in lines[0]
+        assert "url-token 0644 -> 0600" in lines[0]
+        assert f"{journal} 0644 -> 0600" in lines[1]
+        assert f"{journal}-wal 0664 -> 0600" in lines[1]
+
+    with run_hookdock(tmp_path, None) as third:
+        _printed_urls(third)
+        assert "owner's alone now" not in third.stderr_text()
+
+
 # --------------------------------------------------------------------------- hookdock check
 
 SECRET = "s3cret-" + uuid.uuid4().hex
