@@ -72,13 +72,14 @@ _HEADS = ("RECEIVED (UTC)", "EVENT", "STATE", "ROUTE", "KIND", "TASK", "NAME", "
 def _row(item: EventItem) -> list[str]:
     return [
         item.received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        item.event_id,
+        item.event_id or f"{item.delivery_id} (no event)",
         item.state,
         item.route or "-",
         item.kind or "-",
         _cut(item.task_id, 36),
         _cut(item.display_name, 30),
-        " ".join(f"{sink}:{state}" for sink, state in item.sends.items()) or "-",
+        " ".join(f"{sink}:{state}" for sink, state in item.sends.items())
+        or _cut(item.last_error, 60),
     ]
 
 
@@ -261,6 +262,10 @@ def _retry_now(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def _key(item: EventItem) -> str:
+    return item.event_id or item.delivery_id
+
+
 def _tail(args: argparse.Namespace) -> int:
     """The latest events, then each new one as it is routed, until Ctrl+C (or SIGTERM)."""
     base = _query(args)
@@ -271,7 +276,7 @@ def _tail(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         first = await ops.events(base.model_copy(update={"count": False}))
-        seen = {i.event_id for i in first.items}
+        seen = {_key(i) for i in first.items}
         shown = list(reversed(first.items))
         if not args.json:
             print(_table(_HEADS, [_row(i) for i in shown]) if shown else "waiting for events")
@@ -288,9 +293,11 @@ def _tail(args: argparse.Namespace) -> int:
             query = base.model_copy(
                 update={"since": since - timedelta(seconds=5), "count": False, "page_size": 1000}
             )
-            fresh = [i for i in (await ops.events(query)).items if i.event_id not in seen]
+            fresh = [i for i in (await ops.events(query)).items if _key(i) not in seen]
             for item in reversed(fresh):
-                seen.add(item.event_id)
+                if item.event_id is None and item.state == "pending":
+                    continue  # not routed yet: shown by its events in a moment
+                seen.add(_key(item))
                 since = max(since, item.received_at)
                 print(item.model_dump_json() if args.json else "  ".join(_row(item)), flush=True)
         return 0
@@ -313,8 +320,9 @@ def _filters(sub: argparse.ArgumentParser, *, listing: bool = True) -> None:
     sub.add_argument(
         "--state",
         action="append",
-        choices=["pending", "delivered", "dead"],
-        help="the event's state (with --sink: its send's); repeat for several",
+        choices=["pending", "delivered", "dead", "dropped"],
+        help="the event's state (with --sink: its send's); dropped: deliveries whose every"
+        " event the rules dropped; repeat for several",
     )
     sub.add_argument("--route", help="the route it came in on")
     sub.add_argument("--vendor", help="the vendor (smartdocumentor)")

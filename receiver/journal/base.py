@@ -479,9 +479,11 @@ class JournalAdmin(Protocol):
         sink: str | None = None,
         actor: str,
         detail: Mapping[str, Any] | None = None,
-    ) -> tuple[int, int, int]:
-        """``replay`` for many events in one transaction (a bulk replay's chunk); returns
-        (sends made pending, sends made, sends left to an attempt under way)."""
+        delivery_ids: Sequence[str] = (),
+    ) -> tuple[int, int, int, int]:
+        """``replay`` for many events in one transaction (a bulk replay's chunk), and for
+        ``delivery_ids`` without events (routed again); returns (sends made pending, sends
+        made, sends left to an attempt under way, deliveries routed again)."""
         ...
 
     async def retry_now(self, send_id: int, *, actor: str) -> RetryNowResult | None:
@@ -500,8 +502,9 @@ class JournalAdmin(Protocol):
     ) -> None: ...
 
     async def purge_task(self, task_id: str, *, actor: str) -> PurgeResult:
-        """Erase every routed delivery with an event of ``task_id``: raw bodies, events,
-        sends, attempts.  Reports what the sinks had received (copies that live on there)."""
+        """Erase every delivery of ``task_id`` (with an event of it, or whose subject names
+        it: those never routed too): raw bodies, events, sends, attempts.  Reports exactly
+        what it erased, and what the sinks had received (copies that live on there)."""
         ...
 
     async def close(self) -> None: ...

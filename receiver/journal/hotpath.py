@@ -170,9 +170,10 @@ class HotPath:
         def work(tx: Tx) -> list[SendClaim]:
             now = tx.now
             routed = tx.execute(
-                "UPDATE deliveries SET state = 'routed', lease_owner = NULL, lease_until = NULL,"
-                " last_error = NULL, updated_at = ? WHERE id = ? AND lease_owner = ?",
-                (now, delivery.delivery_id, owner),
+                "UPDATE deliveries SET state = 'routed', dropped = ?, lease_owner = NULL,"
+                " lease_until = NULL, last_error = NULL, updated_at = ?"
+                " WHERE id = ? AND lease_owner = ?",
+                (0 if pairs else 1, now, delivery.delivery_id, owner),
             ).rowcount
             if not routed:
                 return []  # our lease ran out and someone else holds the delivery now

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 SendStateName = Literal["pending", "delivered", "dead"]
+ListedStateName = Literal["pending", "delivered", "dead", "dropped"]
+"""A listed row's state: its event's, or ``dropped`` (routed, every event dropped by rules)."""
 
 
 class _Out(BaseModel):
@@ -52,9 +54,11 @@ class ErrorOut(_Out):
 
 
 class EventItem(_Out):
-    """One event in a listing."""
+    """One event in a listing, or a delivery that has none (``eventId`` null): not routed yet
+    (pending), not routable (dead, ``lastError`` says why), or every event dropped by the rules
+    (dropped).  Either is shown whole by ``GET /events/{deliveryId}``."""
 
-    event_id: str
+    event_id: str | None
     delivery_id: str
     route: str | None
     vendor: str | None
@@ -65,10 +69,12 @@ class EventItem(_Out):
     external_id: str | None
     display_name: str | None
     received_at: datetime
-    state: SendStateName
+    state: ListedStateName
     """pending while any send is, dead when one gave up (none pending), else delivered."""
     sends: dict[str, SendStateName]
     """Sink -> the state of the event's send to it."""
+    last_error: str | None = None
+    """A delivery without events: why it is not routed (credentials redacted)."""
 
 
 class EventPageOut(_Out):
@@ -198,8 +204,14 @@ class SinkActionOut(_Out):
 class PurgeOut(_Out):
     task_id: str
     deliveries: list[str]
+    """Every delivery erased, with its raw body (routed or not)."""
+    unrouted: int
+    """Of those, the ones that had no events (never routed, not routable, or dropped)."""
     events: int
     sends: int
+    attempts: int
+    """Routing and send attempts erased."""
+    payload_bytes: int
     delivered_to: dict[str, int]
     message: str
 
@@ -228,3 +240,5 @@ class BulkReplayOut(_Out):
     created: int
     in_flight: int
     error: str | None = None
+    rerouted: int = 0
+    """Deliveries without events routed again."""

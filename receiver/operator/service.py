@@ -38,11 +38,11 @@ from receiver.operator.models import (
     EventOut,
     EventPageOut,
     FileOut,
+    ListedStateName,
     PurgeOut,
     ReplayOut,
     RetryNowOut,
     SendOut,
-    SendStateName,
     SinkActionOut,
     SinkOut,
 )
@@ -72,7 +72,9 @@ class EventQuery(BaseModel):
     """Received at or after (ISO 8601; a time without a zone is UTC)."""
     until: datetime | None = None
     """Received before."""
-    state: list[SendStateName] = []
+    state: list[ListedStateName] = []
+    """The event's state (with ``sink``: its send's there); ``dropped``: deliveries routed
+    with every event dropped by the rules.  Repeat for several."""
     route: str | None = None
     vendor: str | None = None
     kind: str | None = None
@@ -102,7 +104,8 @@ class EventQuery(BaseModel):
         return EventFilter(
             since=self.since,
             until=self.until,
-            states=tuple(SendState(s) for s in self.state),
+            states=tuple(SendState(s) for s in self.state if s != "dropped"),
+            dropped="dropped" in self.state,
             route=self.route,
             vendor=self.vendor,
             kind=self.kind,
@@ -194,8 +197,9 @@ def _item(row: EventRow) -> EventItem:
         external_id=row.external_id,
         display_name=row.display_name,
         received_at=row.received_at,
-        state=row.state.value,
+        state=row.state,
         sends={sink: state.value for sink, state in row.sends.items()},
+        last_error=None if row.last_error is None else redact_text(row.last_error),
     )
 
 
@@ -396,16 +400,18 @@ class Operator:
         cursor = None
         while True:
             page = await self.journal.events(where, BULK_CHUNK, cursor=cursor)
-            ids = [row.event_id for row in page.items]
-            again, created, busy = await self.journal.replay_events(
-                ids, sink=sink, actor=actor, detail=detail
+            ids = [row.event_id for row in page.items if row.event_id is not None]
+            bare = [row.delivery_id for row in page.items if row.event_id is None]
+            again, created, busy, rerouted = await self.journal.replay_events(
+                ids, sink=sink, actor=actor, detail=detail, delivery_ids=bare
             )
             state = state.model_copy(
                 update={
-                    "replayed": state.replayed + len(ids),
+                    "replayed": state.replayed + len(page.items),
                     "requeued": state.requeued + again,
                     "created": state.created + created,
                     "in_flight": state.in_flight + busy,
+                    "rerouted": state.rerouted + rerouted,
                 }
             )
             if progress is not None:
@@ -461,17 +467,23 @@ class Operator:
     async def purge_task(self, task_id: str, *, actor: str) -> PurgeOut:
         result = await self.journal.purge_task(task_id, actor=actor)
         elsewhere = ", ".join(f"{sink} ({n})" for sink, n in result.delivered_to.items())
+        routed = len(result.deliveries) - result.unrouted
         message = (
-            f"erased {len(result.deliveries)} deliveries and {result.events} events of task"
-            f" {task_id} from the journal"
+            f"erased {len(result.deliveries)} deliveries of task {task_id} from the journal"
+            f" ({routed} routed, {result.unrouted} never routed), {result.events} events,"
+            f" {result.sends} sends, {result.attempts} attempts and {result.payload_bytes}"
+            " bytes of payload"
         )
         if elsewhere:
             message += f"; copies live on in the sinks that received them: {elsewhere}"
         return PurgeOut(
             task_id=task_id,
             deliveries=result.deliveries,
+            unrouted=result.unrouted,
             events=result.events,
             sends=result.sends,
+            attempts=result.attempts,
+            payload_bytes=result.payload_bytes,
             delivered_to=dict(result.delivered_to),
             message=message,
         )

@@ -29,6 +29,9 @@ from tests.conftest import (
     export_path,
     free_port,
     make_config,
+    pg_journal_table,
+    route,
+    run_cli,
     run_hookdock,
     wait_until,
 )
@@ -44,10 +47,27 @@ def _config(tmp_path: Path, **admin: Any) -> str:
     return make_config(tmp_path, admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"], **admin})
 
 
-def _webhook(server: HookdockProcess, task_id: str, name: str = "Invoice 7.pdf") -> str:
-    body = {"taskId": task_id, "workspaceId": "ws-9", "displayName": name, "chunks": []}
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``make_config``'s ``journal=`` overrides: its SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return {}
+    dsn: str = request.getfixturevalue("pg_dsn")
+    schema: str = request.getfixturevalue("pg_schema")
+    return {"path": None, **pg_journal_table(dsn, schema)}
+
+
+def _webhook(
+    server: HookdockProcess,
+    task_id: str,
+    name: str = "Invoice 7.pdf",
+    *,
+    path: str = SD_ROUTES["text_document"],
+    workspace: str = "ws-9",
+) -> str:
+    body = {"taskId": task_id, "workspaceId": workspace, "displayName": name, "chunks": []}
     response = httpx.post(
-        f"{server.url}/hooks/{SD_ROUTES['text_document']}/{CREDS.url_token}",
+        f"{server.url}/hooks/{path}/{CREDS.url_token}",
         content=json.dumps(body),
         headers={"content-type": "application/json"},
         trust_env=False,
@@ -287,3 +307,82 @@ def test_bulk_replay_by_filter_as_a_job(tmp_path: Path) -> None:
 
 def _attempts_are(base: str, event_id: str, outcomes: list[str]) -> bool:
     return _delivered_attempts(base, event_id) == outcomes
+
+
+def test_deliveries_without_events_are_found_by_task_and_purged(
+    tmp_path: Path, journal: dict[str, Any]
+) -> None:
+    """One delivery of the task routed, one whose every event the rules dropped, one not
+    routed yet (the dispatcher is off): all three are listed by task id, and purge erases the
+    three and says so."""
+    task, other = str(uuid.uuid4()), str(uuid.uuid4())
+    dropping = route(
+        "sd-drops",
+        {"type": "url-token", "token": CREDS.url_token},
+        rules=[{"workspace_id": "drop-me", "drop": True}],
+    )
+
+    def config(enabled: bool) -> str:
+        return make_config(
+            tmp_path,
+            admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"]},
+            journal=journal,
+            extra_routes=[dropping],
+            dispatcher={"enabled": enabled},
+        )
+
+    with run_hookdock(tmp_path, config(True), env=ENV) as server:
+        sent = _webhook(server, task)
+        dropped = _webhook(server, task, "dropped.pdf", path="sd-drops", workspace="drop-me")
+        kept = _webhook(server, other)
+        wait_until(lambda: _delivered_attempts(server.url, f"{sent}-0") == ["delivered"])
+        wait_until(lambda: _api(server.url, "GET", f"/events/{dropped}").json()["state"] == "done")
+    with run_hookdock(tmp_path, config(False), env=ENV) as server:
+        waiting = _webhook(server, task, "waiting.pdf")
+        listed = _api(server.url, "GET", "/events", params={"taskId": task}).json()
+        assert [(i["eventId"], i["deliveryId"], i["state"]) for i in listed["items"]] == [
+            (None, waiting, "pending"),
+            (None, dropped, "dropped"),
+            (f"{sent}-0", sent, "delivered"),
+        ]
+        assert listed["totalCount"] == 3
+        assert [i["taskId"] for i in listed["items"]] == [task] * 3
+        only = _api(server.url, "GET", "/events", params={"state": "dropped"}).json()
+        assert [i["deliveryId"] for i in only["items"]] == [dropped]
+        assert server.config_path is not None
+
+        shown = run_cli("events", "list", "--task", task, config=server.config_path, env=ENV)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0].split() == [
+            "RECEIVED",
+            "(UTC)",
+            "EVENT",
+            "STATE",
+            "ROUTE",
+            "KIND",
+            "TASK",
+            "NAME",
+            "SENDS",
+        ]
+        assert f"{waiting} (no event)  pending" in lines[1]
+        assert f"{dropped} (no event)  dropped    sd-drops" in lines[2]
+        assert f"{sent}-0" in lines[3] and "exports:delivered" in lines[3]
+        assert lines[4] == "page 1: 3 of 3 events"
+
+        purged = run_cli("purge", "--task", task, "--json", config=server.config_path, env=ENV)
+        assert purged.returncode == 0, purged.stderr
+        report = json.loads(purged.stdout)
+        assert sorted(report["deliveries"]) == sorted([sent, dropped, waiting])
+        assert (report["unrouted"], report["events"], report["sends"]) == (2, 1, 1)
+        # Routing of the two routed, and the one send's attempt.
+        assert report["attempts"] == 3
+        assert report["deliveredTo"] == {"exports": 1}
+        assert report["message"].startswith(
+            f"erased 3 deliveries of task {task} from the journal (1 routed, 2 never routed),"
+            " 1 events, 1 sends, 3 attempts and "
+        )
+        assert _api(server.url, "GET", "/events", params={"taskId": task}).json()["items"] == []
+        for gone in (sent, dropped, waiting):
+            assert _api(server.url, "GET", f"/events/{gone}").status_code == 404
+        assert _api(server.url, "GET", f"/events/{kept}").status_code == 200

@@ -219,7 +219,8 @@ def test_retry_now_and_purge(
     code, out, _ = _run(capsys, "purge", "--task", "task-9", "--config", str(config))
     assert (code, out) == (
         0,
-        "erased 1 deliveries and 1 events of task task-9 from the journal; copies live on in"
+        "erased 1 deliveries of task task-9 from the journal (1 routed, 0 never routed),"
+        " 1 events, 2 sends, 3 attempts and 121 bytes of payload; copies live on in"
         " the sinks that received them: exports (1)\n",
     )
     code, out, _ = _run(capsys, "events", "list", "--config", str(config))
