@@ -9,8 +9,6 @@ Errors are ``{"error": "..."}`` with their status (``receiver.responses.api_erro
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import logging
 import re
@@ -25,12 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from handlers.redact import redact_text
 from receiver.admin_openapi import openapi_document
+from receiver.bulk_replays import BulkReplays
 from receiver.errors import BadRequest, NotFound, Unauthorized
-from receiver.ids import new_id
-from receiver.operator import EventQuery, Operator, query_from
-from receiver.operator.models import BulkReplayOut
+from receiver.operator import Operator, query_from
 from receiver.responses import api_error_response, json_response
 
 __all__ = ["PREFIX", "BulkReplayIn", "ReplayIn", "StopIn", "admin_app"]
@@ -173,11 +169,15 @@ async def _resume(request: Request, ops: Operator, actor: str) -> Any:
     return await ops.resume_sink(request.path_params["name"], actor=actor)
 
 
-async def _actions(request: Request, ops: Operator, actor: str) -> Any:
+def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise BadRequest("limit: a number from 1 to 1000")
-    return await ops.actions(int(raw))
+    return int(raw)
+
+
+async def _actions(request: Request, ops: Operator, actor: str) -> Any:
+    return await ops.actions(_limit(request))
 
 
 async def _batch(request: Request, ops: Operator, actor: str) -> Any:
@@ -188,77 +188,6 @@ async def _purge(request: Request, ops: Operator, actor: str) -> Any:
     return await ops.purge_task(request.path_params["task_id"], actor=actor)
 
 
-class _Jobs:
-    """Bulk replays running in this process (and the last ones that ended), by id."""
-
-    KEPT = 100
-
-    def __init__(self, busy: Callable[[], bool]) -> None:
-        self.busy = busy
-        self.state: dict[str, BulkReplayOut] = {}
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-
-    async def pause(self) -> None:
-        # Never starve live traffic: a breath between chunks, and while webhooks are
-        # pouring in, wait for them to ease, up to a second (the dispatcher's ingest-first
-        # rule: one chunk still goes a second, so a replay ends even under steady load).
-        await asyncio.sleep(0.01)
-        for _ in range(10):
-            if not self.busy():
-                return
-            await asyncio.sleep(0.1)
-
-    def start(self, ops: Operator, query: EventQuery, sink: str | None, actor: str) -> str:
-        job_id = f"replay_{new_id()}"
-
-        def progress(now: BulkReplayOut) -> None:
-            self.state[job_id] = now
-
-        async def run() -> None:
-            try:
-                done = await ops.bulk_replay(
-                    query,
-                    sink=sink,
-                    actor=actor,
-                    job_id=job_id,
-                    progress=progress,
-                    pause=self.pause,
-                )
-                self.state[job_id] = done
-            except asyncio.CancelledError:
-                self.state[job_id] = self.state[job_id].model_copy(update={"state": "cancelled"})
-                raise
-            except Exception as exc:
-                log.exception("bulk replay %s failed", job_id)
-                failed = {"state": "failed", "error": redact_text(str(exc)) or type(exc).__name__}
-                self.state[job_id] = self.state[job_id].model_copy(update=failed)
-            finally:
-                self.tasks.pop(job_id, None)
-
-        self.state[job_id] = BulkReplayOut(
-            job_id=job_id, state="running", matched=0, replayed=0, requeued=0, created=0,
-            in_flight=0,
-        )  # fmt: skip
-        self.tasks[job_id] = asyncio.create_task(run(), name=f"hookdock-{job_id}")
-        for old in [j for j in self.state if j not in self.tasks][: -self.KEPT or None]:
-            self.state.pop(old, None)
-        return job_id
-
-    def get(self, job_id: str) -> BulkReplayOut:
-        found = self.state.get(job_id)
-        if found is None:
-            raise NotFound(f"no bulk replay {job_id!r} in this process")
-        return found
-
-    async def cancel(self, job_id: str) -> BulkReplayOut:
-        task = self.tasks.get(job_id)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return self.get(job_id)
-
-
 async def _not_found(request: Request, exc: Exception) -> Response:
     return api_error_response(exc, f"{request.method} {request.url.path}")
 
@@ -266,27 +195,28 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 def admin_app(
     operator: Operator,
     tokens: Sequence[SecretStr],
-    busy: Callable[[], bool] = lambda: False,
+    replays: Callable[[], BulkReplays],
 ) -> Starlette:
     """The API as an ASGI app, to mount at ``PREFIX`` (its routes are relative to it).
-    ``busy`` says when webhooks are pouring in: bulk replays wait for them."""
+    ``replays`` is this process's share of the bulk replays, which it starts and cancels
+    (every replica shows and cancels any job: they live in the journal)."""
     tokens = tuple(tokens)
-    jobs = _Jobs(busy)
 
     async def _bulk(request: Request, ops: Operator, actor: str) -> Any:
         body = await _body(request, BulkReplayIn)
         query = query_from(body.filter)
         if body.dry_run:
             return await ops.bulk_replay(query, sink=body.sink, actor=actor, dry_run=True)
-        if body.sink is not None:
-            ops.check_sink(body.sink)
-        return jobs.get(jobs.start(ops, query, body.sink, actor))
+        return await replays().begin(query, sink=body.sink, actor=actor)
+
+    async def _bulk_list(request: Request, ops: Operator, actor: str) -> Any:
+        return await ops.replay_jobs(_limit(request))
 
     async def _bulk_state(request: Request, ops: Operator, actor: str) -> Any:
-        return jobs.get(request.path_params["job_id"])
+        return await ops.replay_job(request.path_params["job_id"])
 
     async def _bulk_cancel(request: Request, ops: Operator, actor: str) -> Any:
-        return await jobs.cancel(request.path_params["job_id"])
+        return await replays().cancel(request.path_params["job_id"], actor=actor)
 
     def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -316,6 +246,7 @@ def admin_app(
         Route("/sinks/{name}/resume", guarded(_resume), methods=["POST"]),
         Route("/batches/{batch_id}", guarded(_batch), methods=["GET"]),
         Route("/replays", guarded(_bulk), methods=["POST"]),
+        Route("/replays", guarded(_bulk_list), methods=["GET"]),
         Route("/replays/{job_id}", guarded(_bulk_state), methods=["GET"]),
         Route("/replays/{job_id}", guarded(_bulk_cancel), methods=["DELETE"]),
         Route("/tasks/{task_id}/purge", guarded(_purge), methods=["POST"]),

@@ -16,9 +16,9 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admin_api import PREFIX, admin_app
-from receiver.errors import JournalError
+from receiver.bulk_replays import BulkReplays
+from receiver.errors import JournalError, JournalUnavailable
 from receiver.ingest import IngestApp
-from receiver.operator import Operator
 from receiver.responses import api_error_response, error_response, text
 from receiver.runtime import Runtime
 
@@ -116,13 +116,12 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
 
 
 def _admin(runtime: Runtime) -> ASGIApp:
-    sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
-    busy_at = runtime.config.dispatcher.busy_requests
+    def replays() -> BulkReplays:
+        if runtime.replays is None:
+            raise JournalUnavailable("the service is starting")
+        return runtime.replays
 
-    def busy() -> bool:
-        return busy_at > 0 and runtime.ingest_inflight >= busy_at
-
-    return admin_app(Operator(runtime.journal, sinks), runtime.config.admin.tokens, busy)
+    return admin_app(runtime.operator(), runtime.config.admin.tokens, replays)
 
 
 def _metrics(runtime: Runtime) -> Route:

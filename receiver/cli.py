@@ -22,7 +22,7 @@ from receiver import cli_events, cli_setup
 from receiver.cli_pollers import add_commands as add_poller_commands
 from receiver.cli_pollers import poller_summary
 from receiver.cli_smartdocumentor import add_commands as add_smartdocumentor_commands
-from receiver.config import Config, load_config
+from receiver.config import ClusterConfig, Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import BadRequest, ConfigError, OperatorError, ReceiverError
 from receiver.journal import (
@@ -263,10 +263,10 @@ async def _with_journal(args: argparse.Namespace) -> _Operator:
     return _Operator(config, journal)
 
 
-async def _open_operator(args: argparse.Namespace) -> tuple[Operator, SqlJournal]:
+async def _open_operator(args: argparse.Namespace) -> tuple[Operator, SqlJournal, ClusterConfig]:
     runtime = await _with_journal(args)
     sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
-    return Operator(runtime.journal, sinks), runtime.journal
+    return Operator(runtime.journal, sinks), runtime.journal, runtime.config.cluster
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from handlers.files import format_bytes
+from receiver.config import ClusterConfig
 from receiver.journal import SqlJournal
 from receiver.operator import EventQuery, Operator, query_from
 from receiver.operator.models import (
@@ -31,10 +32,11 @@ from receiver.operator.models import (
     EventItem,
     EventPageOut,
 )
+from receiver.processes import Heartbeat, new_owner
 
 __all__ = ["actor", "register", "show_time"]
 
-OpenJournal = Callable[[argparse.Namespace], Awaitable[tuple[Operator, SqlJournal]]]
+OpenJournal = Callable[[argparse.Namespace], Awaitable[tuple[Operator, SqlJournal, ClusterConfig]]]
 Command = Callable[[str, str], argparse.ArgumentParser]
 
 
@@ -179,7 +181,7 @@ def _print_delivery(d: DeliveryOut) -> None:
 
 def _run(args: argparse.Namespace, work: Callable[[Operator], Awaitable[int]]) -> int:
     async def run() -> int:
-        ops, journal = await args.open_journal(args)
+        ops, journal, _ = await args.open_journal(args)
         try:
             return await work(ops)
         finally:
@@ -224,30 +226,129 @@ def _replay(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def _bar(job: BulkReplayOut) -> str:
+    share = job.replayed / job.matched if job.matched else 1.0
+    filled = "#" * min(30, int(share * 30))
+    return f"\r[{filled:30}] {job.replayed} of {job.matched} events"
+
+
 def _replay_all(args: argparse.Namespace) -> int:
-    """Every event the filters match, with a progress line (``--dry-run``: the count only)."""
+    """Every event the filters match (``--dry-run``: the count only), as a bulk-replay job in
+    the journal that this command runs, with a progress bar; Ctrl+C cancels it.  While it
+    runs, this command beats like a service does: a server takes the job over if it dies."""
     query = _query(args)
 
     def progress(now: BulkReplayOut) -> None:
         if not args.json:
-            share = now.replayed / now.matched if now.matched else 1.0
-            bar = "#" * int(share * 30)
-            print(f"\r[{bar:30}] {now.replayed} of {now.matched} events", end="", file=sys.stderr)
+            print(_bar(now), end="", file=sys.stderr, flush=True)
 
-    async def work(ops: Operator) -> int:
-        done = await ops.bulk_replay(
-            query, sink=args.sink, actor=actor(), dry_run=args.dry_run, progress=progress
-        )
+    async def run() -> int:
+        ops, journal, cluster = await args.open_journal(args)
+        try:
+            if args.dry_run:
+                done = await ops.bulk_replay(query, sink=args.sink, actor=actor(), dry_run=True)
+                if args.json:
+                    _print_json(done)
+                else:
+                    print(
+                        f"{done.matched} events match; run again without --dry-run to replay them"
+                    )
+                return 0
+            owner = new_owner(cluster.node)
+            beat = Heartbeat(
+                journal,
+                owner,
+                "cli",
+                every_seconds=cluster.heartbeat_seconds,
+                stale_seconds=cluster.stale_seconds,
+                node=cluster.node,
+            )
+            await beat.start()
+            try:
+                job = await ops.start_replay_job(query, sink=args.sink, actor=actor(), owner=owner)
+                assert job.job_id is not None
+                if not args.json:
+                    print(f"bulk replay {job.job_id}: {job.matched} events match", file=sys.stderr)
+                done = await _until_interrupted(
+                    ops.run_replay_job(job.job_id, owner=owner, progress=progress),
+                    lambda: ops.cancel_replay_job(job.job_id or "", actor=actor(), holder=owner),
+                )
+            finally:
+                await beat.stop()
+        finally:
+            await journal.close()
         if args.json:
             _print_json(done)
-        elif args.dry_run:
-            print(f"{done.matched} events match; run again without --dry-run to replay them")
+            return 0 if done.state == "done" else 1
+        print(file=sys.stderr)
+        print(
+            f"bulk replay {done.job_id} {done.state}: replayed {done.replayed} of {done.matched}"
+            f" events: {done.requeued} sends go out again, {done.created} made,"
+            f" {done.in_flight} left to an attempt under way, {done.rerouted} deliveries"
+            " routed again"
+        )
+        return 0 if done.state == "done" else 1
+
+    code: int = asyncio.run(run())
+    return code
+
+
+async def _until_interrupted(
+    work: Awaitable[BulkReplayOut], cancel: Callable[[], Awaitable[BulkReplayOut]]
+) -> BulkReplayOut:
+    """``work``'s result; on Ctrl+C (or SIGTERM) the job is cancelled, and what it had done
+    by then is the result."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return await cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    async def work(ops: Operator) -> int:
+        jobs = await ops.replay_jobs(args.limit)
+        if args.json:
+            _print_json(list(jobs))
+            return 0
+        if not jobs:
+            print("no bulk replays")
+            return 0
+        heads = ("STARTED (UTC)", "JOB", "STATE", "REPLAYED", "BY", "RUNNING ON", "FILTER")
+        rows = [
+            [
+                show_time(j.created_at).removesuffix(" UTC"),
+                j.job_id or "-",
+                j.state
+                + (" (cancel asked)" if j.cancel_requested and j.state == "running" else ""),
+                f"{j.replayed} of {j.matched}",
+                j.actor or "-",
+                j.running_on or "-",
+                json.dumps(j.filter, separators=(",", ":")),
+            ]
+            for j in jobs
+        ]
+        print(_table(heads, rows))
+        return 0
+
+    return _run(args, work)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    async def work(ops: Operator) -> int:
+        job = await ops.cancel_replay_job(args.job_id, actor=actor())
+        if args.json:
+            _print_json(job)
+        elif job.state == "running":
+            print(f"bulk replay {job.job_id}: asked to stop; its process stops at its next chunk")
         else:
-            print(file=sys.stderr)
-            print(
-                f"replayed {done.replayed} events: {done.requeued} sends go out again,"
-                f" {done.created} made, {done.in_flight} left to an attempt under way"
-            )
+            print(f"bulk replay {job.job_id} is {job.state}")
         return 0
 
     return _run(args, work)
@@ -372,6 +473,12 @@ def register(command: Command, open_journal: OpenJournal) -> None:
         "--dry-run", action="store_true", help="with --all: count them, replay nothing"
     )
     _filters(replay, listing=False)
+    jobs = sub("jobs", "bulk replays, newest first, whichever process runs them", _jobs)
+    jobs.add_argument("--limit", type=int, default=20, help="how many (1 to 1000)")
+    jobs.add_argument("--json", action="store_true", help="JSON, for scripts")
+    cancel = sub("cancel", "cancel a bulk replay (what was replayed stays replayed)", _cancel)
+    cancel.add_argument("job_id", help="the job's id (see `events jobs`)")
+    cancel.add_argument("--json", action="store_true", help="JSON, for scripts")
     now = sub("retry-now", "try a waiting send now (its id: see `events show`)", _retry_now)
     now.add_argument("send_id", type=int, help="the send's id")
     now.add_argument("--json", action="store_true", help="JSON, for scripts")

@@ -196,6 +196,9 @@ class AdminConfig(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """A listener of its own for the API; None: beside the webhooks, on ``[server]``'s."""
+    replay_chunk: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Events a bulk replay replays in one transaction, between its pauses for live traffic:
+    smaller, it holds the journal's write lock for less at a time, and goes slower."""
 
 
 class FilesConfig(_Model):

@@ -17,7 +17,7 @@ from receiver.journal.dialect import Tx
 from receiver.journal.schema import EVENTLESS
 from receiver.journal.views import PurgeResult, ReplayResult, RetryNowResult
 
-__all__ = ["Replay", "record_action"]
+__all__ = ["Replay", "record_action", "replay_chunk"]
 
 
 def record_action(
@@ -116,6 +116,40 @@ def _reroute(tx: Tx, delivery_ids: list[str]) -> int:
     return rerouted
 
 
+def replay_chunk(
+    tx: Tx,
+    event_ids: Sequence[str],
+    delivery_ids: Sequence[str],
+    *,
+    sink: str | None,
+    actor: str,
+    detail: Mapping[str, Any] | None,
+) -> tuple[int, int, int, int]:
+    """Replay events and route deliveries without events again, one action recorded for
+    each: a bulk replay's chunk.  Returns (made pending, made, left to their attempt, routed
+    again)."""
+    wanted = list(event_ids)
+    events: list[tuple[str, str, int]] = []
+    if wanted:
+        events = [
+            (r[0], r[1], r[2])
+            for r in tx.execute(
+                "SELECT id, delivery_id, position FROM events"
+                f" WHERE id IN ({tx.marks(len(wanted))})",
+                wanted,
+            )
+        ]
+    what = {**(detail or {}), **({"sink": sink} if sink else {})}
+    for event_id, delivery_id, _ in events:
+        record_action(
+            tx, actor, "replay", delivery_id=delivery_id, event_id=event_id, sink=sink, detail=what
+        )
+    for delivery_id in delivery_ids:
+        record_action(tx, actor, "replay", delivery_id=delivery_id, detail=what)
+    again, created, busy = _send_again(tx, events, sink) if events else (0, 0, 0)
+    return again, created, busy, _reroute(tx, list(delivery_ids))
+
+
 class Replay:
     """Mixed into ``SqlJournal``."""
 
@@ -182,37 +216,11 @@ class Replay:
         """``replay`` for many events at once (a bulk replay's chunk), in one transaction, one
         action recorded per event; ``delivery_ids`` are deliveries without events, routed
         again.  Returns (made pending, made, left to their attempt, routed again)."""
-        wanted = list(event_ids)
-        bare = list(delivery_ids)
-        if not wanted and not bare:
+        if not event_ids and not delivery_ids:
             return 0, 0, 0, 0
 
         def work(tx: Tx) -> tuple[int, int, int, int]:
-            events = []
-            if wanted:
-                events = [
-                    (r[0], r[1], r[2])
-                    for r in tx.execute(
-                        "SELECT id, delivery_id, position FROM events"
-                        f" WHERE id IN ({tx.marks(len(wanted))})",
-                        wanted,
-                    )
-                ]
-            what = {**(detail or {}), **({"sink": sink} if sink else {})}
-            for event_id, delivery_id, _ in events:
-                record_action(
-                    tx,
-                    actor,
-                    "replay",
-                    delivery_id=delivery_id,
-                    event_id=event_id,
-                    sink=sink,
-                    detail=what,
-                )
-            for delivery_id in bare:
-                record_action(tx, actor, "replay", delivery_id=delivery_id, detail=what)
-            again, created, busy = _send_again(tx, events, sink) if events else (0, 0, 0)
-            return again, created, busy, _reroute(tx, bare)
+            return replay_chunk(tx, event_ids, delivery_ids, sink=sink, actor=actor, detail=detail)
 
         counts: tuple[int, int, int, int] = await self._write(work)
         return counts

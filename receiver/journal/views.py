@@ -25,6 +25,7 @@ __all__ = [
     "EventRow",
     "ListedState",
     "PurgeResult",
+    "ReplayJob",
     "ReplayResult",
     "RetryNowResult",
     "SendDetail",
@@ -198,3 +199,32 @@ class RetryNowResult:
     state: SendState
     due_now: bool
     """False when the send was not waiting (delivered or dead: replay it instead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayJob:
+    """A bulk replay by filter, as the journal keeps it: any replica shows it and may cancel
+    it; the process that runs it (``owner``) holds it until ``lease_until``."""
+
+    job_id: str
+    actor: str
+    filter: Mapping[str, Any]
+    """The listing's parameters it replays (``EventQuery``'s, camelCase)."""
+    sink: str | None
+    state: Literal["running", "done", "cancelled", "failed"]
+    matched: int
+    replayed: int
+    requeued: int
+    created: int
+    in_flight: int
+    rerouted: int
+    cursor: str | None
+    """Where it goes on from: the listing's cursor after the last chunk replayed."""
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    cancel_requested: bool
+    owner: str | None
+    lease_until: datetime | None
+    takeovers: int
+    """How many times a process took it over from one that stopped."""

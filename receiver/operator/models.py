@@ -227,10 +227,11 @@ class BatchOut(_Out):
 
 
 class BulkReplayOut(_Out):
-    """A bulk replay by filter: its count first (``dryRun``), then its progress."""
+    """A bulk replay by filter: its count first (``dryRun``), then its job's progress, as the
+    journal keeps it (so every replica shows the same)."""
 
     job_id: str | None
-    """None for a dry run (nothing is done) and for a replay run by the CLI itself."""
+    """None for a dry run (nothing is done)."""
     state: Literal["dry-run", "running", "done", "cancelled", "failed"]
     matched: int
     """Events the filter matched when the replay began."""
@@ -242,3 +243,14 @@ class BulkReplayOut(_Out):
     error: str | None = None
     rerouted: int = 0
     """Deliveries without events routed again."""
+    actor: str | None = None
+    sink: str | None = None
+    filter: dict[str, Any] = {}
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    cancel_requested: bool = False
+    """A cancel was asked for: the process running it stops at its next chunk."""
+    running_on: str | None = None
+    """The process running it (``host/pid/random``); None once it ended."""
+    takeovers: int = 0
+    """Times a process took it over from one that stopped."""

@@ -267,10 +267,21 @@ def test_replay_all_by_filter_dry_run_first(
     assert (code, out) == (0, "1 events match; run again without --dry-run to replay them\n")
     code, out, err = _run(capsys, *base, "--config", str(config))
     assert code == 0
-    assert (
-        out == "replayed 1 events: 1 sends go out again, 0 made, 0 left to an attempt under way\n"
+    job = re.fullmatch(
+        r"bulk replay (replay_\w+) done: replayed 1 of 1 events: 1 sends go out again, 0 made,"
+        r" 0 left to an attempt under way, 0 deliveries routed again\n",
+        out,
     )
-    assert "1 of 1 events" in err
+    assert job is not None, out
+    assert err.startswith(f"bulk replay {job[1]}: 1 events match\n")
+    assert "] 1 of 1 events" in err
+    code, out, _ = _run(capsys, "events", "jobs", "--config", str(config))
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "STARTED", "(UTC)", "JOB", "STATE", "REPLAYED", "BY", "RUNNING", "ON", "FILTER"
+    ]  # fmt: skip
+    assert f" {job[1]}  done   1 of 1 " in lines[1]
+    assert lines[1].endswith('  -           {"state":["dead"],"sink":"hook"}')
     code, out, _ = _run(capsys, *base, "--dry-run", "--config", str(config))
     assert out.startswith("0 events match")
     code, _, err = _run(capsys, "events", "replay", "--config", str(config))
