@@ -386,3 +386,70 @@ def test_deliveries_without_events_are_found_by_task_and_purged(
         for gone in (sent, dropped, waiting):
             assert _api(server.url, "GET", f"/events/{gone}").status_code == 404
         assert _api(server.url, "GET", f"/events/{kept}").status_code == 200
+
+
+def _job(base: str, job_id: str) -> dict[str, Any]:
+    response = _api(base, "GET", f"/replays/{job_id}")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bulk_replays_live_in_the_journal_across_replicas(
+    tmp_path: Path, pg_dsn: str, pg_schema: str
+) -> None:
+    """Two replicas on one PostgreSQL journal: a job started on one is shown and cancelled
+    by the other; a job whose replica is killed is taken over by the other from where it
+    was, and ends with every event replayed once."""
+    config = make_config(
+        tmp_path,
+        admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"], "replay_chunk": 1},
+        journal={"path": None, **pg_journal_table(pg_dsn, pg_schema)},
+    )
+    events = 150
+    with (
+        run_hookdock(tmp_path / "a", config, env=ENV) as a,
+        run_hookdock(tmp_path / "b", config, env=ENV) as b,
+    ):
+        for n in range(events):
+            _webhook(a if n % 2 else b, str(uuid.uuid4()), name=f"doc {n}.pdf")
+
+        def delivered() -> bool:
+            page = _api(b.url, "GET", "/events", params={"state": "delivered", "pageSize": 1})
+            return bool(page.json()["totalCount"] == events)
+
+        wait_until(delivered, 60)
+        wanted = {"filter": {"state": ["delivered"]}}
+
+        # Started on a, cancelled from b: a stops at its next chunk.
+        first = _api(a.url, "POST", "/replays", json=wanted).json()
+        assert a.proc is not None
+        assert (first["state"], first["matched"]) == ("running", events)
+        assert first["runningOn"].split("/")[1] == str(a.proc.pid)
+        wait_until(lambda: _job(b.url, first["jobId"])["replayed"] >= 1)
+        asked = _api(b.url, "DELETE", f"/replays/{first['jobId']}").json()
+        assert asked["cancelRequested"] is True
+        cancelled = wait_until(
+            lambda: (j := _job(a.url, first["jobId"]))["state"] == "cancelled" and j
+        )
+        assert cancelled is not False
+        assert 1 <= cancelled["replayed"] < events
+
+        # Started on a, a is killed: b goes on with it from its cursor.
+        second = _api(a.url, "POST", "/replays", json=wanted).json()
+        wait_until(lambda: _job(b.url, second["jobId"])["replayed"] >= 1)
+        a.proc.kill()
+        a.proc.wait(10)
+        at_kill = _job(b.url, second["jobId"])
+        assert at_kill["state"] == "running" and at_kill["replayed"] < events, at_kill
+        done = wait_until(lambda: (j := _job(b.url, second["jobId"]))["state"] == "done" and j, 60)
+        assert done is not False
+        assert (done["replayed"], done["takeovers"], done["runningOn"]) == (events, 1, None)
+        assert "going on with it here" in b.stderr_text()
+        listed = _api(b.url, "GET", "/replays").json()
+        assert [(j["jobId"], j["state"]) for j in listed] == [
+            (second["jobId"], "done"),
+            (first["jobId"], "cancelled"),
+        ]
