@@ -45,6 +45,7 @@ from receiver.plugins import (
     close_sinks,
     load_plugin,
     load_plugins,
+    sink_option_problems,
 )
 from receiver.runtime import Runtime
 from receiver.secrets import register_config_secrets
@@ -153,7 +154,15 @@ async def _sink_checks(sinks: dict[str, Sink]) -> list[str]:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Exit 2: the configuration is invalid; 1: valid, but a sink check failed; 0: fine."""
-    config, base_dir, _ = _resolve(args)
+    try:
+        config, base_dir, _ = _resolve(args)
+    except ConfigError as exc:
+        # The sinks' own options are the plugins' to judge: named in this same run too.
+        path = args.config or os.environ.get("HOOKDOCK_CONFIG")
+        base = Path(path).resolve().parent if path else Path.cwd()
+        more = sink_option_problems(exc, base)
+        print(f"hookdock: {exc}", *more, sep="\n  ", file=sys.stderr)
+        return 2
     # Every plugin problem at once; the sinks that did build are still checked.
     plugins = load_plugins(config, base_dir)
     if plugins.problems:

@@ -278,6 +278,38 @@ def test_check_names_the_problem_and_never_the_secret(
         assert secret not in output
 
 
+def test_check_names_every_problem_in_one_run_the_sink_plugins_too(tmp_path: Path) -> None:
+    """A missing variable, a typo and a bad value in the config, and a weak signing secret
+    the HTTP sink plugin refuses: one run names all of them."""
+    config = make_config(
+        tmp_path,
+        server={"prot": 8080},
+        extra_routes=[
+            route("extra", {"type": "url-token", "token": "${HOOKDOCK_E2E_UNSET_TOKEN}"})
+        ],
+        sinks={
+            "hook": {"type": "http", "url": "https://example.com/in", "secret": "hunter2"},
+            "later": {"type": "http", "url": "${HOOKDOCK_E2E_UNSET_URL}", "sign": False},
+        },
+        dispatcher={"concurrency": 0},
+    )
+    code, output = _check(tmp_path, config)
+    assert code == 2
+    lines = output.splitlines()
+    assert lines[0] == f"hookdock: invalid configuration in {tmp_path / 'hookdock.toml'}:"
+    assert sorted(lines[1:]) == sorted(
+        [
+            "  routes[9].auth.token: environment variable HOOKDOCK_E2E_UNSET_TOKEN is not set",
+            "  sinks.later.url: environment variable HOOKDOCK_E2E_UNSET_URL is not set",
+            "  dispatcher.concurrency: Input should be greater than or equal to 1",
+            "  server.prot: unknown key (check its spelling)",
+            "  sinks.hook.secret: is too weak: expected 'whsec_' and the base64 of 24 random"
+            " bytes or more (make one with `hookdock secret`) (plugin http)",
+        ]
+    )
+    assert "hunter2" not in output
+
+
 # --------------------------------------------------------------------------- SIGTERM
 
 
