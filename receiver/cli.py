@@ -328,6 +328,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_deliveries(args: argparse.Namespace) -> int:
+    if args.id is not None:
+        return cli_events.show(args)
+
     async def run() -> None:
         runtime = await _with_journal(args)
         try:
@@ -547,13 +550,20 @@ def _parser() -> argparse.ArgumentParser:
     command("worker", "run only the dispatcher").set_defaults(run=_cmd_worker)
     command("check", "validate the configuration and check every sink").set_defaults(run=_cmd_check)
     command("status", "count deliveries by state, as JSON").set_defaults(run=_cmd_status)
-    listing = command("deliveries", "list deliveries, newest first")
+    listing = command("deliveries", "list deliveries, newest first; or show one by its id")
+    listing.add_argument(
+        "id",
+        nargs="?",
+        help="a delivery id (from `accepted as <id>`) or an event id: show that one whole,"
+        " as `hookdock events show` does",
+    )
+    listing.add_argument("--json", action="store_true", help="with an id: JSON, for scripts")
     listing.add_argument(
         "--state", choices=[s.value for s in DeliveryState], help="only deliveries in this state"
     )
     listing.add_argument("--limit", type=int, default=50, help="at most this many (50)")
     listing.add_argument("--sends", action="store_true", help="show each (event, sink) pair")
-    listing.set_defaults(run=_cmd_deliveries)
+    listing.set_defaults(run=_cmd_deliveries, open_journal=_open_operator)
     retry = command("retry", "send dead-lettered deliveries through the dispatcher again")
     retry.add_argument("ids", nargs="*", help="delivery ids")
     retry.add_argument("--all-dead", action="store_true", help="every dead delivery")
@@ -622,6 +632,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         code: int = args.run(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"hookdock: {exc}", file=sys.stderr)
         return 2

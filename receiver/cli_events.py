@@ -34,7 +34,7 @@ from receiver.operator.models import (
 )
 from receiver.processes import Heartbeat, new_owner
 
-__all__ = ["actor", "register", "show_time"]
+__all__ = ["actor", "register", "show", "show_time"]
 
 OpenJournal = Callable[[argparse.Namespace], Awaitable[tuple[Operator, SqlJournal, ClusterConfig]]]
 Command = Callable[[str, str], argparse.ArgumentParser]
@@ -202,7 +202,9 @@ def _list(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
-def _show(args: argparse.Namespace) -> int:
+def show(args: argparse.Namespace) -> int:
+    """One delivery or event (``args.id``, either id) whole; ``args.json`` for scripts."""
+
     async def work(ops: Operator) -> int:
         found = await ops.event(args.id)
         _print_json(found) if args.json else _print_delivery(found)
@@ -457,9 +459,9 @@ def register(command: Command, open_journal: OpenJournal) -> None:
     _filters(listing)
     listing.add_argument("--page", type=int, default=1, help="the page to show (from 1)")
     listing.add_argument("--cursor", help="the cursor a page printed, for the next one (fast)")
-    show = sub("show", "one delivery or event: payload, events, sends, every attempt", _show)
-    show.add_argument("id", help="a delivery id (from `accepted as <id>`) or an event id")
-    show.add_argument("--json", action="store_true", help="JSON, for scripts")
+    show_one = sub("show", "one delivery or event: payload, events, sends, every attempt", show)
+    show_one.add_argument("id", help="a delivery id (from `accepted as <id>`) or an event id")
+    show_one.add_argument("--json", action="store_true", help="JSON, for scripts")
     replay = sub("replay", "send an event (or a delivery's events) again, in any state", _replay)
     replay.add_argument("id", nargs="?", help="a delivery id or an event id")
     replay.add_argument(

@@ -169,6 +169,23 @@ def test_show_takes_either_id_and_redacts(
         )
 
 
+def test_deliveries_with_an_id_shows_that_one_as_events_show_does(
+    config: Path, delivery_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, shown, _ = _run(capsys, "events", "show", delivery_id, "--config", str(config))
+    assert code == 0
+    for ref in (delivery_id, f"{delivery_id}-0"):
+        code, out, _ = _run(capsys, "deliveries", ref, "--config", str(config))
+        assert code == 0
+        assert out.splitlines()[0] == f"delivery {delivery_id}"
+        if ref == delivery_id:
+            assert out == shown
+    code, out, _ = _run(capsys, "deliveries", delivery_id, "--json", "--config", str(config))
+    assert json.loads(out)["deliveryId"] == delivery_id
+    code, _, err = _run(capsys, "deliveries", "nope", "--config", str(config))
+    assert (code, err) == (1, "hookdock: no delivery or event 'nope' in the journal\n")
+
+
 def test_replay_then_show_records_who(
     config: Path, delivery_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
