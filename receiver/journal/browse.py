@@ -158,9 +158,12 @@ def _candidates(tx: Tx, f: EventFilter) -> tuple[str, list[Any], bool]:
     )
 
 
-def _where(f: EventFilter, *, from_sends: bool = False) -> tuple[list[str], list[Any]]:
+def _where(
+    f: EventFilter, *, from_sends: bool = False, text_met: bool = False
+) -> tuple[list[str], list[Any]]:
     """The conditions on ``e``; ``from_sends``: the listing starts from the sends of the
-    wanted states at ``f.sink`` already, which is that condition met."""
+    wanted states at ``f.sink`` already, which is that condition met; ``text_met``: from the
+    events whose name holds the text already."""
     clauses: list[str] = []
     params: list[Any] = []
     if f.since is not None:
@@ -174,7 +177,7 @@ def _where(f: EventFilter, *, from_sends: bool = False) -> tuple[list[str], list
         if value is not None:
             clauses.append(f"e.{name} = ?")
             params.append(value)
-    if f.text:
+    if f.text and not text_met:
         clauses.append("lower(e.display_name) LIKE ? ESCAPE '\\'")
         params.append(_like(f.text))
     states = list(dict.fromkeys(f.states))
@@ -240,6 +243,89 @@ def _events_sql(tx: Tx, where: EventFilter, after: tuple[str, int] | None) -> tu
     return sql, params
 
 
+TEXT_WINDOW = 10_000
+"""Free text is first looked for in this many events, in order, from where the page starts."""
+_WINDOW_COLUMNS = (
+    "e.id, e.delivery_id, e.position, e.route, e.vendor, e.kind, e.task_id, e.batch_id,"
+    " e.workspace_id, e.external_id, e.display_name"
+)
+
+
+def _text_page(
+    tx: Tx, where: EventFilter, after: tuple[str, int] | None, limit: int
+) -> list[Any] | None:
+    """A page of a free-text listing, found in two steps, or None where they do not apply.
+
+    Text in many names ("invoice") fills a page within the next few thousand events, which an
+    ordered scan reads in milliseconds, while a trigram index would intersect lists of most
+    events; rare text is the other way round.  So the next ``TEXT_WINDOW`` events are read in
+    order first, and only if the page is not full by then is the rest asked the usual way
+    (through the trigram index on PostgreSQL), after the window's last event."""
+    if not where.text or not _wants_events(where):
+        return None
+    source, _, distinct = _candidates(tx, where)
+    if distinct or source != "events e":
+        return None
+    bounds: list[str] = []
+    params: list[Any] = []
+    if after is not None:
+        bounds.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
+        params += [after[0], after[0], after[1]]
+    if where.until is not None:
+        bounds.append("e.delivery_id < ?")
+        params.append(_id_bound(where.until))
+    if where.since is not None:
+        bounds.append("e.delivery_id >= ?")
+        params.append(_id_bound(where.since))
+    bounded = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+    in_order = " ORDER BY e.delivery_id DESC, e.position DESC"
+    window = f"(SELECT {_WINDOW_COLUMNS} FROM events e{bounded}{in_order} LIMIT {TEXT_WINDOW}) e"
+    clauses, more = _where(where)
+    rows = tx.execute(
+        f"SELECT {_ROW_COLUMNS}, NULL, NULL FROM {window} JOIN deliveries d ON d.id = e.delivery_id"
+        f" WHERE {' AND '.join(clauses)}{_ORDER} LIMIT ?",
+        [*params, *more, limit + 1],
+    ).fetchall()
+    if len(rows) > limit:
+        return rows
+    edge = tx.execute(
+        f"SELECT e.delivery_id, e.position FROM events e{bounded}{in_order}"
+        f" LIMIT 1 OFFSET {TEXT_WINDOW - 1}",
+        params,
+    ).fetchone()
+    if edge is None:
+        return rows  # the window held every event there is to look at
+    wanted = limit + 1 - len(rows)
+    if tx.dialect.text_first:
+        return rows + _matches_first(tx, where, (edge[0], edge[1]), wanted)
+    sql, rest = _events_sql(tx, where, (edge[0], edge[1]))
+    return rows + tx.execute(f"{sql}{_ORDER} LIMIT ?", [*rest, wanted]).fetchall()
+
+
+def _matches_first(tx: Tx, where: EventFilter, after: tuple[str, int], wanted: int) -> list[Any]:
+    """Up to ``wanted`` events after ``after`` whose name holds ``where.text``, the matches
+    found through the text's own index first (``Dialect.text_first``), then filtered, ordered
+    and cut, and only those joined to their deliveries."""
+    bounds = ["lower(e.display_name) LIKE ? ESCAPE '\\'"]
+    params: list[Any] = [_like(where.text or "")]
+    bounds.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
+    params += [after[0], after[0], after[1]]
+    clauses, more = _where(where, text_met=True)
+    found = (
+        f"WITH m AS MATERIALIZED (SELECT {_WINDOW_COLUMNS} FROM events e"
+        f" WHERE {' AND '.join(bounds)})"
+        " SELECT * FROM m e"
+        f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
+        " ORDER BY e.delivery_id DESC, e.position DESC LIMIT ?"
+    )
+    rows: list[Any] = tx.execute(
+        f"SELECT {_ROW_COLUMNS}, NULL, NULL FROM ({found}) e"
+        f" JOIN deliveries d ON d.id = e.delivery_id{_ORDER}",
+        [*params, *more, wanted],
+    ).fetchall()
+    return rows
+
+
 _ORDER = " ORDER BY 2 DESC, 3 DESC"
 """Newest delivery first, then its events last to first: the ``events_order`` index's order
 (and the deliveries' key's, for those without events, placed at position -1)."""
@@ -302,6 +388,24 @@ def _event_row(r: Any, sends: dict[str, dict[str, SendState]]) -> EventRow:
     )
 
 
+def _selects(
+    tx: Tx, where: EventFilter, after: tuple[str, int] | None
+) -> list[tuple[str, list[Any]]]:
+    """The events, and the deliveries without events, a listing shows: a select for each."""
+    selects = [_events_sql(tx, where, after)] if _wants_events(where) else []
+    bare = _eventless(where)
+    if bare is not None:
+        clauses, params = bare
+        if after is not None:
+            # A delivery has events or none: after any row of delivery X come the deliveries
+            # before X.
+            clauses.append("d.id < ?")
+            params.append(after[0])
+        sql = f"SELECT {_BARE_COLUMNS} FROM deliveries d WHERE {' AND '.join(clauses)}"
+        selects.append((sql, params))
+    return selects
+
+
 class Browse:
     """Mixed into ``SqlJournal``."""
 
@@ -314,22 +418,10 @@ class Browse:
         after = None if cursor is None else parse_cursor(cursor)
 
         def work(tx: Tx) -> EventPage:
-            selects: list[tuple[str, list[Any]]] = []
-            if _wants_events(where):
-                selects.append(_events_sql(tx, where, after))
-            bare = _eventless(where)
-            if bare is not None:
-                clauses, params = bare
-                if after is not None:
-                    # A delivery has events or none: after any row of delivery X come the
-                    # deliveries before X.
-                    clauses.append("d.id < ?")
-                    params.append(after[0])
-                selects.append(
-                    (f"SELECT {_BARE_COLUMNS} FROM deliveries d WHERE {' AND '.join(clauses)}",
-                     params)
-                )  # fmt: skip
-            rows = _page_rows(selects, limit, offset, tx)
+            # Free text is an event's: no delivery without events matches it.
+            rows = None if offset else _text_page(tx, where, after, limit)
+            if rows is None:
+                rows = _page_rows(_selects(tx, where, after), limit, offset, tx)
             more = len(rows) > limit
             rows = rows[:limit]
             event_ids = [r[0] for r in rows if r[0] is not None]

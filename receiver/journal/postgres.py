@@ -41,6 +41,7 @@ POSTGRES = Dialect(
     types={"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY"},
     unavailable=(psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout),
     now_sql="SELECT extract(epoch FROM clock_timestamp())::float8",
+    text_first=True,
 )
 
 _KEEPALIVES: dict[str, Any] = {

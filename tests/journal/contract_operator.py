@@ -190,6 +190,33 @@ class OperatorContract:
             (SendState.DEAD, {"a": SendState.DEAD, "b": SendState.DELIVERED})
         ]
 
+    async def test_free_text_is_found_within_the_window_and_past_it(
+        self, journal: SqlJournal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import receiver.journal.browse as browse
+
+        monkeypatch.setattr(browse, "TEXT_WINDOW", 3)
+        t = datetime(2025, 1, 1, tzinfo=UTC)
+        names = ["Invoice A", "memo", "memo", "memo", "memo", "INVOICE B", "memo", "invoice C"]
+        made = [
+            (await _routed(journal, ["a"], display_name=n, received_at=t + timedelta(n_)))[0]
+            for n_, n in enumerate(names)
+        ]
+        wanted = [made[i].event_id(0) for i in (7, 5, 0)]
+        assert await _ids(journal, text="invoice") == wanted
+        seen, cursor = [], None
+        for _ in range(5):
+            page = await journal.events(EventFilter(text="nvoic"), 1, cursor=cursor)
+            seen += [r.event_id for r in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == wanted
+        assert await _ids(journal, text="invoice", until=t + timedelta(5)) == wanted[2:]
+        assert await _ids(journal, text="memo", since=t + timedelta(2)) == [
+            made[i].event_id(0) for i in (6, 4, 3, 2)
+        ]
+
     async def test_a_cursor_walks_every_event_once_and_an_offset_skips(
         self, journal: SqlJournal
     ) -> None:
