@@ -565,7 +565,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--sends", action="store_true", help="show each (event, sink) pair")
     listing.set_defaults(run=_cmd_deliveries, open_journal=_open_operator)
     retry = command("retry", "send dead-lettered deliveries through the dispatcher again")
-    retry.add_argument("ids", nargs="*", help="delivery ids")
+    retry.add_argument("ids", nargs="*", help="delivery ids (or event ids: their deliveries)")
     retry.add_argument("--all-dead", action="store_true", help="every dead delivery")
     retry.add_argument("--sink", help="only what failed at this sink")
     retry.add_argument(
