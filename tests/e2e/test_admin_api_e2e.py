@@ -305,6 +305,38 @@ def test_bulk_replay_by_filter_as_a_job(tmp_path: Path) -> None:
         assert (bad.status_code, bad.json()["error"]) == (400, "taskid: unknown parameter")
 
 
+def test_a_bulk_replay_from_the_cli_is_a_job_the_server_shows(tmp_path: Path) -> None:
+    task = str(uuid.uuid4())
+    with run_hookdock(tmp_path, _config(tmp_path), env=ENV) as server:
+        ids = [_webhook(server, task, name=f"doc {n}.pdf") for n in range(2)]
+        for delivery_id in ids:
+            wait_until(partial(_attempts_are, server.url, f"{delivery_id}-0", ["delivered"]))
+        assert server.config_path is not None
+        done = run_cli(
+            "events", "replay", "--all", "--task", task, config=server.config_path, env=ENV
+        )
+        assert done.returncode == 0, done.stderr
+        [line] = done.stdout.splitlines()
+        assert line.startswith("bulk replay replay_") and " done: replayed 2 of 2 events" in line
+        job_id = line.split()[2]
+        assert done.stderr.startswith(f"bulk replay {job_id}: 2 events match\n")
+        assert "[" + "#" * 30 + "] 2 of 2 events" in done.stderr
+        [job] = _api(server.url, "GET", "/replays").json()
+        assert (job["jobId"], job["state"], job["replayed"], job["filter"]) == (
+            job_id,
+            "done",
+            2,
+            {"task_id": task},
+        )
+        assert job["actor"].endswith("(cli)")
+        for delivery_id in ids:
+            twice = ["delivered", "delivered"]
+            wait_until(partial(_attempts_are, server.url, f"{delivery_id}-0", twice))
+        # The CLI beat while it ran, and is gone from the processes since.
+        processes = json.loads(run_cli("status", config=server.config_path, env=ENV).stdout)
+        assert [p["role"] for p in processes["processes"]] == ["serve"]
+
+
 def _attempts_are(base: str, event_id: str, outcomes: list[str]) -> bool:
     return _delivered_attempts(base, event_id) == outcomes
 
