@@ -243,7 +243,7 @@ def _events_sql(tx: Tx, where: EventFilter, after: tuple[str, int] | None) -> tu
     return sql, params
 
 
-TEXT_WINDOW = 10_000
+TEXT_WINDOW = 2_000
 """Free text is first looked for in this many events, in order, from where the page starts."""
 _WINDOW_COLUMNS = (
     "e.id, e.delivery_id, e.position, e.route, e.vendor, e.kind, e.task_id, e.batch_id,"
