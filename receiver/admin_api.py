@@ -23,9 +23,9 @@ from starlette.routing import Route
 
 from receiver.admin_openapi import openapi_document
 from receiver.admin_tokens import actor_name, token_number
+from receiver.bulk_replays import BulkReplays
 from receiver.errors import BadRequest, NotFound, Unauthorized
 from receiver.operator import Operator, listing_params, query_from
-from receiver.replay_jobs import BulkReplays, ReplayJobs
 from receiver.responses import api_error_response, json_response
 
 __all__ = ["PREFIX", "BulkReplayIn", "ReplayIn", "StopIn", "admin_app"]
@@ -149,11 +149,15 @@ async def _resume(request: Request, ops: Operator, actor: str) -> Any:
     return await ops.resume_sink(request.path_params["name"], actor=actor)
 
 
-async def _actions(request: Request, ops: Operator, actor: str) -> Any:
+def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise BadRequest("limit: a number from 1 to 1000")
-    return await ops.actions(int(raw))
+    return int(raw)
+
+
+async def _actions(request: Request, ops: Operator, actor: str) -> Any:
+    return await ops.actions(_limit(request))
 
 
 async def _batch(request: Request, ops: Operator, actor: str) -> Any:
@@ -171,12 +175,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 def admin_app(
     operator: Operator,
     tokens: Sequence[SecretStr],
-    jobs: BulkReplays | None = None,
+    replays: Callable[[], BulkReplays],
 ) -> Starlette:
     """The API as an ASGI app, to mount at ``PREFIX`` (its routes are relative to it).
-    ``jobs`` runs bulk replays (shared with the console); default: in this process."""
+    ``replays`` is this process's share of the bulk replays, which it starts and cancels
+    (every replica shows and cancels any job: they live in the journal)."""
     tokens = tuple(tokens)
-    replays: BulkReplays = ReplayJobs() if jobs is None else jobs
 
     async def _bulk(request: Request, ops: Operator, actor: str) -> Any:
         body = await _body(request, BulkReplayIn)
@@ -185,13 +189,16 @@ def admin_app(
             return await ops.bulk_replay(query, sink=body.sink, actor=actor, dry_run=True)
         if body.sink is not None:
             ops.check_sink(body.sink)
-        return await replays.get(await replays.start(ops, query, body.sink, actor))
+        return await replays().begin(query, sink=body.sink, actor=actor)
+
+    async def _bulk_list(request: Request, ops: Operator, actor: str) -> Any:
+        return await ops.replay_jobs(_limit(request))
 
     async def _bulk_state(request: Request, ops: Operator, actor: str) -> Any:
-        return await replays.get(request.path_params["job_id"])
+        return await ops.replay_job(request.path_params["job_id"])
 
     async def _bulk_cancel(request: Request, ops: Operator, actor: str) -> Any:
-        return await replays.cancel(request.path_params["job_id"])
+        return await replays().cancel(request.path_params["job_id"], actor=actor)
 
     def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -221,6 +228,7 @@ def admin_app(
         Route("/sinks/{name}/resume", guarded(_resume), methods=["POST"]),
         Route("/batches/{batch_id}", guarded(_batch), methods=["GET"]),
         Route("/replays", guarded(_bulk), methods=["POST"]),
+        Route("/replays", guarded(_bulk_list), methods=["GET"]),
         Route("/replays/{job_id}", guarded(_bulk_state), methods=["GET"]),
         Route("/replays/{job_id}", guarded(_bulk_cancel), methods=["DELETE"]),
         Route("/tasks/{task_id}/purge", guarded(_purge), methods=["POST"]),

@@ -181,7 +181,21 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                 " job with progress that yields to live traffic",
                 "requestBody": _body(BulkReplayIn),
                 "responses": {"200": _json(_ref(BulkReplayOut), "started"), **_errors(400)},
-            }
+            },
+            "get": {
+                "summary": "The latest bulk replays, newest first, whichever replica runs them",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    }
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref(BulkReplayOut)}, "jobs"),
+                    **_errors(400),
+                },
+            },
         },
         "/replays/{jobId}": {
             "get": {
@@ -190,7 +204,8 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                 "responses": {"200": _json(_ref(BulkReplayOut), "progress"), **_errors()},
             },
             "delete": {
-                "summary": "Cancel a bulk replay (what was replayed stays replayed)",
+                "summary": "Cancel a bulk replay from any replica (what was replayed stays"
+                " replayed): its process stops at its next chunk (cancelRequested until then)",
                 "parameters": [_path("jobId")],
                 "responses": {"200": _json(_ref(BulkReplayOut), "cancelled"), **_errors()},
             },

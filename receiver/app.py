@@ -16,11 +16,10 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.admin_api import PREFIX, admin_app
+from receiver.bulk_replays import BulkReplays
 from receiver.console import console_app
-from receiver.errors import JournalError
+from receiver.errors import JournalError, JournalUnavailable
 from receiver.ingest import IngestApp
-from receiver.operator import Operator
-from receiver.replay_jobs import ReplayJobs
 from receiver.responses import api_error_response, error_response, text
 from receiver.runtime import Runtime
 
@@ -119,22 +118,21 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
 
 def _operators(runtime: Runtime) -> list[Route | Mount]:
     """The admin API and the console (when ``[admin] tokens`` are set): one operator service
-    and one set of bulk replays behind both."""
+    and this process's share of the bulk replays (they live in the journal) behind both."""
     admin = runtime.config.admin
     if not admin.tokens:
         return []
-    sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
-    busy_at = runtime.config.dispatcher.busy_requests
 
-    def busy() -> bool:
-        return busy_at > 0 and runtime.ingest_inflight >= busy_at
+    def replays() -> BulkReplays:
+        if runtime.replays is None:
+            raise JournalUnavailable("the service is starting")
+        return runtime.replays
 
-    operator = Operator(runtime.journal, sinks)
-    jobs = ReplayJobs(busy)
-    mounts: list[Route | Mount] = [Mount(PREFIX, app=admin_app(operator, admin.tokens, jobs))]
+    operator = runtime.operator()
+    mounts: list[Route | Mount] = [Mount(PREFIX, app=admin_app(operator, admin.tokens, replays))]
     if admin.console:
         seconds = int(admin.session_hours * 3600)
-        mounts.append(Mount(CONSOLE, app=console_app(operator, admin.tokens, jobs, seconds)))
+        mounts.append(Mount(CONSOLE, app=console_app(operator, admin.tokens, replays, seconds)))
     return mounts
 
 

@@ -25,7 +25,7 @@ from receiver.cli_pollers import add_commands as add_poller_commands
 from receiver.cli_pollers import poller_summary
 from receiver.cli_smartdocumentor import add_commands as add_smartdocumentor_commands
 from receiver.cli_superoffice import add_commands as add_superoffice_commands
-from receiver.config import Config, load_config
+from receiver.config import ClusterConfig, Config, load_config
 from receiver.defaults import DEFAULT_DATA_DIR, default_config
 from receiver.errors import BadRequest, ConfigError, OperatorError, ReceiverError
 from receiver.journal import (
@@ -49,6 +49,7 @@ from receiver.plugins import (
     close_sinks,
     load_plugin,
     load_plugins,
+    sink_option_problems,
 )
 from receiver.runtime import Runtime
 from receiver.secrets import register_config_secrets
@@ -157,7 +158,15 @@ async def _sink_checks(sinks: dict[str, Sink]) -> list[str]:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Exit 2: the configuration is invalid; 1: valid, but a sink check failed; 0: fine."""
-    config, base_dir, _ = _resolve(args)
+    try:
+        config, base_dir, _ = _resolve(args)
+    except ConfigError as exc:
+        # The sinks' own options are the plugins' to judge: named in this same run too.
+        path = args.config or os.environ.get("HOOKDOCK_CONFIG")
+        base = Path(path).resolve().parent if path else Path.cwd()
+        more = sink_option_problems(exc, base)
+        print(f"hookdock: {exc}", *more, sep="\n  ", file=sys.stderr)
+        return 2
     # Every plugin problem at once; the sinks that did build are still checked.
     plugins = load_plugins(config, base_dir)
     if plugins.problems:
@@ -267,10 +276,10 @@ async def _with_journal(args: argparse.Namespace) -> _Operator:
     return _Operator(config, journal)
 
 
-async def _open_operator(args: argparse.Namespace) -> tuple[Operator, SqlJournal]:
+async def _open_operator(args: argparse.Namespace) -> tuple[Operator, SqlJournal, ClusterConfig]:
     runtime = await _with_journal(args)
     sinks = {name: str(options.get("type")) for name, options in runtime.config.sinks.items()}
-    return Operator(runtime.journal, sinks), runtime.journal
+    return Operator(runtime.journal, sinks), runtime.journal, runtime.config.cluster
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -326,6 +335,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_deliveries(args: argparse.Namespace) -> int:
+    if args.id is not None:
+        return cli_events.show(args)
+
     async def run() -> None:
         runtime = await _with_journal(args)
         try:
@@ -545,15 +557,22 @@ def _parser() -> argparse.ArgumentParser:
     command("worker", "run only the dispatcher").set_defaults(run=_cmd_worker)
     command("check", "validate the configuration and check every sink").set_defaults(run=_cmd_check)
     command("status", "count deliveries by state, as JSON").set_defaults(run=_cmd_status)
-    listing = command("deliveries", "list deliveries, newest first")
+    listing = command("deliveries", "list deliveries, newest first; or show one by its id")
+    listing.add_argument(
+        "id",
+        nargs="?",
+        help="a delivery id (from `accepted as <id>`) or an event id: show that one whole,"
+        " as `hookdock events show` does",
+    )
+    listing.add_argument("--json", action="store_true", help="with an id: JSON, for scripts")
     listing.add_argument(
         "--state", choices=[s.value for s in DeliveryState], help="only deliveries in this state"
     )
     listing.add_argument("--limit", type=int, default=50, help="at most this many (50)")
     listing.add_argument("--sends", action="store_true", help="show each (event, sink) pair")
-    listing.set_defaults(run=_cmd_deliveries)
+    listing.set_defaults(run=_cmd_deliveries, open_journal=_open_operator)
     retry = command("retry", "send dead-lettered deliveries through the dispatcher again")
-    retry.add_argument("ids", nargs="*", help="delivery ids")
+    retry.add_argument("ids", nargs="*", help="delivery ids (or event ids: their deliveries)")
     retry.add_argument("--all-dead", action="store_true", help="every dead delivery")
     retry.add_argument("--sink", help="only what failed at this sink")
     retry.add_argument(
@@ -623,6 +642,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         code: int = args.run(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"hookdock: {exc}", file=sys.stderr)
         return 2

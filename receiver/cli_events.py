@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from handlers.files import format_bytes
+from receiver.config import ClusterConfig
 from receiver.journal import SqlJournal
 from receiver.operator import EventQuery, Operator, query_from
 from receiver.operator.models import (
@@ -31,10 +32,11 @@ from receiver.operator.models import (
     EventItem,
     EventPageOut,
 )
+from receiver.processes import Heartbeat, new_owner
 
-__all__ = ["actor", "register", "show_time"]
+__all__ = ["actor", "register", "show", "show_time"]
 
-OpenJournal = Callable[[argparse.Namespace], Awaitable[tuple[Operator, SqlJournal]]]
+OpenJournal = Callable[[argparse.Namespace], Awaitable[tuple[Operator, SqlJournal, ClusterConfig]]]
 Command = Callable[[str, str], argparse.ArgumentParser]
 
 
@@ -72,13 +74,14 @@ _HEADS = ("RECEIVED (UTC)", "EVENT", "STATE", "ROUTE", "KIND", "TASK", "NAME", "
 def _row(item: EventItem) -> list[str]:
     return [
         item.received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        item.event_id,
+        item.event_id or f"{item.delivery_id} (no event)",
         item.state,
         item.route or "-",
         item.kind or "-",
         _cut(item.task_id, 36),
         _cut(item.display_name, 30),
-        " ".join(f"{sink}:{state}" for sink, state in item.sends.items()) or "-",
+        " ".join(f"{sink}:{state}" for sink, state in item.sends.items())
+        or _cut(item.last_error, 60),
     ]
 
 
@@ -178,7 +181,7 @@ def _print_delivery(d: DeliveryOut) -> None:
 
 def _run(args: argparse.Namespace, work: Callable[[Operator], Awaitable[int]]) -> int:
     async def run() -> int:
-        ops, journal = await args.open_journal(args)
+        ops, journal, _ = await args.open_journal(args)
         try:
             return await work(ops)
         finally:
@@ -199,7 +202,9 @@ def _list(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
-def _show(args: argparse.Namespace) -> int:
+def show(args: argparse.Namespace) -> int:
+    """One delivery or event (``args.id``, either id) whole; ``args.json`` for scripts."""
+
     async def work(ops: Operator) -> int:
         found = await ops.event(args.id)
         _print_json(found) if args.json else _print_delivery(found)
@@ -223,30 +228,129 @@ def _replay(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def _bar(job: BulkReplayOut) -> str:
+    share = job.replayed / job.matched if job.matched else 1.0
+    filled = "#" * min(30, int(share * 30))
+    return f"\r[{filled:30}] {job.replayed} of {job.matched} events"
+
+
 def _replay_all(args: argparse.Namespace) -> int:
-    """Every event the filters match, with a progress line (``--dry-run``: the count only)."""
+    """Every event the filters match (``--dry-run``: the count only), as a bulk-replay job in
+    the journal that this command runs, with a progress bar; Ctrl+C cancels it.  While it
+    runs, this command beats like a service does: a server takes the job over if it dies."""
     query = _query(args)
 
     def progress(now: BulkReplayOut) -> None:
         if not args.json:
-            share = now.replayed / now.matched if now.matched else 1.0
-            bar = "#" * int(share * 30)
-            print(f"\r[{bar:30}] {now.replayed} of {now.matched} events", end="", file=sys.stderr)
+            print(_bar(now), end="", file=sys.stderr, flush=True)
 
-    async def work(ops: Operator) -> int:
-        done = await ops.bulk_replay(
-            query, sink=args.sink, actor=actor(), dry_run=args.dry_run, progress=progress
-        )
+    async def run() -> int:
+        ops, journal, cluster = await args.open_journal(args)
+        try:
+            if args.dry_run:
+                done = await ops.bulk_replay(query, sink=args.sink, actor=actor(), dry_run=True)
+                if args.json:
+                    _print_json(done)
+                else:
+                    print(
+                        f"{done.matched} events match; run again without --dry-run to replay them"
+                    )
+                return 0
+            owner = new_owner(cluster.node)
+            beat = Heartbeat(
+                journal,
+                owner,
+                "cli",
+                every_seconds=cluster.heartbeat_seconds,
+                stale_seconds=cluster.stale_seconds,
+                node=cluster.node,
+            )
+            await beat.start()
+            try:
+                job = await ops.start_replay_job(query, sink=args.sink, actor=actor(), owner=owner)
+                assert job.job_id is not None
+                if not args.json:
+                    print(f"bulk replay {job.job_id}: {job.matched} events match", file=sys.stderr)
+                done = await _until_interrupted(
+                    ops.run_replay_job(job.job_id, owner=owner, progress=progress),
+                    lambda: ops.cancel_replay_job(job.job_id or "", actor=actor(), holder=owner),
+                )
+            finally:
+                await beat.stop()
+        finally:
+            await journal.close()
         if args.json:
             _print_json(done)
-        elif args.dry_run:
-            print(f"{done.matched} events match; run again without --dry-run to replay them")
+            return 0 if done.state == "done" else 1
+        print(file=sys.stderr)
+        print(
+            f"bulk replay {done.job_id} {done.state}: replayed {done.replayed} of {done.matched}"
+            f" events: {done.requeued} sends go out again, {done.created} made,"
+            f" {done.in_flight} left to an attempt under way, {done.rerouted} deliveries"
+            " routed again"
+        )
+        return 0 if done.state == "done" else 1
+
+    code: int = asyncio.run(run())
+    return code
+
+
+async def _until_interrupted(
+    work: Awaitable[BulkReplayOut], cancel: Callable[[], Awaitable[BulkReplayOut]]
+) -> BulkReplayOut:
+    """``work``'s result; on Ctrl+C (or SIGTERM) the job is cancelled, and what it had done
+    by then is the result."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return await cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    async def work(ops: Operator) -> int:
+        jobs = await ops.replay_jobs(args.limit)
+        if args.json:
+            _print_json(list(jobs))
+            return 0
+        if not jobs:
+            print("no bulk replays")
+            return 0
+        heads = ("STARTED (UTC)", "JOB", "STATE", "REPLAYED", "BY", "RUNNING ON", "FILTER")
+        rows = [
+            [
+                show_time(j.created_at).removesuffix(" UTC"),
+                j.job_id or "-",
+                j.state
+                + (" (cancel asked)" if j.cancel_requested and j.state == "running" else ""),
+                f"{j.replayed} of {j.matched}",
+                j.actor or "-",
+                j.running_on or "-",
+                json.dumps(j.filter, separators=(",", ":")),
+            ]
+            for j in jobs
+        ]
+        print(_table(heads, rows))
+        return 0
+
+    return _run(args, work)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    async def work(ops: Operator) -> int:
+        job = await ops.cancel_replay_job(args.job_id, actor=actor())
+        if args.json:
+            _print_json(job)
+        elif job.state == "running":
+            print(f"bulk replay {job.job_id}: asked to stop; its process stops at its next chunk")
         else:
-            print(file=sys.stderr)
-            print(
-                f"replayed {done.replayed} events: {done.requeued} sends go out again,"
-                f" {done.created} made, {done.in_flight} left to an attempt under way"
-            )
+            print(f"bulk replay {job.job_id} is {job.state}")
         return 0
 
     return _run(args, work)
@@ -261,6 +365,10 @@ def _retry_now(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def _key(item: EventItem) -> str:
+    return item.event_id or item.delivery_id
+
+
 def _tail(args: argparse.Namespace) -> int:
     """The latest events, then each new one as it is routed, until Ctrl+C (or SIGTERM)."""
     base = _query(args)
@@ -271,7 +379,7 @@ def _tail(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         first = await ops.events(base.model_copy(update={"count": False}))
-        seen = {i.event_id for i in first.items}
+        seen = {_key(i) for i in first.items}
         shown = list(reversed(first.items))
         if not args.json:
             print(_table(_HEADS, [_row(i) for i in shown]) if shown else "waiting for events")
@@ -288,9 +396,11 @@ def _tail(args: argparse.Namespace) -> int:
             query = base.model_copy(
                 update={"since": since - timedelta(seconds=5), "count": False, "page_size": 1000}
             )
-            fresh = [i for i in (await ops.events(query)).items if i.event_id not in seen]
+            fresh = [i for i in (await ops.events(query)).items if _key(i) not in seen]
             for item in reversed(fresh):
-                seen.add(item.event_id)
+                if item.event_id is None and item.state == "pending":
+                    continue  # not routed yet: shown by its events in a moment
+                seen.add(_key(item))
                 since = max(since, item.received_at)
                 print(item.model_dump_json() if args.json else "  ".join(_row(item)), flush=True)
         return 0
@@ -313,8 +423,9 @@ def _filters(sub: argparse.ArgumentParser, *, listing: bool = True) -> None:
     sub.add_argument(
         "--state",
         action="append",
-        choices=["pending", "delivered", "dead"],
-        help="the event's state (with --sink: its send's); repeat for several",
+        choices=["pending", "delivered", "dead", "dropped"],
+        help="the event's state (with --sink: its send's); dropped: deliveries whose every"
+        " event the rules dropped; repeat for several",
     )
     sub.add_argument("--route", help="the route it came in on")
     sub.add_argument("--vendor", help="the vendor (smartdocumentor)")
@@ -348,9 +459,9 @@ def register(command: Command, open_journal: OpenJournal) -> None:
     _filters(listing)
     listing.add_argument("--page", type=int, default=1, help="the page to show (from 1)")
     listing.add_argument("--cursor", help="the cursor a page printed, for the next one (fast)")
-    show = sub("show", "one delivery or event: payload, events, sends, every attempt", _show)
-    show.add_argument("id", help="a delivery id (from `accepted as <id>`) or an event id")
-    show.add_argument("--json", action="store_true", help="JSON, for scripts")
+    show_one = sub("show", "one delivery or event: payload, events, sends, every attempt", show)
+    show_one.add_argument("id", help="a delivery id (from `accepted as <id>`) or an event id")
+    show_one.add_argument("--json", action="store_true", help="JSON, for scripts")
     replay = sub("replay", "send an event (or a delivery's events) again, in any state", _replay)
     replay.add_argument("id", nargs="?", help="a delivery id or an event id")
     replay.add_argument(
@@ -364,6 +475,12 @@ def register(command: Command, open_journal: OpenJournal) -> None:
         "--dry-run", action="store_true", help="with --all: count them, replay nothing"
     )
     _filters(replay, listing=False)
+    jobs = sub("jobs", "bulk replays, newest first, whichever process runs them", _jobs)
+    jobs.add_argument("--limit", type=int, default=20, help="how many (1 to 1000)")
+    jobs.add_argument("--json", action="store_true", help="JSON, for scripts")
+    cancel = sub("cancel", "cancel a bulk replay (what was replayed stays replayed)", _cancel)
+    cancel.add_argument("job_id", help="the job's id (see `events jobs`)")
+    cancel.add_argument("--json", action="store_true", help="JSON, for scripts")
     now = sub("retry-now", "try a waiting send now (its id: see `events show`)", _retry_now)
     now.add_argument("send_id", type=int, help="the send's id")
     now.add_argument("--json", action="store_true", help="JSON, for scripts")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 from receiver.auth import UrlTokenAuth
 from receiver.config import Config
+from receiver.defaults import DEFAULT_DATA_DIR, TOKEN_FILE
+from receiver.errors import NotFound
 
 __all__ = ["register", "webhook_urls"]
 
@@ -60,6 +63,15 @@ def register(command: Command, resolve: Resolve) -> None:
     secret.set_defaults(run=_cmd_secret)
 
     def run_urls(args: argparse.Namespace) -> int:
+        if not (args.config or os.environ.get("HOOKDOCK_CONFIG")):
+            # The embedded defaults make their token on first start: from the wrong folder,
+            # URLs made up on the spot would name a token no server knows.
+            data_dir = Path(args.data_dir or os.environ.get("HOOKDOCK_DATA") or DEFAULT_DATA_DIR)
+            if not (data_dir / TOKEN_FILE).is_file():
+                raise NotFound(
+                    f"there is no URL token at {data_dir.resolve() / TOKEN_FILE}: run"
+                    " `hookdock serve` once to make one, or pass --data-dir or --config"
+                )
         config, _, _ = resolve(args)
         rows = webhook_urls(config, _base(config, args.host, args.port), show_tokens=args.show)
         width = max(len(name) for name, _, _ in rows)

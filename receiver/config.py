@@ -206,6 +206,9 @@ class AdminConfig(_Model):
     """The web console under ``/admin`` (with ``tokens``): log in with one of them."""
     session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 8.0
     """How long a console login lasts."""
+    replay_chunk: Annotated[int, Field(ge=1, le=10_000)] = 500
+    """Events a bulk replay replays in one transaction, between its pauses for live traffic:
+    smaller, it holds the journal's write lock for less at a time, and goes slower."""
 
 
 class FilesConfig(_Model):
@@ -501,6 +504,11 @@ def _expand_env(value: Any, where: str, env: dict[str, str], missing: list[str])
     return value
 
 
+def _sinks_of(data: Any) -> dict[str, object] | None:
+    sinks = data.get("sinks") if isinstance(data, dict) else None
+    return dict(sinks) if isinstance(sinks, dict) else None
+
+
 def parse_config(
     data: dict[str, Any], *, base_dir: Path, env: dict[str, str] | None = None, origin: str = ""
 ) -> Config:
@@ -521,9 +529,14 @@ def parse_config(
         ]
         if not any(": no sink named " in line for line in lines):
             lines += _reference_problems(data.get("routes"), data.get("sinks"))
-        raise ConfigError("\n  ".join([heading, *missing, *lines])) from None
+        raise ConfigError(
+            "\n  ".join([heading, *missing, *lines]), sinks=_sinks_of(data), unset=frozenset(unset)
+        ) from None
     if missing:
-        raise ConfigError("\n  ".join([heading, *missing]))
+        unset = {line.split(":", 1)[0] for line in missing}
+        raise ConfigError(
+            "\n  ".join([heading, *missing]), sinks=_sinks_of(data), unset=frozenset(unset)
+        )
     if isinstance(config.journal, SqliteConfig) and not config.journal.path.is_absolute():
         journal = config.journal.model_copy(update={"path": base_dir / config.journal.path})
         config = config.model_copy(update={"journal": journal})

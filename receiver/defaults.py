@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from receiver.config import Config, parse_config
+from receiver.journal.sqlite import tighten_modes
 
 __all__ = ["DEFAULT_DATA_DIR", "DEFAULT_ROUTES", "default_config", "load_or_create_token"]
 
@@ -29,6 +30,9 @@ DEFAULT_ROUTES = {
 
 def load_or_create_token(data_dir: Path) -> str:
     path = data_dir / TOKEN_FILE
+    # The data folder holds the journal (raw bodies with SAS links): one made by an older
+    # hookdock, or under a loose umask, is made the owner's alone, like a new one.
+    tighten_modes([(data_dir, 0o700), (path, 0o600)], f"the data folder {data_dir}")
     try:
         token = path.read_text(encoding="ascii").strip()
         if token:

@@ -52,7 +52,22 @@ class ReceiverError(Exception):
 
 
 class ConfigError(ReceiverError):
-    """The configuration is invalid; the message names the key and what is wrong with it."""
+    """The configuration is invalid; the message names the key and what is wrong with it.
+
+    ``sinks`` is the document's ``[sinks]`` (variables expanded) when it could be read, and
+    ``unset`` the keys whose variable is missing: what ``hookdock check`` still hands to the
+    sink plugins, so that their problems are named in the same run."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sinks: dict[str, object] | None = None,
+        unset: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(message)
+        self.sinks = sinks
+        self.unset = unset
 
 
 class IngestError(ReceiverError):

@@ -318,26 +318,49 @@ def _route_auth(
     return None
 
 
+def _sink_settings(
+    name: str, options: Mapping[str, Any], base_dir: Path, loader: _Loader
+) -> tuple[LoadedPlugin, BaseModel] | list[str]:
+    """A sink's plugin and its validated settings, or the problems, one line each."""
+    host, own = split_sink_options(dict(options))
+    ref = str(host.get("type"))
+    plugin = loader.get(SINK_GROUP, ref)
+    if isinstance(plugin, str):
+        return [f"sinks.{name}.type: {plugin}"]
+    model: type[BaseModel] = plugin.obj.config_model
+    try:
+        return plugin, model.model_validate(own, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        lines = format_validation_error(exc, prefix=f"sinks.{name}")
+        return [f"{line} (plugin {ref})" for line in lines]
+
+
 def _build_sinks(config: Config, base_dir: Path, loader: _Loader) -> None:
     plugins = loader.plugins
     for name, options in config.sinks.items():
-        host, own = split_sink_options(options)
-        ref = str(host.get("type"))
-        plugin = loader.get(SINK_GROUP, ref)
-        if isinstance(plugin, str):
-            plugins.problems.append(f"sinks.{name}.type: {plugin}")
-            continue
-        model: type[BaseModel] = plugin.obj.config_model
-        try:
-            settings = model.model_validate(own, context={"base_dir": base_dir})
-        except ValidationError as exc:
-            lines = format_validation_error(exc, prefix=f"sinks.{name}")
-            plugins.problems.extend(f"{line} (plugin {ref})" for line in lines)
+        built = _sink_settings(name, options, base_dir, loader)
+        if isinstance(built, list):
+            plugins.problems.extend(built)
             continue
         try:
-            plugins.sinks[name] = _construct(plugin, f"sinks.{name}", settings)
+            plugins.sinks[name] = _construct(built[0], f"sinks.{name}", built[1])
         except PluginError as exc:
             plugins.problems.append(str(exc))
+
+
+def sink_option_problems(error: ConfigError, base_dir: Path) -> list[str]:
+    """What the sink plugins say of the sinks of a configuration that did not validate as a
+    whole (``ConfigError.sinks``): ``hookdock check`` names every problem in one run.  A sink
+    without a type, and a key whose variable is missing (said already), are left out."""
+    loader = _Loader(Plugins())
+    problems: list[str] = []
+    for name, options in (error.sinks or {}).items():
+        if not isinstance(options, Mapping) or not isinstance(options.get("type"), str):
+            continue
+        built = _sink_settings(str(name), options, base_dir, loader)
+        if isinstance(built, list):
+            problems += [line for line in built if line.split(":", 1)[0] not in error.unset]
+    return problems
 
 
 def _build_pollers(config: Config, base_dir: Path, loader: _Loader) -> None:

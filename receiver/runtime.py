@@ -20,12 +20,14 @@ from handlers.sink import FileSink, Sink
 from handlers.source import Source
 from receiver.alerts import AlertingSource
 from receiver.auth import AuthConfig, credential_headers
+from receiver.bulk_replays import BulkReplays
 from receiver.config import Config, FilesConfig, RouteConfig
 from receiver.dispatcher import Dispatcher, RouteTarget, SinkTarget
 from receiver.fetch import Fetcher
 from receiver.journal import SqliteConfig, SqlJournal, make_journal
 from receiver.metrics import Metrics
 from receiver.named_jobs import NamedJob, NamedJobs
+from receiver.operator import Operator
 from receiver.ops_webhooks import OpsWebhooks
 from receiver.plugins import Plugins, close_sinks, load_plugins
 from receiver.pollers import PollerRunner
@@ -92,6 +94,8 @@ class Runtime:
     """This process's name in the journal: its leases and its heartbeat carry it."""
     heartbeat: Heartbeat | None = None
     jobs: NamedJobs | None = None
+    replays: BulkReplays | None = None
+    """Bulk-replay jobs this process runs or took over (``receiver.bulk_replays``)."""
     metrics: Metrics = field(default_factory=Metrics)
     alerts: OpsWebhooks | None = None
     _started: bool = field(default=False, repr=False)
@@ -227,6 +231,15 @@ class Runtime:
         await self.heartbeat.start()
         self.jobs = NamedJobs(self.journal, self.owner, self.named_jobs())
         self.jobs.start()
+        self.replays = BulkReplays(
+            self.operator(),
+            self.owner,
+            busy=self.ingest_busy,
+            is_gone=self.heartbeat.is_gone,
+            stale_seconds=cluster.stale_seconds,
+            chunk=self.config.admin.replay_chunk,
+        )
+        self.replays.start()
         if self.run_dispatcher:
             await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
             self.dispatcher = Dispatcher(
@@ -245,6 +258,16 @@ class Runtime:
         if self.pollers:
             self.poller_runner = self.make_poller_runner()
             self.poller_runner.start()
+
+    def operator(self) -> Operator:
+        """The operator service over this journal and the configured sinks' names."""
+        sinks = {name: str(options.get("type")) for name, options in self.config.sinks.items()}
+        return Operator(self.journal, sinks)
+
+    def ingest_busy(self) -> bool:
+        """Webhooks are pouring in: what bulk replays wait on to ease."""
+        busy_at = self.config.dispatcher.busy_requests
+        return busy_at > 0 and self.ingest_inflight >= busy_at
 
     def named_jobs(self) -> list[NamedJob]:
         """What one process at a time does, whichever replica it is."""
@@ -288,6 +311,8 @@ class Runtime:
             await fetcher.aclose()
         if self.jobs is not None:
             await self.jobs.stop()
+        if self.replays is not None:
+            await self.replays.stop()
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         if self._watchdog is not None:

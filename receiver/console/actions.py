@@ -45,14 +45,14 @@ async def start_replay(
     )
     if query.sink is not None:
         console.ops.check_sink(query.sink)
-    job_id = await console.jobs.start(console.ops, query, query.sink, session.actor)
-    return redirect(request, console, f"/replays/{job_id}")
+    job = await console.replays().begin(query, sink=query.sink, actor=session.actor)
+    return redirect(request, console, f"/replays/{job.job_id}")
 
 
 async def cancel_replay(
     request: Request, console: Console, session: Session, form: Form
 ) -> Response:
-    job = await console.jobs.cancel(request.path_params["job_id"])
+    job = await console.replays().cancel(request.path_params["job_id"], actor=session.actor)
     return redirect(request, console, f"/replays/{job.job_id}", f"bulk replay {job.state}")
 
 

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from receiver.bulk_replays import BulkReplays
 from receiver.console import actions, pages
 from receiver.console.context import Console, Form, Handler, base_path, render
 from receiver.console.csrf import check_action, check_origin
@@ -32,7 +33,6 @@ from receiver.console.security import SecureHeaders
 from receiver.console.session import COOKIE, Session, Sessions
 from receiver.errors import BadRequest, OperatorError, Unauthorized
 from receiver.operator import Operator
-from receiver.replay_jobs import BulkReplays
 from receiver.responses import operator_failure
 
 __all__ = ["console_app"]
@@ -79,9 +79,12 @@ def _cookie_path(request: Request) -> str:
 
 
 def console_app(
-    operator: Operator, tokens: Sequence[SecretStr], jobs: BulkReplays, session_seconds: int
+    operator: Operator,
+    tokens: Sequence[SecretStr],
+    replays: Callable[[], BulkReplays],
+    session_seconds: int,
 ) -> ASGIApp:
-    console = Console(operator, jobs, Sessions(tokens, session_seconds), Recent(RECENT_SECONDS))
+    console = Console(operator, replays, Sessions(tokens, session_seconds), Recent(RECENT_SECONDS))
 
     def _failed(request: Request, session: Session | None, exc: Exception) -> Response:
         status, message, headers = operator_failure(

@@ -12,11 +12,11 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from receiver.bulk_replays import BulkReplays
 from receiver.console.recent import Recent
 from receiver.console.render import page
 from receiver.console.session import FLASH_COOKIE, Session, Sessions
 from receiver.operator import Operator
-from receiver.replay_jobs import BulkReplays
 
 __all__ = ["LIVE_HEADER", "Console", "Form", "Handler", "base_path", "redirect", "render"]
 
@@ -27,7 +27,8 @@ LIVE_HEADER = "x-console-live"
 @dataclass(frozen=True, slots=True)
 class Console:
     ops: Operator
-    jobs: BulkReplays
+    replays: Callable[[], BulkReplays]
+    """This process's share of the bulk replays (they live in the journal)."""
     sessions: Sessions
     recent: Recent
 

@@ -152,7 +152,7 @@ async def replay_preview(
 
 
 async def replay(request: Request, console: Console, session: Session, form: Form) -> Response:
-    job = await console.jobs.get(request.path_params["job_id"])
+    job = await console.ops.replay_job(request.path_params["job_id"])
     percent = (
         100 if job.state == "done" else (100 * job.replayed // job.matched if job.matched else 0)
     )

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         EventFilter,
         EventPage,
         PurgeResult,
+        ReplayJob,
         ReplayResult,
         RetryNowResult,
     )
@@ -514,9 +515,11 @@ class JournalAdmin(Protocol):
         sink: str | None = None,
         actor: str,
         detail: Mapping[str, Any] | None = None,
-    ) -> tuple[int, int, int]:
-        """``replay`` for many events in one transaction (a bulk replay's chunk); returns
-        (sends made pending, sends made, sends left to an attempt under way)."""
+        delivery_ids: Sequence[str] = (),
+    ) -> tuple[int, int, int, int]:
+        """``replay`` for many events in one transaction (a bulk replay's chunk), and for
+        ``delivery_ids`` without events (routed again); returns (sends made pending, sends
+        made, sends left to an attempt under way, deliveries routed again)."""
         ...
 
     async def retry_now(self, send_id: int, *, actor: str) -> RetryNowResult | None:
@@ -535,8 +538,68 @@ class JournalAdmin(Protocol):
     ) -> None: ...
 
     async def purge_task(self, task_id: str, *, actor: str) -> PurgeResult:
-        """Erase every routed delivery with an event of ``task_id``: raw bodies, events,
-        sends, attempts.  Reports what the sinks had received (copies that live on there)."""
+        """Erase every delivery of ``task_id`` (with an event of it, or whose subject names
+        it: those never routed too): raw bodies, events, sends, attempts.  Reports exactly
+        what it erased, and what the sinks had received (copies that live on there)."""
         ...
+
+    # -------------------------------------------------------------- bulk replays (``jobs.py``)
+
+    async def create_replay_job(
+        self,
+        job_id: str,
+        *,
+        actor: str,
+        filter: Mapping[str, Any],
+        sink: str | None,
+        matched: int,
+        owner: str,
+        lease_seconds: float,
+    ) -> ReplayJob:
+        """A running bulk replay held by ``owner``, the process that runs it."""
+        ...
+
+    async def replay_job(self, job_id: str) -> ReplayJob | None: ...
+
+    async def replay_jobs(
+        self, limit: int = 100, *, running: bool = False
+    ) -> builtins.list[ReplayJob]:
+        """The latest bulk replays, newest first."""
+        ...
+
+    async def replay_job_step(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        event_ids: Sequence[str],
+        delivery_ids: Sequence[str],
+        next_cursor: str | None,
+        lease_seconds: float,
+    ) -> ReplayJob | None:
+        """One chunk replayed and counted, while the job is ``owner``'s and running."""
+        ...
+
+    async def end_replay_job(self, job_id: str, owner: str, *, state: str, error: str) -> None: ...
+
+    async def cancel_replay_job(
+        self,
+        job_id: str,
+        *,
+        actor: str,
+        is_gone: OwnerCheck,
+        stale_seconds: float,
+        holder: str | None = None,
+    ) -> ReplayJob | None:
+        """Ask a job to stop (one no live process runs stops now)."""
+        ...
+
+    async def take_over_replay_job(
+        self, owner: str, *, is_gone: OwnerCheck, stale_seconds: float, lease_seconds: float
+    ) -> ReplayJob | None:
+        """The oldest running job no live process runs, now ``owner``'s."""
+        ...
+
+    async def release_replay_jobs(self, owner: str) -> int: ...
 
     async def close(self) -> None: ...

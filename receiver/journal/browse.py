@@ -22,6 +22,7 @@ from receiver.journal.base import SendState
 from receiver.journal.dialect import Tx
 from receiver.journal.hotpath import RAW_COLUMNS, raw_delivery
 from receiver.journal.rules import event_state
+from receiver.journal.schema import EVENTLESS
 from receiver.journal.views import (
     ActionInfo,
     AttemptInfo,
@@ -30,6 +31,7 @@ from receiver.journal.views import (
     EventFilter,
     EventPage,
     EventRow,
+    ListedState,
     SendDetail,
 )
 
@@ -43,6 +45,15 @@ _ROW_COLUMNS = (
     " e.workspace_id, e.external_id, e.display_name, d.received_at"
 )
 _EQUAL = ("route", "vendor", "kind", "task_id", "batch_id", "workspace_id", "external_id")
+_EVENT_ONLY = ("vendor", "kind", "sink", "batch_id", "workspace_id", "external_id", "text")
+"""Filters on what only an event has: a delivery without events never matches them."""
+_BARE_COLUMNS = (
+    "NULL, d.id, -1, d.route, NULL, NULL, d.subject, NULL, NULL, NULL, NULL, d.received_at,"
+    " d.state, d.last_error"
+)
+"""A delivery without events as a listing's row: ``_ROW_COLUMNS``' places (position -1, after
+any event of its delivery; the subject where the task goes), then its state and error."""
+_SUBJECT_TASK = re.compile(r":task:([^:]+)")
 _CURSOR = re.compile(r"^([0-9a-f]{26})\.([0-9]{1,9})$")
 
 
@@ -68,6 +79,63 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def task_of_subject(subject: str | None) -> str | None:
+    """The task id a delivery's subject names (``smartdocumentor:task:42[:missing]``)."""
+    found = None if subject is None else _SUBJECT_TASK.search(subject)
+    return None if found is None else found.group(1)
+
+
+def subject_patterns(task_id: str) -> list[str]:
+    """LIKE patterns (escaped with ``\\``) for the subjects that name ``task_id``."""
+    escaped = task_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return [f"%:task:{escaped}", f"%:task:{escaped}:%"]
+
+
+def _wants_events(f: EventFilter) -> bool:
+    """False when only deliveries whose events were all dropped are wanted."""
+    return not (f.dropped and not f.states)
+
+
+def _eventless(f: EventFilter) -> tuple[list[str], list[Any]] | None:
+    """The conditions on ``d`` for the deliveries without events a listing shows; None when
+    none can match (a filter only events answer, or only events' states wanted)."""
+    if any(getattr(f, name) is not None for name in _EVENT_ONLY):
+        return None
+    clauses = [
+        EVENTLESS,  # unprefixed, as the partial index has it: ``d`` alone has these columns
+        "NOT EXISTS (SELECT 1 FROM events x WHERE x.delivery_id = d.id)",
+    ]
+    params: list[Any] = []
+    wanted = {s.value for s in f.states} | ({"dropped"} if f.dropped else set())
+    if wanted:
+        cases = {
+            "pending": "d.state = 'pending'",
+            "dead": "d.state = 'dead'",
+            "dropped": "(d.state = 'routed' AND d.dropped = 1)",
+        }
+        chosen = [sql for name, sql in cases.items() if name in wanted]
+        if not chosen:
+            return None
+        clauses.append("(" + " OR ".join(chosen) + ")")
+    if f.since is not None:
+        clauses.append("d.id >= ?")
+        params.append(_id_bound(f.since))
+    if f.until is not None:
+        clauses.append("d.id < ?")
+        params.append(_id_bound(f.until))
+    if f.route is not None:
+        clauses.append("d.route = ?")
+        params.append(f.route)
+    if f.task_id is not None:
+        clauses.append("(d.subject LIKE ? ESCAPE '\\' OR d.subject LIKE ? ESCAPE '\\')")
+        params += subject_patterns(f.task_id)
+    return clauses, params
+
+
+def _bare_state(routing: str) -> ListedState:
+    return "pending" if routing == "pending" else "dead" if routing == "dead" else "dropped"
+
+
 def _candidates(tx: Tx, f: EventFilter) -> tuple[str, list[Any], bool]:
     """Where a listing starts: every event (in index order), or, when only rare states are
     wanted (pending, dead: never delivered), the events of the sends in those states, read
@@ -90,9 +158,12 @@ def _candidates(tx: Tx, f: EventFilter) -> tuple[str, list[Any], bool]:
     )
 
 
-def _where(f: EventFilter, *, from_sends: bool = False) -> tuple[list[str], list[Any]]:
+def _where(
+    f: EventFilter, *, from_sends: bool = False, text_met: bool = False
+) -> tuple[list[str], list[Any]]:
     """The conditions on ``e``; ``from_sends``: the listing starts from the sends of the
-    wanted states at ``f.sink`` already, which is that condition met."""
+    wanted states at ``f.sink`` already, which is that condition met; ``text_met``: from the
+    events whose name holds the text already."""
     clauses: list[str] = []
     params: list[Any] = []
     if f.since is not None:
@@ -106,7 +177,7 @@ def _where(f: EventFilter, *, from_sends: bool = False) -> tuple[list[str], list
         if value is not None:
             clauses.append(f"e.{name} = ?")
             params.append(value)
-    if f.text:
+    if f.text and not text_met:
         clauses.append("lower(e.display_name) LIKE ? ESCAPE '\\'")
         params.append(_like(f.text))
     states = list(dict.fromkeys(f.states))
@@ -146,6 +217,195 @@ def _attempts(rows: list[Any]) -> list[AttemptInfo]:
     ]
 
 
+def _events_sql(tx: Tx, where: EventFilter, after: tuple[str, int] | None) -> tuple[str, list[Any]]:
+    """The events a listing shows, unordered (``_page_rows`` orders and cuts)."""
+    source, params, distinct = _candidates(tx, where)
+    clauses, more_params = _where(where, from_sends=distinct)
+    params += more_params
+    if after is not None:
+        clauses.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
+        params += [after[0], after[0], after[1]]
+        # The same bound on the joined deliveries: without it PostgreSQL merge-joins
+        # from the newest delivery down to the cursor (0.1 s at a million).
+        clauses.append("d.id <= ?")
+        params.append(after[0])
+    if where.until is not None:
+        clauses.append("d.id < ?")
+        params.append(_id_bound(where.until))
+    if where.since is not None:
+        clauses.append("d.id >= ?")
+        params.append(_id_bound(where.since))
+    sql = (
+        f"SELECT {'DISTINCT ' if distinct else ''}{_ROW_COLUMNS}, NULL, NULL FROM {source}"
+        " JOIN deliveries d ON d.id = e.delivery_id"
+        f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
+    )
+    return sql, params
+
+
+TEXT_WINDOW = 2_000
+"""Free text is first looked for in this many events, in order, from where the page starts."""
+_WINDOW_COLUMNS = (
+    "e.id, e.delivery_id, e.position, e.route, e.vendor, e.kind, e.task_id, e.batch_id,"
+    " e.workspace_id, e.external_id, e.display_name"
+)
+
+
+def _text_page(
+    tx: Tx, where: EventFilter, after: tuple[str, int] | None, limit: int
+) -> list[Any] | None:
+    """A page of a free-text listing, found in two steps, or None where they do not apply.
+
+    Text in many names ("invoice") fills a page within the next few thousand events, which an
+    ordered scan reads in milliseconds, while a trigram index would intersect lists of most
+    events; rare text is the other way round.  So the next ``TEXT_WINDOW`` events are read in
+    order first, and only if the page is not full by then is the rest asked the usual way
+    (through the trigram index on PostgreSQL), after the window's last event."""
+    if not where.text or not _wants_events(where):
+        return None
+    source, _, distinct = _candidates(tx, where)
+    if distinct or source != "events e":
+        return None
+    bounds: list[str] = []
+    params: list[Any] = []
+    if after is not None:
+        bounds.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
+        params += [after[0], after[0], after[1]]
+    if where.until is not None:
+        bounds.append("e.delivery_id < ?")
+        params.append(_id_bound(where.until))
+    if where.since is not None:
+        bounds.append("e.delivery_id >= ?")
+        params.append(_id_bound(where.since))
+    bounded = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+    in_order = " ORDER BY e.delivery_id DESC, e.position DESC"
+    window = f"(SELECT {_WINDOW_COLUMNS} FROM events e{bounded}{in_order} LIMIT {TEXT_WINDOW}) e"
+    clauses, more = _where(where)
+    rows = tx.execute(
+        f"SELECT {_ROW_COLUMNS}, NULL, NULL FROM {window} JOIN deliveries d ON d.id = e.delivery_id"
+        f" WHERE {' AND '.join(clauses)}{_ORDER} LIMIT ?",
+        [*params, *more, limit + 1],
+    ).fetchall()
+    if len(rows) > limit:
+        return rows
+    edge = tx.execute(
+        f"SELECT e.delivery_id, e.position FROM events e{bounded}{in_order}"
+        f" LIMIT 1 OFFSET {TEXT_WINDOW - 1}",
+        params,
+    ).fetchone()
+    if edge is None:
+        return rows  # the window held every event there is to look at
+    wanted = limit + 1 - len(rows)
+    if tx.dialect.text_first:
+        return rows + _matches_first(tx, where, (edge[0], edge[1]), wanted)
+    sql, rest = _events_sql(tx, where, (edge[0], edge[1]))
+    return rows + tx.execute(f"{sql}{_ORDER} LIMIT ?", [*rest, wanted]).fetchall()
+
+
+def _matches_first(tx: Tx, where: EventFilter, after: tuple[str, int], wanted: int) -> list[Any]:
+    """Up to ``wanted`` events after ``after`` whose name holds ``where.text``, the matches
+    found through the text's own index first (``Dialect.text_first``), then filtered, ordered
+    and cut, and only those joined to their deliveries."""
+    bounds = ["lower(e.display_name) LIKE ? ESCAPE '\\'"]
+    params: list[Any] = [_like(where.text or "")]
+    bounds.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
+    params += [after[0], after[0], after[1]]
+    clauses, more = _where(where, text_met=True)
+    found = (
+        f"WITH m AS MATERIALIZED (SELECT {_WINDOW_COLUMNS} FROM events e"
+        f" WHERE {' AND '.join(bounds)})"
+        " SELECT * FROM m e"
+        f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
+        " ORDER BY e.delivery_id DESC, e.position DESC LIMIT ?"
+    )
+    rows: list[Any] = tx.execute(
+        f"SELECT {_ROW_COLUMNS}, NULL, NULL FROM ({found}) e"
+        f" JOIN deliveries d ON d.id = e.delivery_id{_ORDER}",
+        [*params, *more, wanted],
+    ).fetchall()
+    return rows
+
+
+_ORDER = " ORDER BY 2 DESC, 3 DESC"
+"""Newest delivery first, then its events last to first: the ``events_order`` index's order
+(and the deliveries' key's, for those without events, placed at position -1)."""
+
+
+def _page_rows(selects: list[tuple[str, list[Any]]], limit: int, offset: int, tx: Tx) -> list[Any]:
+    """Up to ``limit + 1`` rows from ``offset`` of the union of ``selects``, in order.
+
+    From the start (a first page, a cursor's page) each select runs on its own, ordered and
+    cut, and the few rows are merged here: each then walks its own index and stops at the
+    page.  A page number deep down (an offset) leaves the union to the database."""
+    if not selects:
+        return []
+    if len(selects) == 1 or offset:
+        sql = " UNION ALL ".join(sql for sql, _ in selects)
+        params = [p for _, ps in selects for p in ps]
+        return list(tx.execute(f"{sql}{_ORDER} LIMIT ? OFFSET ?", [*params, limit + 1, offset]))
+    rows: list[Any] = []
+    for sql, params in selects:
+        rows += tx.execute(f"{sql}{_ORDER} LIMIT ?", [*params, limit + 1]).fetchall()
+    rows.sort(key=lambda r: (r[1], r[2]), reverse=True)
+    return rows[: limit + 1]
+
+
+def _event_row(r: Any, sends: dict[str, dict[str, SendState]]) -> EventRow:
+    if r[0] is None:
+        return EventRow(
+            event_id=None,
+            delivery_id=r[1],
+            route=r[3],
+            vendor=None,
+            kind=None,
+            task_id=task_of_subject(r[6]),
+            batch_id=None,
+            workspace_id=None,
+            external_id=None,
+            display_name=None,
+            received_at=datetime.fromisoformat(r[11]),
+            state=_bare_state(r[12]),
+            sends={},
+            last_error=r[13],
+        )
+    mine = sends[r[0]]
+    return EventRow(
+        event_id=r[0],
+        delivery_id=r[1],
+        route=r[3],
+        vendor=r[4],
+        kind=r[5],
+        task_id=r[6],
+        batch_id=r[7],
+        workspace_id=r[8],
+        external_id=r[9],
+        display_name=r[10],
+        received_at=datetime.fromisoformat(r[11]),
+        state=event_state(
+            SendState.PENDING in mine.values(), SendState.DEAD in mine.values()
+        ).value,
+        sends=mine,
+    )
+
+
+def _selects(
+    tx: Tx, where: EventFilter, after: tuple[str, int] | None
+) -> list[tuple[str, list[Any]]]:
+    """The events, and the deliveries without events, a listing shows: a select for each."""
+    selects = [_events_sql(tx, where, after)] if _wants_events(where) else []
+    bare = _eventless(where)
+    if bare is not None:
+        clauses, params = bare
+        if after is not None:
+            # A delivery has events or none: after any row of delivery X come the deliveries
+            # before X.
+            clauses.append("d.id < ?")
+            params.append(after[0])
+        sql = f"SELECT {_BARE_COLUMNS} FROM deliveries d WHERE {' AND '.join(clauses)}"
+        selects.append((sql, params))
+    return selects
+
+
 class Browse:
     """Mixed into ``SqlJournal``."""
 
@@ -158,76 +418,47 @@ class Browse:
         after = None if cursor is None else parse_cursor(cursor)
 
         def work(tx: Tx) -> EventPage:
-            source, params, distinct = _candidates(tx, where)
-            clauses, more_params = _where(where, from_sends=distinct)
-            params += more_params
-            if after is not None:
-                clauses.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
-                params += [after[0], after[0], after[1]]
-                # The same bound on the joined deliveries: without it PostgreSQL merge-joins
-                # from the newest delivery down to the cursor (0.1 s at a million).
-                clauses.append("d.id <= ?")
-                params.append(after[0])
-            if where.until is not None:
-                clauses.append("d.id < ?")
-                params.append(_id_bound(where.until))
-            if where.since is not None:
-                clauses.append("d.id >= ?")
-                params.append(_id_bound(where.since))
-            sql = (
-                f"SELECT {'DISTINCT ' if distinct else ''}{_ROW_COLUMNS} FROM {source}"
-                " JOIN deliveries d ON d.id = e.delivery_id"
-                f"{' WHERE ' + ' AND '.join(clauses) if clauses else ''}"
-                " ORDER BY e.delivery_id DESC, e.position DESC LIMIT ? OFFSET ?"
-            )
-            rows = tx.execute(sql, [*params, limit + 1, offset]).fetchall()
+            # Free text is an event's: no delivery without events matches it.
+            rows = None if offset else _text_page(tx, where, after, limit)
+            if rows is None:
+                rows = _page_rows(_selects(tx, where, after), limit, offset, tx)
             more = len(rows) > limit
             rows = rows[:limit]
-            sends: dict[str, dict[str, SendState]] = {r[0]: {} for r in rows}
-            if rows:
-                ids = list(sends)
+            event_ids = [r[0] for r in rows if r[0] is not None]
+            sends: dict[str, dict[str, SendState]] = {i: {} for i in event_ids}
+            if event_ids:
                 for event_id, sink, state in tx.execute(
                     f"SELECT event_id, sink, state FROM sends WHERE event_id IN"
-                    f" ({tx.marks(len(ids))}) ORDER BY sink",
-                    ids,
+                    f" ({tx.marks(len(event_ids))}) ORDER BY sink",
+                    event_ids,
                 ):
                     sends[event_id][sink] = SendState(state)
-            items = [
-                EventRow(
-                    event_id=r[0],
-                    delivery_id=r[1],
-                    route=r[3],
-                    vendor=r[4],
-                    kind=r[5],
-                    task_id=r[6],
-                    batch_id=r[7],
-                    workspace_id=r[8],
-                    external_id=r[9],
-                    display_name=r[10],
-                    received_at=datetime.fromisoformat(r[11]),
-                    state=event_state(
-                        SendState.PENDING in sends[r[0]].values(),
-                        SendState.DEAD in sends[r[0]].values(),
-                    ),
-                    sends=sends[r[0]],
-                )
-                for r in rows
-            ]
+            items = [_event_row(r, sends) for r in rows]
             last = rows[-1] if rows else None
-            return EventPage(items, f"{last[1]}.{last[2]}" if more and last else None)
+            next_cursor = None
+            if more and last is not None:
+                next_cursor = f"{last[1]}.{max(0, last[2])}"
+            return EventPage(items, next_cursor)
 
         page: EventPage = await self._read(work)
         return page
 
     async def count_events(self, where: EventFilter) -> int:
         def work(tx: Tx) -> int:
-            source, params, distinct = _candidates(tx, where)
-            clauses, more_params = _where(where, from_sends=distinct)
-            counted = "count(DISTINCT e.id)" if distinct else "count(*)"
-            sql = f"SELECT {counted} FROM {source}" + (
-                " WHERE " + " AND ".join(clauses) if clauses else ""
-            )
-            return int(tx.execute(sql, [*params, *more_params]).fetchone()[0])
+            total = 0
+            if _wants_events(where):
+                source, params, distinct = _candidates(tx, where)
+                clauses, more_params = _where(where, from_sends=distinct)
+                counted = "count(DISTINCT e.id)" if distinct else "count(*)"
+                sql = f"SELECT {counted} FROM {source}" + (
+                    " WHERE " + " AND ".join(clauses) if clauses else ""
+                )
+                total += int(tx.execute(sql, [*params, *more_params]).fetchone()[0])
+            bare = _eventless(where)
+            if bare is not None:
+                sql = f"SELECT count(*) FROM deliveries d WHERE {' AND '.join(bare[0])}"
+                total += int(tx.execute(sql, bare[1]).fetchone()[0])
+            return total
 
         count: int = await self._read(work)
         return count

@@ -61,6 +61,11 @@ class Dialect:
     hint); PostgreSQL plans by its statistics and has no such join with ``ON``."""
     now_sql: str | None = None
     """A query for the database's clock (epoch seconds); None: the process clock is it."""
+    text_first: bool = False
+    """Free text has an index of its own (PostgreSQL's trigram index): a listing past its
+    first window finds the matches through it first, then orders them, rather than reading
+    events in order (the planner, taking matches for evenly spread, reads in order, and
+    a text whose matches lie far down costs it a scan of most events)."""
 
     def sql(self, text: str) -> str:
         return _convert(self.placeholder, text)

@@ -11,7 +11,9 @@ again when the database is back, without a restart.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +41,7 @@ POSTGRES = Dialect(
     types={"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY"},
     unavailable=(psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout),
     now_sql="SELECT extract(epoch FROM clock_timestamp())::float8",
+    text_first=True,
 )
 
 _KEEPALIVES: dict[str, Any] = {
@@ -51,8 +54,68 @@ _KEEPALIVES: dict[str, Any] = {
     "tcp_user_timeout": 30_000,
 }
 
+log = logging.getLogger("hookdock.journal")
+
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('hookdock journal ' || current_schema()))"
+
+
+TRIGRAM_INDEX = "events_display_trgm"
+
+
+_EXTENSION_SCHEMA = (
+    "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+    " WHERE e.extname = 'pg_trgm'"
+)
+
+
+def _trigram_index(conn: psycopg.Connection[Any]) -> bool:
+    """Free-text search (``q``: ``lower(display_name) LIKE '%text%'``) through a trigram index,
+    which ``pg_trgm`` gives: without it a rare text scans every event (seconds at a million).
+
+    The extension is the database's, made once, in ``public`` where it may be (a schema of a
+    journal's own would take it along when dropped), else in the journal's schema.  Where it
+    cannot be made (no right to), search still works, by a scan, and one line says so.  Both
+    are made under the migration lock, so replicas starting together make each once."""
+    found = conn.execute(_EXTENSION_SCHEMA).fetchone()
+    if found is None:
+        reasons = []
+        for where in (" SCHEMA public", ""):
+            try:
+                with conn.transaction():
+                    conn.execute(_MIGRATION_LOCK)
+                    conn.execute(f"CREATE EXTENSION IF NOT EXISTS pg_trgm{where}")
+            except psycopg.Error as exc:
+                reasons.append(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+                continue
+            break
+        found = conn.execute(_EXTENSION_SCHEMA).fetchone()
+        if found is None:
+            log.warning(
+                "journal: free-text search (q) scans every event: the pg_trgm extension cannot"
+                " be created (%s); ask the database's owner to run CREATE EXTENSION pg_trgm",
+                "; ".join(reasons),
+            )
+            return False
+    have = conn.execute(
+        "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1",
+        (TRIGRAM_INDEX,),
+    ).fetchone()
+    if have is None:
+        began = time.monotonic()
+        with conn.transaction():
+            conn.execute(_MIGRATION_LOCK)
+            # Made once over every event there is: longer than a statement may take.
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {TRIGRAM_INDEX} ON events"
+                f' USING gin (lower(display_name) "{found[0]}".gin_trgm_ops)'
+            )
+        log.info(
+            "journal: made the trigram index for free-text search in %.1f s",
+            time.monotonic() - began,
+        )
+    return True
 
 
 def describe_dsn(dsn: str) -> str:
@@ -112,7 +175,11 @@ class PostgresJournal(SqlJournal):
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
         if self.schema is not None:
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            # Made only when missing: CREATE SCHEMA, even IF NOT EXISTS, needs the right to
+            # create in the database, which a role that owns only its schema does not have.
+            known = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
+            if conn.execute(known, (self.schema,)).fetchone() is None:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(f'SET search_path TO "{self.schema}"')
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -129,6 +196,7 @@ class PostgresJournal(SqlJournal):
                 tx = Tx(conn, POSTGRES, lambda: 0.0)
                 if self._migrate:
                     migrate(tx, lock=_MIGRATION_LOCK)
+                    _trigram_index(conn)
                 self._migrated = True
         except BaseException:
             conn.close()

@@ -12,10 +12,12 @@ from typing import Any
 import orjson
 
 from receiver.journal.base import SendState
+from receiver.journal.browse import subject_patterns
 from receiver.journal.dialect import Tx
+from receiver.journal.schema import EVENTLESS
 from receiver.journal.views import PurgeResult, ReplayResult, RetryNowResult
 
-__all__ = ["Replay", "record_action"]
+__all__ = ["Replay", "record_action", "replay_chunk"]
 
 
 def record_action(
@@ -103,10 +105,63 @@ def _send_again(
     return len(again), created, len(busy)
 
 
+def _reroute(tx: Tx, delivery_ids: list[str]) -> int:
+    """Route again deliveries that have no events (not routable, or every event dropped by
+    the rules); one still pending is on its way already.  Returns how many."""
+    if not delivery_ids:
+        return 0
+    now = tx.now
+    rerouted: int = tx.execute(
+        "UPDATE deliveries SET state = 'pending', dropped = 0, attempts = 0,"
+        " next_attempt_at = ?, last_error = NULL, lease_owner = NULL, lease_until = NULL,"
+        f" updated_at = ? WHERE id IN ({tx.marks(len(delivery_ids))}) AND state != 'pending'"
+        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = deliveries.id)",
+        [now, now, *delivery_ids],
+    ).rowcount
+    return rerouted
+
+
+def replay_chunk(
+    tx: Tx,
+    event_ids: Sequence[str],
+    delivery_ids: Sequence[str],
+    *,
+    sink: str | None,
+    actor: str,
+    detail: Mapping[str, Any] | None,
+) -> tuple[int, int, int, int]:
+    """Replay events and route deliveries without events again, one action recorded for
+    each: a bulk replay's chunk.  Returns (made pending, made, left to their attempt, routed
+    again)."""
+    wanted = list(event_ids)
+    events: list[tuple[str, str, int]] = []
+    if wanted:
+        events = [
+            (r[0], r[1], r[2])
+            for r in tx.execute(
+                "SELECT id, delivery_id, position FROM events"
+                f" WHERE id IN ({tx.marks(len(wanted))})",
+                wanted,
+            )
+        ]
+    what = {**(detail or {}), **({"sink": sink} if sink else {})}
+    for event_id, delivery_id, _ in events:
+        record_action(
+            tx, actor, "replay", delivery_id=delivery_id, event_id=event_id, sink=sink, detail=what
+        )
+    for delivery_id in delivery_ids:
+        record_action(tx, actor, "replay", delivery_id=delivery_id, detail=what)
+    again, created, busy = _send_again(tx, events, sink) if events else (0, 0, 0)
+    return again, created, busy, _reroute(tx, list(delivery_ids))
+
+
 class Replay:
     """Mixed into ``SqlJournal``."""
 
     async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
+        raise NotImplementedError
+
+    async def _read(self, fn: Any) -> Any:
         raise NotImplementedError
 
     async def replay(
@@ -118,7 +173,6 @@ class Replay:
         detail: Mapping[str, Any] | None = None,
     ) -> ReplayResult | None:
         def work(tx: Tx) -> ReplayResult | None:
-            now = tx.now
             found = tx.execute("SELECT delivery_id FROM events WHERE id = ?", (ref,)).fetchone()
             if found is not None:
                 delivery_id = found[0]
@@ -146,12 +200,7 @@ class Replay:
             if not events:
                 # Nothing was routed (not routable, or the rules dropped every event): route
                 # it again.  One still pending is on its way already.
-                rerouted = tx.execute(
-                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                    " last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?"
-                    " WHERE id = ? AND state != 'pending'",
-                    (now, now, delivery_id),
-                ).rowcount
+                rerouted = _reroute(tx, [delivery_id])
                 return ReplayResult(delivery_id, [], 0, 0, 0, bool(rerouted))
             again, created, busy = _send_again(tx, [(e, delivery_id, p) for e, p in events], sink)
             ids = [r[0] for r in events]
@@ -167,38 +216,18 @@ class Replay:
         sink: str | None = None,
         actor: str,
         detail: Mapping[str, Any] | None = None,
-    ) -> tuple[int, int, int]:
+        delivery_ids: Sequence[str] = (),
+    ) -> tuple[int, int, int, int]:
         """``replay`` for many events at once (a bulk replay's chunk), in one transaction, one
-        action recorded per event.  Returns (made pending, made, left to their attempt)."""
-        wanted = list(event_ids)
-        if not wanted:
-            return 0, 0, 0
+        action recorded per event; ``delivery_ids`` are deliveries without events, routed
+        again.  Returns (made pending, made, left to their attempt, routed again)."""
+        if not event_ids and not delivery_ids:
+            return 0, 0, 0, 0
 
-        def work(tx: Tx) -> tuple[int, int, int]:
-            events = [
-                (r[0], r[1], r[2])
-                for r in tx.execute(
-                    "SELECT id, delivery_id, position FROM events"
-                    f" WHERE id IN ({tx.marks(len(wanted))})",
-                    wanted,
-                )
-            ]
-            if not events:
-                return 0, 0, 0
-            what = {**(detail or {}), **({"sink": sink} if sink else {})}
-            for event_id, delivery_id, _ in events:
-                record_action(
-                    tx,
-                    actor,
-                    "replay",
-                    delivery_id=delivery_id,
-                    event_id=event_id,
-                    sink=sink,
-                    detail=what,
-                )
-            return _send_again(tx, events, sink)
+        def work(tx: Tx) -> tuple[int, int, int, int]:
+            return replay_chunk(tx, event_ids, delivery_ids, sink=sink, actor=actor, detail=detail)
 
-        counts: tuple[int, int, int] = await self._write(work)
+        counts: tuple[int, int, int, int] = await self._write(work)
         return counts
 
     async def retry_now(self, send_id: int, *, actor: str) -> RetryNowResult | None:
@@ -245,17 +274,31 @@ class Replay:
         await self._write(work)
 
     async def purge_task(self, task_id: str, *, actor: str) -> PurgeResult:
+        # Deliveries whose subject names the task, routed or not, found by a scan before the
+        # write lock is taken: subjects are matched by pattern (no index serves it).  Inside
+        # the transaction, the indexed lookups find any that came meanwhile.
+        named = await self._read(lambda tx: _subject_deliveries(tx, task_id, eventless=False))
+
         def work(tx: Tx) -> PurgeResult:
-            ids = [
+            found = {
                 r[0]
                 for r in tx.execute(
-                    "SELECT DISTINCT delivery_id FROM events WHERE task_id = ?"
-                    " ORDER BY delivery_id",
-                    (task_id,),
+                    "SELECT DISTINCT delivery_id FROM events WHERE task_id = ?", (task_id,)
                 )
-            ]
+            }
+            found |= set(_subject_deliveries(tx, task_id, eventless=True))
+            present = set()
+            for start in range(0, len(named), 500):
+                chunk = named[start : start + 500]
+                present |= {
+                    r[0]
+                    for r in tx.execute(
+                        f"SELECT id FROM deliveries WHERE id IN ({tx.marks(len(chunk))})", chunk
+                    )
+                }
+            ids = sorted(found | present)
             delivered: dict[str, int] = {}
-            events = sends = 0
+            events = sends = attempts = unrouted = size = 0
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 places = tx.marks(len(chunk))
@@ -265,26 +308,73 @@ class Replay:
                     chunk,
                 ):
                     delivered[sink] = delivered.get(sink, 0) + n
-                tx.execute(
+                unrouted += int(
+                    tx.execute(
+                        f"SELECT count(*) FROM deliveries d WHERE id IN ({places}) AND NOT EXISTS"
+                        " (SELECT 1 FROM events e WHERE e.delivery_id = d.id)",
+                        chunk,
+                    ).fetchone()[0]
+                )
+                size += int(
+                    tx.execute(
+                        "SELECT COALESCE(sum(length(body)), 0) FROM deliveries"
+                        f" WHERE id IN ({places})",
+                        chunk,
+                    ).fetchone()[0]
+                )
+                attempts += tx.execute(
                     "DELETE FROM send_attempts WHERE send_id IN"
                     f" (SELECT id FROM sends WHERE delivery_id IN ({places}))",
                     chunk,
-                )
+                ).rowcount
                 sends += tx.execute(
                     f"DELETE FROM sends WHERE delivery_id IN ({places})", chunk
                 ).rowcount
                 events += tx.execute(
                     f"DELETE FROM events WHERE delivery_id IN ({places})", chunk
                 ).rowcount
-                tx.execute(f"DELETE FROM attempts WHERE delivery_id IN ({places})", chunk)
+                attempts += tx.execute(
+                    f"DELETE FROM attempts WHERE delivery_id IN ({places})", chunk
+                ).rowcount
                 tx.execute(f"DELETE FROM deliveries WHERE id IN ({places})", chunk)
             record_action(
                 tx,
                 actor,
                 "purge",
-                detail={"task_id": task_id, "deliveries": len(ids), "events": events},
+                detail={
+                    "task_id": task_id,
+                    "deliveries": len(ids),
+                    "unrouted": unrouted,
+                    "events": events,
+                    "sends": sends,
+                    "attempts": attempts,
+                    "payload_bytes": size,
+                },
             )
-            return PurgeResult(task_id, ids, events, sends, dict(sorted(delivered.items())))
+            return PurgeResult(
+                task_id,
+                ids,
+                events,
+                sends,
+                attempts,
+                unrouted,
+                size,
+                dict(sorted(delivered.items())),
+            )
 
         result: PurgeResult = await self._write(work)
         return result
+
+
+def _subject_deliveries(tx: Tx, task_id: str, *, eventless: bool) -> list[str]:
+    """Deliveries whose subject names ``task_id``: every one (a scan), or only those without
+    events (through their partial index)."""
+    where = f" AND {EVENTLESS}" if eventless else ""
+    return [
+        r[0]
+        for r in tx.execute(
+            "SELECT id FROM deliveries WHERE subject IS NOT NULL AND (subject LIKE ? ESCAPE '\\'"
+            f" OR subject LIKE ? ESCAPE '\\'){where}",
+            subject_patterns(task_id),
+        )
+    ]

@@ -88,18 +88,19 @@ def _chunks(rows: Sequence[Any], per_row: int, tx: Tx) -> Iterator[Sequence[Any]
 def _route(tx: Tx, items: list[RouteItem]) -> list[list[SendClaim]]:
     now = tx.now
     routed: set[str] = set()
-    by_owner: dict[str, list[str]] = {}
+    # A delivery routed with no send had every event dropped by the rules: listings show it.
+    by_owner: dict[tuple[str, int], list[str]] = {}
     for item in items:
-        by_owner.setdefault(item.owner, []).append(item.delivery_id)
-    for owner, ids in by_owner.items():
+        by_owner.setdefault((item.owner, 0 if item.pairs else 1), []).append(item.delivery_id)
+    for (owner, dropped), ids in by_owner.items():
         for chunk in _chunks(ids, 1, tx):
             routed.update(
                 r[0]
                 for r in tx.execute(
-                    "UPDATE deliveries SET state = 'routed', lease_owner = NULL,"
+                    "UPDATE deliveries SET state = 'routed', dropped = ?, lease_owner = NULL,"
                     " lease_until = NULL, last_error = NULL, updated_at = ?"
                     f" WHERE lease_owner = ? AND id IN ({tx.marks(len(chunk))}) RETURNING id",
-                    [now, owner, *chunk],
+                    [dropped, now, owner, *chunk],
                 ).fetchall()
             )
     # Our lease ran out on the others: someone else holds those deliveries now.

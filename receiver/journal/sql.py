@@ -21,6 +21,7 @@ from receiver.journal.committer import GroupCommitter
 from receiver.journal.dialect import Dialect, Tx
 from receiver.journal.errors import JournalError
 from receiver.journal.hotpath import HotPath
+from receiver.journal.jobs import ReplayJobs
 from receiver.journal.liveness import Liveness, LivenessAdmin
 from receiver.journal.pollers import PollerStates, PollerStatesAdmin
 from receiver.journal.replay import Replay
@@ -44,6 +45,7 @@ class SqlJournal(
     Activity,
     Replay,
     Backlog,
+    ReplayJobs,
 ):
     """A ``Journal`` and ``JournalAdmin``.  ``open()`` before use, ``await close()`` after."""
 

@@ -9,8 +9,10 @@ SQLite's own locking.  SQLite's clock is the process's.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,9 @@ from receiver.journal.errors import JournalError, JournalUnavailable
 from receiver.journal.schema import migrate
 from receiver.journal.sql import SqlJournal
 
-__all__ = ["SQLITE", "SqliteJournal"]
+__all__ = ["SQLITE", "SqliteJournal", "tighten_modes"]
+
+log = logging.getLogger("hookdock.journal")
 
 SQLITE = Dialect(
     name="sqlite",
@@ -34,6 +38,28 @@ SQLITE = Dialect(
     unavailable=(sqlite3.Error,),
     ordered_join="CROSS JOIN",
 )
+
+
+def tighten_modes(targets: list[tuple[Path, int]], what: str) -> list[str]:
+    """Take group and other bits off each existing (path, mode) beyond ``mode``: a journal made
+    before hookdock set modes, or copied in under a umask of 022, stays readable by anyone
+    otherwise.  Logs once what it changed (``what`` names the whole); returns the changes."""
+    changed = []
+    for target, wanted in targets:
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & ~wanted:
+            os.chmod(target, mode & wanted)
+            changed.append(f"{target} {mode:04o} -> {mode & wanted:04o}")
+    if changed:
+        log.warning(
+            "%s: raw bodies hold SAS links and personal data, so it is the owner's alone now: %s",
+            what,
+            "; ".join(changed),
+        )
+    return changed
 
 
 class SqliteJournal(SqlJournal):
@@ -68,6 +94,8 @@ class SqliteJournal(SqlJournal):
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 if not self.path.exists():
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                files = [self.path.with_name(self.path.name + s) for s in ("", "-wal", "-shm")]
+                tighten_modes([(f, 0o600) for f in files], f"the journal at {self.path}")
             except OSError as exc:
                 raise JournalError(self._cannot_open(exc)) from exc
         super().open()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from handlers.event import Event, RawDelivery
 from receiver.journal.base import DeliveryInfo, SendInfo, SendState
@@ -25,11 +25,18 @@ __all__ = [
     "EventFilter",
     "EventPage",
     "EventRow",
+    "ListedState",
     "PurgeResult",
+    "ReplayJob",
     "ReplayResult",
     "RetryNowResult",
     "SendDetail",
 ]
+
+
+ListedState = Literal["pending", "delivered", "dead", "dropped"]
+"""A listed row's state: an event's (``SendState``), or ``dropped`` for a delivery routed with
+every event dropped by the rules."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,12 @@ class EventFilter:
     received (``until`` excluded), as its id records it: ids begin with the millisecond they
     were made, on receipt, so a range is a range of the index the listing runs on.  ``text``
     is found anywhere in the display name, in any case.
+
+    Deliveries without events (not routed yet, not routable, or every event dropped by the
+    rules) are listed too, as rows without an event id, while no filter on an event's own
+    fields (vendor, kind, sink, batch, workspace, external id, text) is given: by ``task_id``
+    through the delivery's subject (``<vendor>:task:<id>``).  ``dropped`` wants those routed
+    with every event dropped, beside any ``states``.
     """
 
     since: datetime | None = None
@@ -56,13 +69,14 @@ class EventFilter:
     workspace_id: str | None = None
     external_id: str | None = None
     text: str | None = None
+    dropped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
-    """One event in a listing."""
+    """One event in a listing, or a delivery without events (``event_id`` None)."""
 
-    event_id: str
+    event_id: str | None
     delivery_id: str
     route: str | None
     vendor: str | None
@@ -73,9 +87,11 @@ class EventRow:
     external_id: str | None
     display_name: str | None
     received_at: datetime
-    state: SendState
+    state: ListedState
     sends: Mapping[str, SendState]
     """Sink -> the state of the event's send to it."""
+    last_error: str | None = None
+    """A delivery without events: why it was not routed (yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +182,12 @@ class PurgeResult:
     deliveries: list[str]
     events: int
     sends: int
+    attempts: int
+    """Routing and send attempts erased (their errors may quote the payload)."""
+    unrouted: int
+    """Of ``deliveries``, those that had no events (never routed, not routable, dropped)."""
+    payload_bytes: int
+    """The raw bodies erased, in bytes."""
     delivered_to: Mapping[str, int]
     """Sink -> events it had received: copies that live on there, for the operator to erase."""
 
@@ -200,3 +222,32 @@ class BatchRow:
     vendor: str | None
     last_received_at: datetime
     events: Mapping[SendState, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayJob:
+    """A bulk replay by filter, as the journal keeps it: any replica shows it and may cancel
+    it; the process that runs it (``owner``) holds it until ``lease_until``."""
+
+    job_id: str
+    actor: str
+    filter: Mapping[str, Any]
+    """The listing's parameters it replays (``EventQuery``'s, camelCase)."""
+    sink: str | None
+    state: Literal["running", "done", "cancelled", "failed"]
+    matched: int
+    replayed: int
+    requeued: int
+    created: int
+    in_flight: int
+    rerouted: int
+    cursor: str | None
+    """Where it goes on from: the listing's cursor after the last chunk replayed."""
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    cancel_requested: bool
+    owner: str | None
+    lease_until: datetime | None
+    takeovers: int
+    """How many times a process took it over from one that stopped."""

@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 SendStateName = Literal["pending", "delivered", "dead"]
+ListedStateName = Literal["pending", "delivered", "dead", "dropped"]
+"""A listed row's state: its event's, or ``dropped`` (routed, every event dropped by rules)."""
 
 
 class _Out(BaseModel):
@@ -57,9 +59,11 @@ class ErrorOut(_Out):
 
 
 class EventItem(_Out):
-    """One event in a listing."""
+    """One event in a listing, or a delivery that has none (``eventId`` null): not routed yet
+    (pending), not routable (dead, ``lastError`` says why), or every event dropped by the rules
+    (dropped).  Either is shown whole by ``GET /events/{deliveryId}``."""
 
-    event_id: str
+    event_id: str | None
     delivery_id: str
     route: str | None
     vendor: str | None
@@ -70,10 +74,12 @@ class EventItem(_Out):
     external_id: str | None
     display_name: str | None
     received_at: datetime
-    state: SendStateName
+    state: ListedStateName
     """pending while any send is, dead when one gave up (none pending), else delivered."""
     sends: dict[str, SendStateName]
     """Sink -> the state of the event's send to it."""
+    last_error: str | None = None
+    """A delivery without events: why it is not routed (credentials redacted)."""
 
 
 class EventPageOut(_Out):
@@ -203,8 +209,14 @@ class SinkActionOut(_Out):
 class PurgeOut(_Out):
     task_id: str
     deliveries: list[str]
+    """Every delivery erased, with its raw body (routed or not)."""
+    unrouted: int
+    """Of those, the ones that had no events (never routed, not routable, or dropped)."""
     events: int
     sends: int
+    attempts: int
+    """Routing and send attempts erased."""
+    payload_bytes: int
     delivered_to: dict[str, int]
     message: str
 
@@ -220,10 +232,11 @@ class BatchOut(_Out):
 
 
 class BulkReplayOut(_Out):
-    """A bulk replay by filter: its count first (``dryRun``), then its progress."""
+    """A bulk replay by filter: its count first (``dryRun``), then its job's progress, as the
+    journal keeps it (so every replica shows the same)."""
 
     job_id: str | None
-    """None for a dry run (nothing is done) and for a replay run by the CLI itself."""
+    """None for a dry run (nothing is done)."""
     state: Literal["dry-run", "running", "done", "cancelled", "failed"]
     matched: int
     """Events the filter matched when the replay began."""
@@ -233,6 +246,19 @@ class BulkReplayOut(_Out):
     created: int
     in_flight: int
     error: str | None = None
+    rerouted: int = 0
+    """Deliveries without events routed again."""
+    actor: str | None = None
+    sink: str | None = None
+    filter: dict[str, Any] = {}
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    cancel_requested: bool = False
+    """A cancel was asked for: the process running it stops at its next chunk."""
+    running_on: str | None = None
+    """The process running it (``host/pid/random``); None once it ended."""
+    takeovers: int = 0
+    """Times a process took it over from one that stopped."""
 
 
 class ActivityPoint(_Out):

@@ -20,13 +20,15 @@ from pydantic.alias_generators import to_camel
 
 from handlers.redact import redact_json, redact_text
 from receiver.errors import BadRequest, NotFound, OperatorError
-from receiver.journal.base import DeliveryState, JournalAdmin, SendInfo, SendState
+from receiver.ids import new_id
+from receiver.journal.base import DeliveryState, JournalAdmin, OwnerCheck, SendInfo, SendState
 from receiver.journal.views import (
     ActionInfo,
     AttemptInfo,
     DeliveryDetail,
     EventFilter,
     EventRow,
+    ReplayJob,
 )
 from receiver.operator.models import (
     ActionOut,
@@ -42,12 +44,12 @@ from receiver.operator.models import (
     EventOut,
     EventPageOut,
     FileOut,
+    ListedStateName,
     PollerOut,
     PurgeOut,
     ReplayOut,
     RetryNowOut,
     SendOut,
-    SendStateName,
     SinkActionOut,
     SinkOut,
 )
@@ -57,6 +59,9 @@ __all__ = ["ACTIVITY_WINDOWS", "EventQuery", "Operator", "listing_params", "quer
 MAX_PAGE_SIZE = 1000
 BULK_CHUNK = 500
 """Events a bulk replay replays per transaction."""
+JOB_LEASE_SECONDS = 30.0
+"""How long a bulk replay's process holds it without a word (each chunk renews it): one that
+stopped on another machine is taken over once it runs out."""
 
 ACTIVITY_WINDOWS: dict[str, tuple[timedelta, int]] = {
     "6h": (timedelta(hours=6), 60),
@@ -86,7 +91,9 @@ class EventQuery(BaseModel):
     """Received at or after (ISO 8601; a time without a zone is UTC)."""
     until: datetime | None = None
     """Received before."""
-    state: list[SendStateName] = []
+    state: list[ListedStateName] = []
+    """The event's state (with ``sink``: its send's there); ``dropped``: deliveries routed
+    with every event dropped by the rules.  Repeat for several."""
     route: str | None = None
     vendor: str | None = None
     kind: str | None = None
@@ -116,7 +123,8 @@ class EventQuery(BaseModel):
         return EventFilter(
             since=self.since,
             until=self.until,
-            states=tuple(SendState(s) for s in self.state),
+            states=tuple(SendState(s) for s in self.state if s != "dropped"),
+            dropped="dropped" in self.state,
             route=self.route,
             vendor=self.vendor,
             kind=self.kind,
@@ -220,8 +228,39 @@ def _item(row: EventRow) -> EventItem:
         external_id=row.external_id,
         display_name=row.display_name,
         received_at=row.received_at,
-        state=row.state.value,
+        state=row.state,
         sends={sink: state.value for sink, state in row.sends.items()},
+        last_error=None if row.last_error is None else redact_text(row.last_error),
+    )
+
+
+_PAGING = frozenset({"page_size", "page_number", "cursor", "count"})
+
+
+def _filter_of(query: EventQuery) -> dict[str, Any]:
+    """The filters of ``query`` (not its paging), as a job keeps them."""
+    return query.model_dump(exclude_defaults=True, exclude=set(_PAGING), mode="json")
+
+
+def _job_out(job: ReplayJob) -> BulkReplayOut:
+    return BulkReplayOut(
+        job_id=job.job_id,
+        state=job.state,
+        matched=job.matched,
+        replayed=job.replayed,
+        requeued=job.requeued,
+        created=job.created,
+        in_flight=job.in_flight,
+        error=job.error,
+        rerouted=job.rerouted,
+        actor=job.actor,
+        sink=job.sink,
+        filter=dict(job.filter),
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        cancel_requested=job.cancel_requested,
+        running_on=job.owner,
+        takeovers=job.takeovers,
     )
 
 
@@ -447,54 +486,148 @@ class Operator:
         sink: str | None,
         actor: str,
         dry_run: bool = False,
-        job_id: str | None = None,
+        owner: str | None = None,
         progress: Callable[[BulkReplayOut], None] | None = None,
         pause: Callable[[], Awaitable[None]] | None = None,
     ) -> BulkReplayOut:
-        """Replay every event ``query`` matches (to ``sink`` only when given), a chunk of
-        ``BULK_CHUNK`` at a time, newest first; ``dry_run`` only counts them.
+        """Count what ``query`` matches (``dry_run``), or start a job replaying it and run it
+        here to its end (``start_replay_job`` then ``run_replay_job``, as ``owner``)."""
+        if dry_run:
+            if sink is not None:
+                self._configured(sink)
+            matched = await self.journal.count_events(query.event_filter())
+            return BulkReplayOut(
+                job_id=None,
+                state="dry-run",
+                matched=matched,
+                replayed=0,
+                requeued=0,
+                created=0,
+                in_flight=0,
+                sink=sink,
+                filter=_filter_of(query),
+            )
+        runner = owner or f"operator/{new_id()}"
+        job = await self.start_replay_job(query, sink=sink, actor=actor, owner=runner)
+        assert job.job_id is not None
+        return await self.run_replay_job(job.job_id, owner=runner, progress=progress, pause=pause)
 
-        ``pause`` is awaited between chunks: the server's yields to ingest while webhooks
-        are coming.  Each event is recorded as replayed by ``actor`` under this filter.
-        """
+    # ------------------------------------------------------------------ bulk-replay jobs
+
+    async def start_replay_job(
+        self,
+        query: EventQuery,
+        *,
+        sink: str | None,
+        actor: str,
+        owner: str,
+        lease_seconds: float = JOB_LEASE_SECONDS,
+    ) -> BulkReplayOut:
+        """A bulk replay of what ``query`` matches (to ``sink`` only when given), as a job in
+        the journal held by ``owner``, the process that runs it next (``run_replay_job``).
+        Every replica shows it (``replay_job``) and may cancel it."""
         if sink is not None:
             self._configured(sink)
-        where = query.event_filter()
-        matched = await self.journal.count_events(where)
-        state = BulkReplayOut(
-            job_id=job_id,
-            state="dry-run" if dry_run else "running",
+        matched = await self.journal.count_events(query.event_filter())
+        job = await self.journal.create_replay_job(
+            f"replay_{new_id()}",
+            actor=actor,
+            filter=_filter_of(query),
+            sink=sink,
             matched=matched,
-            replayed=0,
-            requeued=0,
-            created=0,
-            in_flight=0,
+            owner=owner,
+            lease_seconds=lease_seconds,
         )
-        if dry_run:
-            return state
-        detail = {"bulk": job_id or "cli", **query.model_dump(exclude_defaults=True, mode="json")}
-        cursor = None
-        while True:
-            page = await self.journal.events(where, BULK_CHUNK, cursor=cursor)
-            ids = [row.event_id for row in page.items]
-            again, created, busy = await self.journal.replay_events(
-                ids, sink=sink, actor=actor, detail=detail
-            )
-            state = state.model_copy(
-                update={
-                    "replayed": state.replayed + len(ids),
-                    "requeued": state.requeued + again,
-                    "created": state.created + created,
-                    "in_flight": state.in_flight + busy,
-                }
-            )
-            if progress is not None:
-                progress(state)
-            cursor = page.next_cursor
-            if cursor is None:
-                return state.model_copy(update={"state": "done"})
-            if pause is not None:
-                await pause()
+        return _job_out(job)
+
+    async def run_replay_job(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        progress: Callable[[BulkReplayOut], None] | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
+        lease_seconds: float = JOB_LEASE_SECONDS,
+        chunk: int | None = None,
+    ) -> BulkReplayOut:
+        """Run ``owner``'s job from where it is, ``chunk`` (``BULK_CHUNK``) events a
+        transaction, newest first, until it is done, cancelled, or no longer ``owner``'s.
+
+        ``pause`` is awaited between chunks: the server's yields to ingest while webhooks are
+        coming.  Each event is recorded as replayed by the job's actor under its filter."""
+        job = await self.journal.replay_job(job_id)
+        if job is None:
+            raise NotFound(f"no bulk replay {job_id!r} in the journal")
+        where = query_from(job.filter).event_filter()
+        cursor = job.cursor
+        try:
+            while job is not None and job.state == "running" and job.owner == owner:
+                page = await self.journal.events(where, chunk or BULK_CHUNK, cursor=cursor)
+                ids = [row.event_id for row in page.items if row.event_id is not None]
+                # With a sink named, only events go to it: a delivery without events is
+                # routed again only by a replay to every sink.
+                bare = [r.delivery_id for r in page.items if r.event_id is None and not job.sink]
+                job = await self.journal.replay_job_step(
+                    job_id,
+                    owner,
+                    event_ids=ids,
+                    delivery_ids=bare,
+                    next_cursor=page.next_cursor,
+                    lease_seconds=lease_seconds,
+                )
+                cursor = page.next_cursor
+                if job is not None and progress is not None:
+                    progress(_job_out(job))
+                if job is not None and job.state == "running" and pause is not None:
+                    await pause()
+        except Exception as exc:
+            error = redact_text(str(exc)) or type(exc).__name__
+            await self.journal.end_replay_job(job_id, owner, state="failed", error=error)
+            raise
+        return await self.replay_job(job_id)
+
+    async def replay_job(self, job_id: str) -> BulkReplayOut:
+        job = await self.journal.replay_job(job_id)
+        if job is None:
+            raise NotFound(f"no bulk replay {job_id!r} in the journal")
+        return _job_out(job)
+
+    async def replay_jobs(self, limit: int = 100) -> list[BulkReplayOut]:
+        """The latest bulk replays, newest first, whichever process ran them."""
+        return [_job_out(j) for j in await self.journal.replay_jobs(limit)]
+
+    async def cancel_replay_job(
+        self,
+        job_id: str,
+        *,
+        actor: str,
+        is_gone: OwnerCheck = lambda owner: False,
+        stale_seconds: float = JOB_LEASE_SECONDS,
+        holder: str | None = None,
+    ) -> BulkReplayOut:
+        """Ask a job to stop, from any replica: the process running it stops at its next
+        chunk; one no live process runs (or ``holder``'s, which asks having stopped running
+        it) is cancelled at once.  An ended job is left as is."""
+        job = await self.journal.cancel_replay_job(
+            job_id, actor=actor, is_gone=is_gone, stale_seconds=stale_seconds, holder=holder
+        )
+        if job is None:
+            raise NotFound(f"no bulk replay {job_id!r} in the journal")
+        return _job_out(job)
+
+    async def take_over_replay_job(
+        self,
+        owner: str,
+        *,
+        is_gone: OwnerCheck,
+        stale_seconds: float,
+        lease_seconds: float = JOB_LEASE_SECONDS,
+    ) -> BulkReplayOut | None:
+        """The oldest running job whose process stopped, now ``owner``'s to go on with."""
+        job = await self.journal.take_over_replay_job(
+            owner, is_gone=is_gone, stale_seconds=stale_seconds, lease_seconds=lease_seconds
+        )
+        return None if job is None else _job_out(job)
 
     async def retry_now(self, send_id: int, *, actor: str) -> RetryNowOut:
         result = await self.journal.retry_now(send_id, actor=actor)
@@ -541,17 +674,23 @@ class Operator:
     async def purge_task(self, task_id: str, *, actor: str) -> PurgeOut:
         result = await self.journal.purge_task(task_id, actor=actor)
         elsewhere = ", ".join(f"{sink} ({n})" for sink, n in result.delivered_to.items())
+        routed = len(result.deliveries) - result.unrouted
         message = (
-            f"erased {len(result.deliveries)} deliveries and {result.events} events of task"
-            f" {task_id} from the journal"
+            f"erased {len(result.deliveries)} deliveries of task {task_id} from the journal"
+            f" ({routed} routed, {result.unrouted} never routed), {result.events} events,"
+            f" {result.sends} sends, {result.attempts} attempts and {result.payload_bytes}"
+            " bytes of payload"
         )
         if elsewhere:
             message += f"; copies live on in the sinks that received them: {elsewhere}"
         return PurgeOut(
             task_id=task_id,
             deliveries=result.deliveries,
+            unrouted=result.unrouted,
             events=result.events,
             sends=result.sends,
+            attempts=result.attempts,
+            payload_bytes=result.payload_bytes,
             delivered_to=dict(result.delivered_to),
             message=message,
         )

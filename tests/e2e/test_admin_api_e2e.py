@@ -29,6 +29,9 @@ from tests.conftest import (
     export_path,
     free_port,
     make_config,
+    pg_journal_table,
+    route,
+    run_cli,
     run_hookdock,
     wait_until,
 )
@@ -44,10 +47,27 @@ def _config(tmp_path: Path, **admin: Any) -> str:
     return make_config(tmp_path, admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"], **admin})
 
 
-def _webhook(server: HookdockProcess, task_id: str, name: str = "Invoice 7.pdf") -> str:
-    body = {"taskId": task_id, "workspaceId": "ws-9", "displayName": name, "chunks": []}
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``make_config``'s ``journal=`` overrides: its SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return {}
+    dsn: str = request.getfixturevalue("pg_dsn")
+    schema: str = request.getfixturevalue("pg_schema")
+    return {"path": None, **pg_journal_table(dsn, schema)}
+
+
+def _webhook(
+    server: HookdockProcess,
+    task_id: str,
+    name: str = "Invoice 7.pdf",
+    *,
+    path: str = SD_ROUTES["text_document"],
+    workspace: str = "ws-9",
+) -> str:
+    body = {"taskId": task_id, "workspaceId": workspace, "displayName": name, "chunks": []}
     response = httpx.post(
-        f"{server.url}/hooks/{SD_ROUTES['text_document']}/{CREDS.url_token}",
+        f"{server.url}/hooks/{path}/{CREDS.url_token}",
         content=json.dumps(body),
         headers={"content-type": "application/json"},
         trust_env=False,
@@ -285,5 +305,183 @@ def test_bulk_replay_by_filter_as_a_job(tmp_path: Path) -> None:
         assert (bad.status_code, bad.json()["error"]) == (400, "taskid: unknown parameter")
 
 
+def test_a_bulk_replay_from_the_cli_is_a_job_the_server_shows(tmp_path: Path) -> None:
+    task = str(uuid.uuid4())
+    with run_hookdock(tmp_path, _config(tmp_path), env=ENV) as server:
+        ids = [_webhook(server, task, name=f"doc {n}.pdf") for n in range(2)]
+        for delivery_id in ids:
+            wait_until(partial(_attempts_are, server.url, f"{delivery_id}-0", ["delivered"]))
+        assert server.config_path is not None
+        done = run_cli(
+            "events", "replay", "--all", "--task", task, config=server.config_path, env=ENV
+        )
+        assert done.returncode == 0, done.stderr
+        [line] = done.stdout.splitlines()
+        assert line.startswith("bulk replay replay_") and " done: replayed 2 of 2 events" in line
+        job_id = line.split()[2]
+        assert done.stderr.startswith(f"bulk replay {job_id}: 2 events match\n")
+        assert "[" + "#" * 30 + "] 2 of 2 events" in done.stderr
+        [job] = _api(server.url, "GET", "/replays").json()
+        assert (job["jobId"], job["state"], job["replayed"], job["filter"]) == (
+            job_id,
+            "done",
+            2,
+            {"task_id": task},
+        )
+        assert job["actor"].endswith("(cli)")
+        for delivery_id in ids:
+            twice = ["delivered", "delivered"]
+            wait_until(partial(_attempts_are, server.url, f"{delivery_id}-0", twice))
+        # The CLI beat while it ran, and is gone from the processes since.
+        processes = json.loads(run_cli("status", config=server.config_path, env=ENV).stdout)
+        assert [p["role"] for p in processes["processes"]] == ["serve"]
+
+
 def _attempts_are(base: str, event_id: str, outcomes: list[str]) -> bool:
     return _delivered_attempts(base, event_id) == outcomes
+
+
+def test_deliveries_without_events_are_found_by_task_and_purged(
+    tmp_path: Path, journal: dict[str, Any]
+) -> None:
+    """One delivery of the task routed, one whose every event the rules dropped, one not
+    routed yet (the dispatcher is off): all three are listed by task id, and purge erases the
+    three and says so."""
+    task, other = str(uuid.uuid4()), str(uuid.uuid4())
+    dropping = route(
+        "sd-drops",
+        {"type": "url-token", "token": CREDS.url_token},
+        rules=[{"workspace_id": "drop-me", "drop": True}],
+    )
+
+    def config(enabled: bool) -> str:
+        return make_config(
+            tmp_path,
+            admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"]},
+            journal=journal,
+            extra_routes=[dropping],
+            dispatcher={"enabled": enabled},
+        )
+
+    with run_hookdock(tmp_path, config(True), env=ENV) as server:
+        sent = _webhook(server, task)
+        dropped = _webhook(server, task, "dropped.pdf", path="sd-drops", workspace="drop-me")
+        kept = _webhook(server, other)
+        wait_until(lambda: _delivered_attempts(server.url, f"{sent}-0") == ["delivered"])
+        wait_until(lambda: _api(server.url, "GET", f"/events/{dropped}").json()["state"] == "done")
+    with run_hookdock(tmp_path, config(False), env=ENV) as server:
+        waiting = _webhook(server, task, "waiting.pdf")
+        listed = _api(server.url, "GET", "/events", params={"taskId": task}).json()
+        assert [(i["eventId"], i["deliveryId"], i["state"]) for i in listed["items"]] == [
+            (None, waiting, "pending"),
+            (None, dropped, "dropped"),
+            (f"{sent}-0", sent, "delivered"),
+        ]
+        assert listed["totalCount"] == 3
+        assert [i["taskId"] for i in listed["items"]] == [task] * 3
+        only = _api(server.url, "GET", "/events", params={"state": "dropped"}).json()
+        assert [i["deliveryId"] for i in only["items"]] == [dropped]
+        assert server.config_path is not None
+
+        shown = run_cli("events", "list", "--task", task, config=server.config_path, env=ENV)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0].split() == [
+            "RECEIVED",
+            "(UTC)",
+            "EVENT",
+            "STATE",
+            "ROUTE",
+            "KIND",
+            "TASK",
+            "NAME",
+            "SENDS",
+        ]
+        assert f"{waiting} (no event)  pending" in lines[1]
+        assert f"{dropped} (no event)  dropped    sd-drops" in lines[2]
+        assert f"{sent}-0" in lines[3] and "exports:delivered" in lines[3]
+        assert lines[4] == "page 1: 3 of 3 events"
+
+        purged = run_cli("purge", "--task", task, "--json", config=server.config_path, env=ENV)
+        assert purged.returncode == 0, purged.stderr
+        report = json.loads(purged.stdout)
+        assert sorted(report["deliveries"]) == sorted([sent, dropped, waiting])
+        assert (report["unrouted"], report["events"], report["sends"]) == (2, 1, 1)
+        # Routing of the two routed, and the one send's attempt.
+        assert report["attempts"] == 3
+        assert report["deliveredTo"] == {"exports": 1}
+        assert report["message"].startswith(
+            f"erased 3 deliveries of task {task} from the journal (1 routed, 2 never routed),"
+            " 1 events, 1 sends, 3 attempts and "
+        )
+        assert _api(server.url, "GET", "/events", params={"taskId": task}).json()["items"] == []
+        for gone in (sent, dropped, waiting):
+            assert _api(server.url, "GET", f"/events/{gone}").status_code == 404
+        assert _api(server.url, "GET", f"/events/{kept}").status_code == 200
+
+
+def _job(base: str, job_id: str) -> dict[str, Any]:
+    response = _api(base, "GET", f"/replays/{job_id}")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bulk_replays_live_in_the_journal_across_replicas(
+    tmp_path: Path, pg_dsn: str, pg_schema: str
+) -> None:
+    """Two replicas on one PostgreSQL journal: a job started on one is shown and cancelled
+    by the other; a job whose replica is killed is taken over by the other from where it
+    was, and ends with every event replayed once."""
+    config = make_config(
+        tmp_path,
+        admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"], "replay_chunk": 1},
+        journal={"path": None, **pg_journal_table(pg_dsn, pg_schema)},
+    )
+    events = 150
+    with (
+        run_hookdock(tmp_path / "a", config, env=ENV) as a,
+        run_hookdock(tmp_path / "b", config, env=ENV) as b,
+    ):
+        for n in range(events):
+            _webhook(a if n % 2 else b, str(uuid.uuid4()), name=f"doc {n}.pdf")
+
+        def delivered() -> bool:
+            page = _api(b.url, "GET", "/events", params={"state": "delivered", "pageSize": 1})
+            return bool(page.json()["totalCount"] == events)
+
+        wait_until(delivered, 60)
+        wanted = {"filter": {"state": ["delivered"]}}
+
+        # Started on a, cancelled from b: a stops at its next chunk.
+        first = _api(a.url, "POST", "/replays", json=wanted).json()
+        assert a.proc is not None
+        assert (first["state"], first["matched"]) == ("running", events)
+        assert first["runningOn"].split("/")[1] == str(a.proc.pid)
+        wait_until(lambda: _job(b.url, first["jobId"])["replayed"] >= 1)
+        asked = _api(b.url, "DELETE", f"/replays/{first['jobId']}").json()
+        assert asked["cancelRequested"] is True
+        cancelled = wait_until(
+            lambda: (j := _job(a.url, first["jobId"]))["state"] == "cancelled" and j
+        )
+        assert cancelled is not False
+        assert 1 <= cancelled["replayed"] < events
+
+        # Started on a, a is killed: b goes on with it from its cursor.
+        second = _api(a.url, "POST", "/replays", json=wanted).json()
+        wait_until(lambda: _job(b.url, second["jobId"])["replayed"] >= 1)
+        a.proc.kill()
+        a.proc.wait(10)
+        at_kill = _job(b.url, second["jobId"])
+        assert at_kill["state"] == "running" and at_kill["replayed"] < events, at_kill
+        done = wait_until(lambda: (j := _job(b.url, second["jobId"]))["state"] == "done" and j, 60)
+        assert done is not False
+        assert (done["replayed"], done["takeovers"], done["runningOn"]) == (events, 1, None)
+        assert "going on with it here" in b.stderr_text()
+        listed = _api(b.url, "GET", "/replays").json()
+        assert [(j["jobId"], j["state"]) for j in listed] == [
+            (second["jobId"], "done"),
+            (first["jobId"], "cancelled"),
+        ]

@@ -26,7 +26,9 @@ from tests.conftest import (
     delivery_id_from,
     make_config,
     route,
+    run_cli,
     run_hookdock,
+    wait_until,
 )
 from tests.sd_payloads import load
 from tests.webhook_receiver import Reply, WebhookReceiver
@@ -165,6 +167,19 @@ def test_retries_until_the_receiver_takes_it(setup: Setup) -> None:
     assert all(r.verified for r in requests)
     # The 429's Retry-After (1 s) outweighs the 0.2 s schedule.
     assert time.monotonic() - started >= 1.0
+
+
+def test_status_counts_a_sink_that_answered_4xx_by_its_code(setup: Setup) -> None:
+    setup.rx.script("/flaky", [404])
+    body, _ = unique("text_document")
+    event_id = setup.post(FLAKY_ROUTE, body)
+    delivery_id = event_id.rsplit("-", 1)[0]
+    reason = wait_until(lambda: setup.process.dead_lettered(delivery_id), TIMEOUT)
+    assert reason is not None and "404" in reason
+    assert setup.process.config_path is not None
+    status = run_cli("status", config=setup.process.config_path)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["failures"]["http_404"] == 1
 
 
 def test_no_secret_in_the_server_output(setup: Setup) -> None:

@@ -160,6 +160,43 @@ def test_embedded_defaults_print_urls_and_keep_the_token(tmp_path: Path) -> None
         assert token not in restarted.stderr_text()
 
 
+def test_an_existing_journal_made_world_readable_is_made_the_owners_alone(tmp_path: Path) -> None:
+    """A data folder left by an older hookdock (or copied under umask 022) is tightened on the
+    next start, once, with one line naming each change."""
+    data_dir = tmp_path / "hookdock-data"
+    with run_hookdock(tmp_path, None) as first:
+        _printed_urls(first)
+    journal = data_dir / "hookdock.db"
+    loose = [data_dir, journal, data_dir / "url-token"]
+    for path in loose:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (data_dir / "hookdock.db-wal").touch(mode=0o644)
+    (data_dir / "hookdock.db-wal").chmod(0o664)
+
+    with run_hookdock(tmp_path, None) as second:
+        _printed_urls(second)
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode)
+            for p in [*loose, journal.with_name("hookdock.db-wal")]
+        }
+        assert modes == {
+            "hookdock-data": 0o700,
+            "hookdock.db": 0o600,
+            "url-token": 0o600,
+            "hookdock.db-wal": 0o600,
+        }
+        lines = [line for line in second.stderr_text().splitlines() if "owner's alone now" in line]
+        assert len(lines) == 2, second.stderr_text()
+        assert "hookdock-data 0755 -> 0700" in lines[0]
+        assert "url-token 0644 -> 0600" in lines[0]
+        assert f"{journal} 0644 -> 0600" in lines[1]
+        assert f"{journal}-wal 0664 -> 0600" in lines[1]
+
+    with run_hookdock(tmp_path, None) as third:
+        _printed_urls(third)
+        assert "owner's alone now" not in third.stderr_text()
+
+
 # --------------------------------------------------------------------------- hookdock check
 
 SECRET = "s3cret-" + uuid.uuid4().hex
@@ -239,6 +276,38 @@ def test_check_names_the_problem_and_never_the_secret(
     assert SECRET[:12] not in output
     for secret in CREDS.all():
         assert secret not in output
+
+
+def test_check_names_every_problem_in_one_run_the_sink_plugins_too(tmp_path: Path) -> None:
+    """A missing variable, a typo and a bad value in the config, and a weak signing secret
+    the HTTP sink plugin refuses: one run names all of them."""
+    config = make_config(
+        tmp_path,
+        server={"prot": 8080},
+        extra_routes=[
+            route("extra", {"type": "url-token", "token": "${HOOKDOCK_E2E_UNSET_TOKEN}"})
+        ],
+        sinks={
+            "hook": {"type": "http", "url": "https://example.com/in", "secret": "hunter2"},
+            "later": {"type": "http", "url": "${HOOKDOCK_E2E_UNSET_URL}", "sign": False},
+        },
+        dispatcher={"concurrency": 0},
+    )
+    code, output = _check(tmp_path, config)
+    assert code == 2
+    lines = output.splitlines()
+    assert lines[0] == f"hookdock: invalid configuration in {tmp_path / 'hookdock.toml'}:"
+    assert sorted(lines[1:]) == sorted(
+        [
+            "  routes[9].auth.token: environment variable HOOKDOCK_E2E_UNSET_TOKEN is not set",
+            "  sinks.later.url: environment variable HOOKDOCK_E2E_UNSET_URL is not set",
+            "  dispatcher.concurrency: Input should be greater than or equal to 1",
+            "  server.prot: unknown key (check its spelling)",
+            "  sinks.hook.secret: is too weak: expected 'whsec_' and the base64 of 24 random"
+            " bytes or more (make one with `hookdock secret`) (plugin http)",
+        ]
+    )
+    assert "hunter2" not in output
 
 
 # --------------------------------------------------------------------------- SIGTERM

@@ -391,3 +391,58 @@ def test_unreachable_database_at_start_exits_with_one_line_naming_the_host(
     (line,) = lines
     assert f"127.0.0.1:{port}" in line
     assert "journal.dsn" in line  # says what to check
+
+
+# --------------------------------------------------------------------------- no pg_trgm
+
+
+@pytest.fixture
+def limited_database(pg_dsn: str) -> Iterator[str]:
+    """A database of its own where the journal's role may not create extensions (it owns its
+    schema, not the database): the DSN of that role; dropped afterwards."""
+    name = f"hookdock_nopriv_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE ROLE "{name}" LOGIN')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(make_conninfo(pg_dsn, dbname=name), autocommit=True) as conn:
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute(f'CREATE SCHEMA journal AUTHORIZATION "{name}"')
+    try:
+        yield make_conninfo(pg_dsn, dbname=name, user=name)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_without_pg_trgm_search_still_works_and_one_line_says_why(
+    tmp_path: Path, limited_database: str
+) -> None:
+    config = make_config(
+        tmp_path,
+        journal={"path": None, **pg_journal_table(limited_database, "journal")},
+        admin={"tokens": ["${HOOKDOCK_ADMIN_TOKEN}"]},
+    )
+    token = "adm-" + uuid.uuid4().hex + uuid.uuid4().hex
+    with run_hookdock(tmp_path, config, env={"HOOKDOCK_ADMIN_TOKEN": token}) as server:
+        task = str(uuid.uuid4())
+        response = httpx.post(sd_url(server), content=text_document(task), headers=JSON)
+        delivery_id = delivery_id_from(response.text)
+
+        def found() -> list[str]:
+            page = httpx.get(
+                f"{server.url}/admin/api/events",
+                params={"q": "PG.PDF"},
+                headers={"Authorization": f"Bearer {token}"},
+                trust_env=False,
+            ).json()
+            return [item["deliveryId"] for item in page["items"]]
+
+        assert wait_until(lambda: found() == [delivery_id])
+        [line] = [
+            line
+            for line in server.stderr_text().splitlines()
+            if "free-text search (q) scans every event" in line
+        ]
+        assert "the pg_trgm extension cannot be created (" in line
+        assert line.endswith("ask the database's owner to run CREATE EXTENSION pg_trgm")

@@ -62,7 +62,40 @@ async def _ids(journal: SqlJournal, **where: Any) -> list[str]:
     page = await journal.events(EventFilter(**where), 1000)
     assert page.next_cursor is None
     assert await journal.count_events(EventFilter(**where)) == len(page.items)
-    return [row.event_id for row in page.items]
+    return [row.event_id or row.delivery_id for row in page.items]
+
+
+def _at(received_at: datetime | None, d: RawDelivery) -> RawDelivery:
+    if received_at is None:
+        return d
+    # As ingest makes them: the id begins with the milliseconds of its receipt.
+    ms = int(received_at.timestamp() * 1000)
+    return d.model_copy(update={"delivery_id": f"{ms:012x}{d.delivery_id[12:]}"})
+
+
+async def _unrouted(
+    journal: SqlJournal,
+    how: str,
+    *,
+    subject: str | None = None,
+    route: str = "r",
+    received_at: datetime | None = None,
+) -> RawDelivery:
+    """A delivery left without events: ``pending`` (not routed yet), ``dead`` (not
+    routable) or ``dropped`` (routed, every event dropped by the rules)."""
+    d = _at(received_at, raw(route=route, received_at=received_at))
+    if how == "pending":
+        await journal.append(d, d.delivery_id, subject)
+        return d
+    await journal.append(d, d.delivery_id, subject)
+    claims = await journal.claim("w", 1000, 60)
+    await journal.release("w", [c.delivery.delivery_id for c in claims if c.delivery != d])
+    [claim] = [c for c in claims if c.delivery == d]
+    if how == "dead":
+        await journal.finish(claim, "w", Outcome.dead("cannot normalize: taskId is missing"))
+    else:
+        await journal.route(claim, "w", [], set(), 60)
+    return d
 
 
 @pytest.mark.anyio
@@ -94,7 +127,7 @@ class OperatorContract:
             "X.pdf",
         )
         assert row.received_at == d.received_at
-        assert row.state is SendState.PENDING
+        assert row.state == "pending"
         assert dict(row.sends) == {"a": SendState.PENDING, "b": SendState.PENDING}
 
     async def test_every_filter_narrows_the_list(self, journal: SqlJournal) -> None:
@@ -157,6 +190,33 @@ class OperatorContract:
             (SendState.DEAD, {"a": SendState.DEAD, "b": SendState.DELIVERED})
         ]
 
+    async def test_free_text_is_found_within_the_window_and_past_it(
+        self, journal: SqlJournal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import receiver.journal.browse as browse
+
+        monkeypatch.setattr(browse, "TEXT_WINDOW", 3)
+        t = datetime(2025, 1, 1, tzinfo=UTC)
+        names = ["Invoice A", "memo", "memo", "memo", "memo", "INVOICE B", "memo", "invoice C"]
+        made = [
+            (await _routed(journal, ["a"], display_name=n, received_at=t + timedelta(n_)))[0]
+            for n_, n in enumerate(names)
+        ]
+        wanted = [made[i].event_id(0) for i in (7, 5, 0)]
+        assert await _ids(journal, text="invoice") == wanted
+        seen, cursor = [], None
+        for _ in range(5):
+            page = await journal.events(EventFilter(text="nvoic"), 1, cursor=cursor)
+            seen += [r.event_id for r in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == wanted
+        assert await _ids(journal, text="invoice", until=t + timedelta(5)) == wanted[2:]
+        assert await _ids(journal, text="memo", since=t + timedelta(2)) == [
+            made[i].event_id(0) for i in (6, 4, 3, 2)
+        ]
+
     async def test_a_cursor_walks_every_event_once_and_an_offset_skips(
         self, journal: SqlJournal
     ) -> None:
@@ -168,7 +228,7 @@ class OperatorContract:
         cursor = None
         for _ in range(10):
             page = await journal.events(EventFilter(), 5, cursor=cursor)
-            seen += [r.event_id for r in page.items]
+            seen += [r.event_id or r.delivery_id for r in page.items]
             cursor = page.next_cursor
             if cursor is None:
                 break
@@ -408,6 +468,7 @@ class OperatorContract:
 
         result = await journal.purge_task("secret", actor="dpo")
         assert (result.deliveries, result.events, result.sends) == ([gone.delivery_id], 1, 2)
+        assert (result.attempts, result.unrouted, result.payload_bytes) == (3, 0, len(gone.body))
         assert dict(result.delivered_to) == {"a": 1}
         assert await journal.get_raw(gone.delivery_id) is None
         assert await journal.detail(gone.event_id(0)) is None
@@ -423,6 +484,91 @@ class OperatorContract:
         )
         again = await journal.purge_task("secret", actor="dpo")
         assert (again.deliveries, again.events) == ([], 0)
+
+    async def test_purge_erases_the_deliveries_of_a_task_that_were_never_routed(
+        self, journal: SqlJournal
+    ) -> None:
+        routed_one, _ = await _routed(journal, ["a"], task_id="42")
+        dead = await _unrouted(journal, "dead", subject="smartdocumentor:task:42")
+        waiting = await _unrouted(journal, "pending", subject="smartdocumentor:task:42")
+        dropped = await _unrouted(journal, "dropped", subject="smartdocumentor:task:42:missing")
+        other = await _unrouted(journal, "dead", subject="smartdocumentor:task:421")
+        like = await _unrouted(journal, "dead", subject="smartdocumentor:task:4_")
+
+        result = await journal.purge_task("42", actor="dpo")
+        erased = [routed_one, dead, waiting, dropped]
+        assert result.deliveries == sorted(d.delivery_id for d in erased)
+        assert (result.events, result.sends, result.unrouted) == (1, 1, 3)
+        assert result.attempts == 3  # the routing of three: routed, dead, dropped
+        assert result.payload_bytes == sum(len(d.body) for d in erased)
+        for d in erased:
+            assert await journal.get_raw(d.delivery_id) is None
+        assert set(await _ids(journal)) == {other.delivery_id, like.delivery_id}
+        [action] = await journal.actions()
+        assert dict(action.detail)["unrouted"] == 3
+
+    async def test_deliveries_without_events_are_listed_by_their_state_and_task(
+        self, journal: SqlJournal
+    ) -> None:
+        t = datetime(2025, 3, 1, tzinfo=UTC)
+        one, _ = await _routed(journal, ["a"], task_id="7", display_name="seven.pdf", received_at=t)
+        dead = await _unrouted(
+            journal, "dead", subject="smartdocumentor:task:7", received_at=t + timedelta(1)
+        )
+        dropped = await _unrouted(journal, "dropped", route="r2", received_at=t + timedelta(2))
+        waiting = await _unrouted(
+            journal, "pending", subject="smartdocumentor:task:8", received_at=t + timedelta(3)
+        )
+        everything = await _ids(journal)
+        assert everything == [
+            waiting.delivery_id,
+            dropped.delivery_id,
+            dead.delivery_id,
+            one.event_id(0),
+        ]
+        page = await journal.events(EventFilter(), 10)
+        states = {r.delivery_id: (r.event_id, r.state, r.task_id) for r in page.items}
+        assert states[dead.delivery_id] == (None, "dead", "7")
+        assert states[dropped.delivery_id] == (None, "dropped", None)
+        assert states[waiting.delivery_id] == (None, "pending", "8")
+        row = next(r for r in page.items if r.delivery_id == dead.delivery_id)
+        assert row.last_error == "cannot normalize: taskId is missing"
+
+        assert await _ids(journal, task_id="7") == [dead.delivery_id, one.event_id(0)]
+        assert await _ids(journal, states=(SendState.DEAD,)) == [dead.delivery_id]
+        assert await _ids(journal, dropped=True) == [dropped.delivery_id]
+        assert await _ids(journal, states=(SendState.PENDING,), dropped=True) == [
+            waiting.delivery_id,
+            dropped.delivery_id,
+            one.event_id(0),
+        ]
+        assert await _ids(journal, route="r2") == [dropped.delivery_id]
+        # Filters only an event answers leave them out.
+        assert await _ids(journal, text="seven") == [one.event_id(0)]
+        assert await _ids(journal, vendor="smartdocumentor") == [one.event_id(0)]
+
+        # Paged one row at a time, by cursor and by offset: each row once, in order.
+        seen, cursor = [], None
+        for _ in range(10):
+            step = await journal.events(EventFilter(), 1, cursor=cursor)
+            seen += [r.event_id or r.delivery_id for r in step.items]
+            cursor = step.next_cursor
+            if cursor is None:
+                break
+        assert seen == everything
+        by_offset = [(await journal.events(EventFilter(), 1, offset=n)).items[0] for n in range(4)]
+        assert [r.event_id or r.delivery_id for r in by_offset] == everything
+
+        # Routed again, the dead one leaves the unrouted rows; replayed in bulk, the dropped
+        # one is routed again too.
+        assert await journal.replay_events([], actor="ops", delivery_ids=[dropped.delivery_id]) == (
+            0,
+            0,
+            0,
+            1,
+        )
+        [claim] = [c for c in await journal.claim("w", 10, 60) if c.delivery == dropped]
+        assert claim.attempt == 1
 
     async def test_actions_are_recorded_newest_first(self, journal: SqlJournal) -> None:
         await journal.record_action("ops", "stop-sink", sink="a", detail={"reason": "maint"})
@@ -493,11 +639,11 @@ class OperatorContract:
         await journal.finish_send(a1, "w", Outcome.delivered())
         await journal.finish_send(a2, "w", Outcome.dead("refused"))
         ids = [one.event_id(0), two.event_id(0), "no-such-event"]
-        assert await journal.replay_events(ids, actor="ops", detail={"bulk": "j1"}) == (2, 0, 0)
-        assert await journal.replay_events(ids[:1], sink="b", actor="ops") == (0, 1, 0)
+        assert await journal.replay_events(ids, actor="ops", detail={"bulk": "j1"}) == (2, 0, 0, 0)
+        assert await journal.replay_events(ids[:1], sink="b", actor="ops") == (0, 1, 0, 0)
         states = [s.state for d in (one, two) for s in await journal.sends(d.delivery_id)]
         assert states == [SendState.PENDING, SendState.PENDING, SendState.PENDING]
         detail = await journal.detail(two.delivery_id)
         assert detail is not None
         assert [(x.action, dict(x.detail)) for x in detail.actions] == [("replay", {"bulk": "j1"})]
-        assert await journal.replay_events([], actor="ops") == (0, 0, 0)
+        assert await journal.replay_events([], actor="ops") == (0, 0, 0, 0)

@@ -1,5 +1,6 @@
 """Version 7 of the schema keeps an event's searchable fields in columns: a journal of
-version 6 gets them filled from its stored events when it is opened."""
+version 6 gets them filled from its stored events when it is opened.  Version 8 marks the
+deliveries routed with every event dropped, and adds the bulk-replay jobs."""
 
 from __future__ import annotations
 
@@ -33,3 +34,29 @@ async def test_a_version_6_journal_gets_its_events_fields_filled(durable: Backen
     ]
     page = await again.events(EventFilter(task_id="task-0"))
     assert [r.event_id for r in page.items] == [d.event_id(0)]
+
+
+async def test_a_version_7_journal_gets_its_dropped_deliveries_marked(durable: Backend) -> None:
+    journal = durable.open()
+    dropped, sent = raw(), raw()
+    for d in (dropped, sent):
+        await journal.append(d, d.delivery_id)
+    claims = {c.delivery.delivery_id: c for c in await journal.claim("w", 5, 60)}
+    await journal.route(claims[dropped.delivery_id], "w", [], set(), 60)
+    await journal.route(claims[sent.delivery_id], "w", [(event(sent), "a")], set(), 60)
+    # What version 7 had: no dropped column, no jobs.
+    await execute(journal, "DROP INDEX deliveries_eventless")
+    await execute(journal, "ALTER TABLE deliveries DROP COLUMN dropped")
+    await execute(journal, "DROP TABLE replay_jobs")
+    await execute(journal, "UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    await journal.close()
+
+    again = durable.open()
+    assert sorted(await rows(again, "SELECT id, dropped FROM deliveries")) == sorted(
+        [(dropped.delivery_id, 1), (sent.delivery_id, 0)]
+    )
+    page = await again.events(EventFilter(dropped=True))
+    assert [(r.delivery_id, r.event_id, r.state) for r in page.items] == [
+        (dropped.delivery_id, None, "dropped")
+    ]
+    assert await rows(again, "SELECT count(*) FROM replay_jobs") == [(0,)]

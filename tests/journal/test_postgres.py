@@ -313,3 +313,34 @@ async def test_a_failing_job_undoes_only_itself_in_a_batch_without_savepoints(
             tx.execute("DELETE FROM meta WHERE key LIKE 'good-%'")
 
         await journal._write(clear)
+
+
+async def test_free_text_search_goes_through_a_trigram_index(
+    journals: Callable[[], PostgresJournal], pg_dsn: str, pg_schema: str
+) -> None:
+    from receiver.journal.views import EventFilter
+    from tests.journal.helpers import accepted
+
+    journal = journals()
+    for name in ("Invoice 100.pdf", "Contract 7.pdf"):
+        d = raw(name.encode())
+        claim = await accepted(journal, d)
+        e = event(d).model_copy(update={"display_name": name})
+        await journal.route(claim, "w", [(e, "a")], set(), 60)
+    found = await journal.events(EventFilter(text="ICE 10"))
+    assert [r.display_name for r in found.items] == ["Invoice 100.pdf"]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{pg_schema}", public')
+        index = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = %s",
+            (pg_schema, "events_display_trgm"),
+        ).fetchone()
+        assert index is not None and "gin_trgm_ops" in index[0]
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT id FROM events WHERE lower(display_name) LIKE '%ice 10%'"
+            )
+        )
+        assert "events_display_trgm" in plan

@@ -169,6 +169,23 @@ def test_show_takes_either_id_and_redacts(
         )
 
 
+def test_deliveries_with_an_id_shows_that_one_as_events_show_does(
+    config: Path, delivery_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, shown, _ = _run(capsys, "events", "show", delivery_id, "--config", str(config))
+    assert code == 0
+    for ref in (delivery_id, f"{delivery_id}-0"):
+        code, out, _ = _run(capsys, "deliveries", ref, "--config", str(config))
+        assert code == 0
+        assert out.splitlines()[0] == f"delivery {delivery_id}"
+        if ref == delivery_id:
+            assert out == shown
+    code, out, _ = _run(capsys, "deliveries", delivery_id, "--json", "--config", str(config))
+    assert json.loads(out)["deliveryId"] == delivery_id
+    code, _, err = _run(capsys, "deliveries", "nope", "--config", str(config))
+    assert (code, err) == (1, "hookdock: no delivery or event 'nope' in the journal\n")
+
+
 def test_replay_then_show_records_who(
     config: Path, delivery_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -219,7 +236,8 @@ def test_retry_now_and_purge(
     code, out, _ = _run(capsys, "purge", "--task", "task-9", "--config", str(config))
     assert (code, out) == (
         0,
-        "erased 1 deliveries and 1 events of task task-9 from the journal; copies live on in"
+        "erased 1 deliveries of task task-9 from the journal (1 routed, 0 never routed),"
+        " 1 events, 2 sends, 3 attempts and 121 bytes of payload; copies live on in"
         " the sinks that received them: exports (1)\n",
     )
     code, out, _ = _run(capsys, "events", "list", "--config", str(config))
@@ -266,10 +284,21 @@ def test_replay_all_by_filter_dry_run_first(
     assert (code, out) == (0, "1 events match; run again without --dry-run to replay them\n")
     code, out, err = _run(capsys, *base, "--config", str(config))
     assert code == 0
-    assert (
-        out == "replayed 1 events: 1 sends go out again, 0 made, 0 left to an attempt under way\n"
+    job = re.fullmatch(
+        r"bulk replay (replay_\w+) done: replayed 1 of 1 events: 1 sends go out again, 0 made,"
+        r" 0 left to an attempt under way, 0 deliveries routed again\n",
+        out,
     )
-    assert "1 of 1 events" in err
+    assert job is not None, out
+    assert err.startswith(f"bulk replay {job[1]}: 1 events match\n")
+    assert "] 1 of 1 events" in err
+    code, out, _ = _run(capsys, "events", "jobs", "--config", str(config))
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "STARTED", "(UTC)", "JOB", "STATE", "REPLAYED", "BY", "RUNNING", "ON", "FILTER"
+    ]  # fmt: skip
+    assert f" {job[1]}  done   1 of 1 " in lines[1]
+    assert lines[1].endswith('  -           {"state":["dead"],"sink":"hook"}')
     code, out, _ = _run(capsys, *base, "--dry-run", "--config", str(config))
     assert out.startswith("0 events match")
     code, _, err = _run(capsys, "events", "replay", "--config", str(config))

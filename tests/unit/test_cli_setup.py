@@ -11,7 +11,7 @@ import pytest
 from handlers.sinks.http import HttpSinkConfig
 from receiver.cli import main
 from receiver.config import parse_config
-from receiver.defaults import DEFAULT_ROUTES
+from receiver.defaults import DEFAULT_ROUTES, load_or_create_token
 
 TOKEN = "t0ken-abcdefghijklmnopqrstuvwxyz"
 
@@ -72,6 +72,15 @@ def test_urls_masks_tokens_unless_asked(tmp_path: Path, capsys: pytest.CaptureFi
 def test_urls_of_the_embedded_defaults_name_their_routes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["urls", "--data-dir", str(tmp_path / "data")]) == 0
+    data = tmp_path / "data"
+    # From the wrong folder nothing is made up (nor made): it says where it looked.
+    assert main(["urls", "--data-dir", str(data)]) == 1
+    assert capsys.readouterr().err == (
+        f"hookdock: there is no URL token at {data.resolve()}/url-token: run `hookdock serve`"
+        " once to make one, or pass --data-dir or --config\n"
+    )
+    assert not data.exists()
+    load_or_create_token(data)  # what the first `hookdock serve` does
+    assert main(["urls", "--data-dir", str(data)]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[:-1]]
     assert names == list(DEFAULT_ROUTES)

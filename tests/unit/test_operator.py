@@ -195,7 +195,8 @@ async def test_dead_letters_of_a_sink_and_a_purge(journal: MemoryJournal, ops: O
     purged = await ops.purge_task("subject", actor="dpo")
     assert purged.deliveries == [d.delivery_id]
     assert purged.message == (
-        "erased 1 deliveries and 1 events of task subject from the journal;"
+        "erased 1 deliveries of task subject from the journal (1 routed, 0 never routed),"
+        f" 1 events, 2 sends, 3 attempts and {len(d.body)} bytes of payload;"
         " copies live on in the sinks that received them: archive (1)"
     )
     assert (await ops.events(EventQuery())).total_count == 0
