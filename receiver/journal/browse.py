@@ -23,6 +23,7 @@ from receiver.journal.dialect import Tx
 from receiver.journal.hotpath import RAW_COLUMNS, raw_delivery
 from receiver.journal.rules import event_state
 from receiver.journal.schema import EVENTLESS
+from receiver.journal.text_index import MIN_CHARS, match_clause, text_indexed
 from receiver.journal.views import (
     ActionInfo,
     AttemptInfo,
@@ -72,6 +73,16 @@ def parse_cursor(cursor: str) -> tuple[str, int]:
 def _id_bound(moment: datetime) -> str:
     """The smallest delivery id made at ``moment`` (ids start with their milliseconds)."""
     return f"{max(0, int(moment.timestamp() * 1000)):012x}"
+
+
+def _text_match(tx: Tx, text: str | None) -> tuple[str, str] | None:
+    """The condition narrowing to the events whose name may hold ``text`` through SQLite's
+    own index of it (``text_index``), and its parameter; None where it does not answer (a
+    text shorter than a trigram, no index): the ``LIKE`` alone decides, as it always does."""
+    lowered = (text or "").lower()
+    if len(lowered) < MIN_CHARS or not text_indexed(tx):
+        return None
+    return match_clause(lowered)
 
 
 def _like(text: str) -> str:
@@ -296,18 +307,29 @@ def _text_page(
     if edge is None:
         return rows  # the window held every event there is to look at
     wanted = limit + 1 - len(rows)
-    if tx.dialect.text_first:
-        return rows + _matches_first(tx, where, (edge[0], edge[1]), wanted)
+    narrow = _text_match(tx, where.text)
+    if tx.dialect.text_first or narrow is not None:
+        return rows + _matches_first(tx, where, (edge[0], edge[1]), wanted, narrow)
     sql, rest = _events_sql(tx, where, (edge[0], edge[1]))
     return rows + tx.execute(f"{sql}{_ORDER} LIMIT ?", [*rest, wanted]).fetchall()
 
 
-def _matches_first(tx: Tx, where: EventFilter, after: tuple[str, int], wanted: int) -> list[Any]:
+def _matches_first(
+    tx: Tx,
+    where: EventFilter,
+    after: tuple[str, int],
+    wanted: int,
+    narrow: tuple[str, str] | None,
+) -> list[Any]:
     """Up to ``wanted`` events after ``after`` whose name holds ``where.text``, the matches
-    found through the text's own index first (``Dialect.text_first``), then filtered, ordered
-    and cut, and only those joined to their deliveries."""
+    found through the text's own index first (``Dialect.text_first``; on SQLite ``narrow``,
+    from ``_text_match``), then filtered, ordered and cut, and only those joined to their
+    deliveries."""
     bounds = ["lower(e.display_name) LIKE ? ESCAPE '\\'"]
     params: list[Any] = [_like(where.text or "")]
+    if narrow is not None:
+        bounds.insert(0, narrow[0])
+        params.insert(0, narrow[1])
     bounds.append("e.delivery_id <= ? AND (e.delivery_id < ? OR e.position < ?)")
     params += [after[0], after[0], after[1]]
     clauses, more = _where(where, text_met=True)
@@ -449,6 +471,10 @@ class Browse:
             if _wants_events(where):
                 source, params, distinct = _candidates(tx, where)
                 clauses, more_params = _where(where, from_sends=distinct)
+                narrow = None if distinct else _text_match(tx, where.text)
+                if narrow is not None:
+                    clauses.append(narrow[0])
+                    more_params.append(narrow[1])
                 counted = "count(DISTINCT e.id)" if distinct else "count(*)"
                 sql = f"SELECT {counted} FROM {source}" + (
                     " WHERE " + " AND ".join(clauses) if clauses else ""

@@ -26,7 +26,9 @@ JSON when an older journal is migrated) and the operators' ``actions``, 8 ``deli
 (routed with every event dropped by the rules: shown in listings beside the unrouted ones) and
 ``replay_jobs`` (bulk replays, their progress and the process running each, so every replica
 shows them and a dead one's are taken over), 9 ``watches`` (what a poller was asked to
-follow, such as a batch submitted from the command line, open until the poller closes it).
+follow, such as a batch submitted from the command line, open until the poller closes it),
+10 on SQLite the index for free text (``text_index``: an FTS5 trigram table over the events'
+names, kept by triggers; nothing on PostgreSQL, whose ``pg_trgm`` index ``postgres`` makes).
 ``migrate`` brings
 any older journal up to ``SCHEMA_VERSION`` under a write lock, and refuses one that is newer
 than this hookdock knows.
@@ -42,6 +44,7 @@ import orjson
 
 from receiver.journal.dialect import Tx
 from receiver.journal.errors import SchemaMismatch
+from receiver.journal.text_index import make_text_index
 
 __all__ = [
     "EVENTLESS",
@@ -56,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger("hookdock.journal")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -416,6 +419,8 @@ def _upgrade(tx: Tx, found: int | None) -> None:
         )
     for statement in _AFTER_COLUMNS:
         tx.execute(statement)
+    if tx.dialect.name == "sqlite":
+        make_text_index(tx)
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -217,6 +217,63 @@ class OperatorContract:
             made[i].event_id(0) for i in (6, 4, 3, 2)
         ]
 
+    async def test_free_text_finds_through_an_index_what_a_scan_finds(
+        self, journal: SqlJournal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import receiver.journal.browse as browse
+
+        monkeypatch.setattr(browse, "TEXT_WINDOW", 2)  # most matches lie past the window
+        t = datetime(2025, 1, 1, tzinfo=UTC)
+        names = [
+            "Invoice 100%_final.PDF",
+            "invoice 100x final",
+            "a_b",
+            "axb",
+            "a%b",
+            "ab",
+            'quote "x" here',
+            "ÉCOLE école",
+            None,
+            "back\\slash",
+            "memo",
+        ]
+        made = [
+            (await _routed(journal, ["a"], display_name=n, received_at=t + timedelta(i)))[0]
+            for i, n in enumerate(names)
+        ]
+        await _routed(journal, ["a"], display_name="memo", task_id="gone", received_at=t)
+        await journal.purge_task("gone", actor="dpo")
+        terms = {
+            "INVOICE 100": [1, 0],
+            "100%_f": [0],
+            "100%": [0],
+            "0%x": [],
+            "a_b": [2],
+            "a%b": [4],
+            "%": [4, 0],
+            "_": [2, 0],
+            "ab": [5],
+            "b": [9, 5, 4, 3, 2],
+            '"x"': [6],
+            "école": [7],
+            "\\sl": [9],
+            "memo": [10],
+            "nothing at all": [],
+        }
+        indexed = {term: await _ids(journal, text=term) for term in terms}
+        walked, cursor = [], None
+        for _ in range(5):
+            page = await journal.events(EventFilter(text="nvoice"), 1, cursor=cursor)
+            walked += [r.event_id for r in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        monkeypatch.setattr(browse, "_text_match", lambda tx, text: None)
+        scanned = {term: await _ids(journal, text=term) for term in terms}
+        assert indexed == scanned
+        assert indexed == {t: [made[i].event_id(0) for i in want] for t, want in terms.items()}
+        assert walked == [made[i].event_id(0) for i in (1, 0)]
+
     async def test_a_cursor_walks_every_event_once_and_an_offset_skips(
         self, journal: SqlJournal
     ) -> None:

@@ -26,7 +26,10 @@ from receiver.journal import (
 )
 from receiver.journal.memory import MemoryJournal
 from receiver.journal.schema import SCHEMA_VERSION
+from receiver.journal.text_index import TEXT_TABLE
+from receiver.journal.views import EventFilter
 from tests.journal.contract import event, raw, routed
+from tests.journal.helpers import accepted, rows
 
 pytestmark = pytest.mark.anyio
 
@@ -369,3 +372,90 @@ async def test_a_new_journal_and_its_folder_are_the_owners_alone(tmp_path: Path)
         assert wal.stat().st_mode & 0o777 == 0o600
     finally:
         await journal.close()
+
+
+# --------------------------------------------------------------------------- free-text index
+
+
+async def _named(journal: SqliteJournal, name: str, task_id: str) -> str:
+    """A delivery routed as one event called ``name`` and delivered; its event id."""
+    d = raw(name.encode())
+    claim = await accepted(journal, d)
+    e = event(d).model_copy(update={"display_name": name, "task_id": task_id})
+    [send] = await journal.route(claim, "w", [(e, "a")], {"a"}, 60)
+    await journal.finish_send(send, "w", Outcome.delivered())
+    return e.event_id
+
+
+def _text_rows(path: Path, phrase: str) -> int:
+    """Rows of the free-text index matching ``phrase``, after its own integrity check (which
+    fails where the index and ``events`` disagree)."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute(f"INSERT INTO {TEXT_TABLE}({TEXT_TABLE}) VALUES ('integrity-check')")
+        sql = f"SELECT count(*) FROM {TEXT_TABLE} WHERE {TEXT_TABLE} MATCH ?"
+        return int(db.execute(sql, (f'"{phrase}"',)).fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_the_free_text_index_follows_inserts_purges_and_retention(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal = SqliteJournal(path).open()
+    try:
+        for n in range(3):
+            await _named(journal, f"report {n}", f"t-{n}")
+        assert _text_rows(path, "report") == 3
+        await journal.purge_task("t-1", actor="dpo")
+        assert _text_rows(path, "report") == 2
+        assert _text_rows(path, "report 1") == 0
+        await journal.prune(time.time() + 60)
+        assert _text_rows(path, "report") == 0
+        await _named(journal, "report 9", "t-9")
+        page = await journal.events(EventFilter(text="EPORT 9"), 10)
+        assert [r.display_name for r in page.items] == ["report 9"]
+    finally:
+        await journal.close()
+
+
+async def test_a_version_9_journal_gets_the_free_text_index_filled(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal = SqliteJournal(path).open()
+    made = [await _named(journal, f"scan {n}", f"t-{n}") for n in range(3)]
+    await journal.close()
+    db = sqlite3.connect(path)
+    for trigger in ("insert", "delete", "update"):
+        db.execute(f"DROP TRIGGER {TEXT_TABLE}_{trigger}")
+    db.execute(f"DROP TABLE {TEXT_TABLE}")
+    db.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+
+    journal = SqliteJournal(path).open()
+    try:
+        assert _schema_version(path) == str(SCHEMA_VERSION)
+        assert _text_rows(path, "scan") == 3
+        page = await journal.events(EventFilter(text="scan 1"), 10)
+        assert [r.event_id for r in page.items] == [made[1]]
+    finally:
+        await journal.close()
+
+
+async def test_without_a_trigram_tokenizer_free_text_scans_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import receiver.journal.text_index as text_index
+
+    monkeypatch.setattr(text_index, "_NEEDS", (99, 0))
+    journal = SqliteJournal(tmp_path / "j.db").open()
+    try:
+        made = await _named(journal, "no index here", "t-1")
+        page = await journal.events(EventFilter(text="INDEX"), 10)
+        assert [r.event_id for r in page.items] == [made]
+        assert await rows(
+            journal, "SELECT count(*) FROM sqlite_master WHERE name = ?", TEXT_TABLE
+        ) == [(0,)]
+    finally:
+        await journal.close()
+    [line] = [r.getMessage() for r in caplog.records if "free-text search" in r.getMessage()]
+    assert "scans every event" in line and "FTS5 trigram tokenizer" in line
