@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.redact import SECRETS, RedactingFilter, basic_credentials, redact_text
+from handlers.redact import _ANY_SHAPE, SECRETS, RedactingFilter, basic_credentials, redact_text
 from receiver.config import parse_config
 from receiver.secrets import register_config_secrets, secrets_of
 
@@ -23,37 +23,56 @@ def fresh_registry() -> Iterator[None]:
     SECRETS.clear()
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Authorization: Basic dXNlcjpwYXNzd29yZA== then", "Authorization: Basic REDACTED then"),
-        ("authorization: bearer abc.def.ghi", "authorization: bearer REDACTED"),
-        ("Authorization: abcdef123456", "Authorization: REDACTED"),
-        (f"x-amz-security-token:{TOKEN}\nhost:h", "x-amz-security-token:REDACTED\nhost:h"),
-        (
-            f"{{'X-Amz-Security-Token': b'{TOKEN}', 'Authorization': b'AWS4-HMAC-SHA256"
-            " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host, Signature=0a1b2c'}",
-            "{'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'AWS4-HMAC-SHA256"
-            " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host,"
-            " Signature=REDACTED'}",
-        ),
-        ("Signature:\n0a1b2c3d4e", "Signature:\nREDACTED"),
-        ('{"password": "hunter22"}', '{"password": "REDACTED"}'),
-        ("https://user:pw@host/x", "https://REDACTED@host/x"),
-        ("host;x-amz-date;x-amz-security-token", "host;x-amz-date;x-amz-security-token"),
-        ("the token is fine", "the token is fine"),
-        ("authorization: Basic REDACTED x", "authorization: Basic REDACTED x"),
-        ("the token provided is wrong", "the token provided is wrong"),
-        ("Basic authentication failed", "Basic authentication failed"),
-        (
-            "proxy-authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l",
-            "proxy-authorization: Basic REDACTED",
-        ),
-        ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30 along", "sent Bearer REDACTED along"),
-    ],
-)
+SHAPES = [
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA== then", "Authorization: Basic REDACTED then"),
+    ("authorization: bearer abc.def.ghi", "authorization: bearer REDACTED"),
+    ("Authorization: abcdef123456", "Authorization: REDACTED"),
+    (f"x-amz-security-token:{TOKEN}\nhost:h", "x-amz-security-token:REDACTED\nhost:h"),
+    (
+        f"{{'X-Amz-Security-Token': b'{TOKEN}', 'Authorization': b'AWS4-HMAC-SHA256"
+        " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host, Signature=0a1b2c'}",
+        "{'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'AWS4-HMAC-SHA256"
+        " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host,"
+        " Signature=REDACTED'}",
+    ),
+    ("Signature:\n0a1b2c3d4e", "Signature:\nREDACTED"),
+    ('{"password": "hunter22"}', '{"password": "REDACTED"}'),
+    ("https://user:pw@host/x", "https://REDACTED@host/x"),
+    ("host;x-amz-date;x-amz-security-token", "host;x-amz-date;x-amz-security-token"),
+    ("the token is fine", "the token is fine"),
+    ("authorization: Basic REDACTED x", "authorization: Basic REDACTED x"),
+    ("the token provided is wrong", "the token provided is wrong"),
+    ("Basic authentication failed", "Basic authentication failed"),
+    (
+        "proxy-authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+        "proxy-authorization: Basic REDACTED",
+    ),
+    ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30 along", "sent Bearer REDACTED along"),
+    (
+        "GET https://a.blob/x?sv=1&SIG=abc%2F HTTP/1.1",
+        "GET https://a.blob/x?sv=1&SIG=REDACTED HTTP/1.1",
+    ),
+    ("API-KEY=k3y", "API-KEY=REDACTED"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SHAPES)
 def test_credential_shapes_are_redacted(text: str, expected: str) -> None:
     assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [s for s in SHAPES if s[0] != s[1]])
+def test_the_quick_check_lets_no_shape_through(text: str, expected: str) -> None:
+    # The shortcut for lines without a credential word must see every line the full pass
+    # changes, in any letter case.
+    for variant in (text, text.upper(), text.lower()):
+        assert _ANY_SHAPE.search(variant) is not None, variant
+
+
+def test_a_line_without_credentials_passes_unchanged() -> None:
+    line = "delivered event 01J9-0 (route sd-text) to sink archive"
+    assert _ANY_SHAPE.search(line) is None
+    assert redact_text(line) == line
 
 
 def test_known_values_are_redacted_in_every_form() -> None:
