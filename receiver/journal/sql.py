@@ -23,6 +23,7 @@ from receiver.journal.errors import JournalError
 from receiver.journal.hotpath import HotPath
 from receiver.journal.liveness import Liveness, LivenessAdmin
 from receiver.journal.pollers import PollerStates, PollerStatesAdmin
+from receiver.journal.recent_events import RecentEvents
 from receiver.journal.replay import Replay
 from receiver.journal.route_bulk import route_many
 from receiver.journal.watches import Watches
@@ -58,6 +59,7 @@ class SqlJournal(
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.dialect = dialect
+        self._recent_events = RecentEvents()
         self._committer = GroupCommitter(
             connect,
             dialect,
