@@ -50,7 +50,7 @@ from receiver.fetch import Fetcher
 from receiver.ingest_first import OVERLOAD, IngestFirst
 from receiver.journal.base import Claim, Journal, Outcome, OwnerCheck, SendClaim
 from receiver.journal.errors import JournalError
-from receiver.logs import ACTIVITY
+from receiver.logs import log_activity
 from receiver.processes import new_owner, owner_is_gone
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -460,12 +460,12 @@ class Dispatcher:
             )
         ids = {"delivery_id": claim.delivery_id, "event_id": claim.event_id, "sink": claim.sink}
         if outcome.kind == "delivered":
-            ACTIVITY.info(
+            log_activity(
                 "delivered event %s (route %s) to sink %s",
                 claim.event_id,
                 claim.route,
                 claim.sink,
-                extra=ids,
+                ids=ids,
             )
         elif outcome.kind == "retry":
             log.warning(

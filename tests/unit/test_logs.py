@@ -6,7 +6,8 @@ import json
 import logging
 import sys
 
-from receiver.logs import JsonFormatter
+from handlers.redact import RedactingFilter
+from receiver.logs import ACTIVITY, JsonFormatter, log_activity
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -35,3 +36,30 @@ def test_an_exception_keeps_its_traceback_inside_the_line() -> None:
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_an_activity_line_carries_its_ids_and_passes_redaction() -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    ACTIVITY.addHandler(handler)
+    level = ACTIVITY.level
+    try:
+        ACTIVITY.setLevel(logging.INFO)
+        log_activity("sent %s with token=%s", "e1", "abc123", ids={"event_id": "e1", "sink": "s"})
+        ACTIVITY.setLevel(logging.WARNING)  # [log] activity = false
+        log_activity("sent %s", "e2", ids={"event_id": "e2"})
+    finally:
+        ACTIVITY.removeHandler(handler)
+        ACTIVITY.setLevel(level)
+    [line] = lines
+    out = json.loads(line)
+    assert out["message"] == "sent e1 with token=REDACTED"
+    assert (out["level"], out["logger"]) == ("info", "hookdock.activity")
+    assert (out["event_id"], out["sink"]) == ("e1", "s")
