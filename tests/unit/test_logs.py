@@ -7,7 +7,7 @@ import logging
 import sys
 
 from handlers.redact import RedactingFilter
-from receiver.logs import ACTIVITY, JsonFormatter, log_activity
+from receiver.logs import ACTIVITY, JsonFormatter, TextFormatter, log_activity
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -63,3 +63,12 @@ def test_an_activity_line_carries_its_ids_and_passes_redaction() -> None:
     assert out["message"] == "sent e1 with token=REDACTED"
     assert (out["level"], out["logger"]) == ("info", "hookdock.activity")
     assert (out["event_id"], out["sink"]) == ("e1", "s")
+
+
+def test_the_text_time_is_the_standard_formatters() -> None:
+    plain, text = logging.Formatter("%(asctime)s %(message)s"), TextFormatter()
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = _record()
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert text.formatTime(record) == plain.formatTime(record)
+    assert text.format(record).endswith(" ERROR hookdock.x: sent e1")
