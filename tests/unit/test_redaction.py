@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -15,6 +18,7 @@ from handlers.redact import (
     _may_hold_shape,
     basic_credentials,
     redact_text,
+    sas_expiry,
 )
 from receiver.config import parse_config
 from receiver.secrets import register_config_secrets, secrets_of
@@ -167,3 +171,27 @@ def test_every_secret_a_config_holds_or_implies_is_found(tmp_path: Path) -> None
     assert redact_text("sent Basic-less " + basic_credentials("hook", "p@ss-word")) == (
         "sent Basic-less REDACTED"
     )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sv=2022-11-02&se=2026-09-10T08%3A15%3A00Z&sr=b&sig=abc%2B",
+        "se=&se=2026-01-01T00:00:00Z",
+        "s%65=2026-02-03T04%3A05%3A06%2B01%3A00&se=2027-01-01",
+        "sp=r&se",
+        "se=2026-01-01+00:00:00",
+        "a=1&&b=2",
+        "se=not-a-date",
+        "",
+    ],
+)
+def test_the_sas_expiry_is_the_first_se_parse_qsl_finds(query: str) -> None:
+    url = f"https://a.blob.core.windows.net/c/f.pdf?{query}"
+    first = next((v for k, v in parse_qsl(query) if k == "se"), None)
+    expected = None
+    if first is not None:
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(first.replace("Z", "+00:00"))
+            expected = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    assert sas_expiry(url) == expected
