@@ -170,14 +170,21 @@ class Event(_Frozen):
     def template_fields(self) -> dict[str, str]:
         """Scalar fields and attributes (``attributes.NAME``) as strings for path and key
         templates; a missing one is ``none``, an attribute the event lacks too."""
-        fields: dict[str, str] = {}
-        for name in _SCALAR_FIELDS:
+        names = [*_SCALAR_FIELDS, "received_date"]
+        names += [ATTRIBUTE_PREFIX + name for name in self.attributes]
+        return {name: self.template_field(name) for name in names}
+
+    def template_field(self, name: str) -> str:
+        """One of ``template_fields``, computed alone (a template uses a few of them)."""
+        if name == "received_date":
+            return self.received_at.strftime("%Y-%m-%d")
+        if name.startswith(ATTRIBUTE_PREFIX):
+            value = self.attributes.get(name[len(ATTRIBUTE_PREFIX) :])
+        elif name in TEMPLATE_FIELDS:
             value = getattr(self, name)
-            fields[name] = "none" if value is None else str(value)
-        fields["received_date"] = self.received_at.strftime("%Y-%m-%d")
-        for name, attribute in self.attributes.items():
-            fields[ATTRIBUTE_PREFIX + name] = "none" if attribute is None else str(attribute)
-        return fields
+        else:
+            value = None
+        return "none" if value is None else str(value)
 
 
 def _first_line(exc: BaseException) -> str:

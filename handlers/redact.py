@@ -28,7 +28,7 @@ import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
 
 __all__ = [
     "REDACTED",
@@ -67,16 +67,30 @@ def redact_url(url: str) -> str:
 def sas_expiry(url: str) -> datetime | None:
     """The ``se`` (signed expiry) of a SAS URL as an aware UTC datetime, if present and valid."""
     try:
-        pairs = parse_qsl(urlsplit(url).query)
+        value = _query_value(urlsplit(url).query, "se")
     except ValueError:
         return None
-    for key, value in pairs:
-        if key == "se":
-            try:
-                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                return None
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _query_value(query: str, name: str) -> str | None:
+    """The first non-blank value of ``name`` in ``query``, as ``parse_qsl`` would give it.
+
+    Only that one value is decoded: a SAS query has a dozen parameters, and decoding them all
+    (``parse_qsl``) was most of the cost of normalizing a SmartDocumentor export.
+    """
+    for part in query.split("&"):
+        key, equals, value = part.partition("=")
+        if not equals or not value:
+            continue  # parse_qsl drops blank values
+        if key == name or (("%" in key or "+" in key) and unquote_plus(key) == name):
+            return unquote_plus(value)
     return None
 
 
@@ -116,6 +130,28 @@ _SCHEME_CREDENTIAL = re.compile(
     r"(?i)(\b(?:basic|bearer|digest)[ \t]+)(?!REDACTED)"
     r"(?=[A-Za-z0-9+/=._~-]*[0-9+/=])[A-Za-z0-9+/=._~-]{8,}"
 )
+# Every shape above needs one of these words in the text (case aside), or a URL with user info:
+# most lines (an id, a route, a count) have none, and a few substring tests then spare them the
+# five substitutions (one case-insensitive regex of these words costs as much as two of them).
+_SHAPE_WORDS = (
+    "sig=",
+    "authorization",
+    "basic",
+    "bearer",
+    "digest",
+    "token",
+    "signature",
+    "secret",
+    "passw",
+    "api",
+)
+
+
+def _may_hold_shape(text: str) -> bool:
+    lowered = text.lower()
+    return ("://" in text and "@" in text) or any(word in lowered for word in _SHAPE_WORDS)
+
+
 _MIN_SECRET = 4
 """Shorter values are not scrubbed by value: they would garble ordinary text."""
 
@@ -174,6 +210,8 @@ def redact_text(text: str) -> str:
     """Redact known secrets, SAS signatures, URL user info and credential-shaped values in
     free text such as an error message or a log line."""
     text = SECRETS.scrub(text)
+    if not _may_hold_shape(text):
+        return text
     text = _SIG_IN_TEXT.sub(rf"\1{REDACTED}", text)
     text = _USERINFO_IN_TEXT.sub(rf"\1{REDACTED}@", text)
     text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)

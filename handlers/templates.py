@@ -23,6 +23,8 @@ from handlers.event import ATTRIBUTE_PREFIX, TEMPLATE_FIELDS, Event
 __all__ = ["EventTemplate", "check_template", "safe_value"]
 
 
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+"""A separator or a control character: never in a name."""
 _ATTRIBUTE = re.compile(re.escape(ATTRIBUTE_PREFIX) + r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -49,12 +51,7 @@ def check_template(template: str) -> str:
 
 def safe_value(name: str, value: str, *, sink: str, what: str = "path") -> str:
     """Refuse any value that could move the name out of its folder (``what``: path, key)."""
-    if (
-        value in ("", ".", "..")
-        or "/" in value
-        or "\\" in value
-        or any(ord(c) < 32 or ord(c) == 127 for c in value)
-    ):
+    if value in ("", ".", "..") or _UNSAFE.search(value) is not None:
         raise PermanentSinkError(
             f"{sink}: event field {name} is not usable in a {what}: {value[:80]!r}"
         )
@@ -73,9 +70,9 @@ class EventTemplate:
         self._pieces = list(string.Formatter().parse(self.template))
 
     def render(self, event: Event) -> str:
-        values = event.template_fields()
+        # Only the fields the template names: a sink renders its template for every event.
         fields = {
-            name: safe_value(name, values.get(name, "none"), sink=self._sink, what=self._what)
+            name: safe_value(name, event.template_field(name), sink=self._sink, what=self._what)
             for name in self.names
         }
         # format_map would read "attributes.tenant" as an attribute lookup on "attributes";

@@ -33,7 +33,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,7 +50,7 @@ from receiver.fetch import Fetcher
 from receiver.ingest_first import OVERLOAD, IngestFirst
 from receiver.journal.base import Claim, Journal, Outcome, OwnerCheck, SendClaim
 from receiver.journal.errors import JournalError
-from receiver.logs import ACTIVITY
+from receiver.logs import log_activity
 from receiver.processes import new_owner, owner_is_gone
 from receiver.retry import RetryPolicy
 from receiver.routing import Router
@@ -92,6 +92,12 @@ class SinkTarget:
     sink: Sink
     policy: RetryPolicy
     concurrency: int
+    takes_files: bool = field(init=False)
+    """Whether the sink stores files (``FileSink``): asked once, not per send, since an
+    ``isinstance`` against a runtime-checkable Protocol walks its members every time."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "takes_files", isinstance(self.sink, FileSink))
 
 
 def _describe(exc: BaseException) -> str:
@@ -454,12 +460,12 @@ class Dispatcher:
             )
         ids = {"delivery_id": claim.delivery_id, "event_id": claim.event_id, "sink": claim.sink}
         if outcome.kind == "delivered":
-            ACTIVITY.info(
+            log_activity(
                 "delivered event %s (route %s) to sink %s",
                 claim.event_id,
                 claim.route,
                 claim.sink,
-                extra=ids,
+                ids=ids,
             )
         elif outcome.kind == "retry":
             log.warning(
@@ -505,7 +511,7 @@ class Dispatcher:
         sink = target.sink
         fetcher = route.fetcher if route is not None else None
         wanted: list[FileRef] = []
-        if fetcher is not None and event.files and isinstance(sink, FileSink):
+        if fetcher is not None and event.files and target.takes_files:
             wanted = [ref for ref in event.files if fetcher.wants(ref)]
         stored: dict[str, FileInfo] = dict(claim.files)
         try:

@@ -10,7 +10,6 @@ turns into a one-line plain-text response.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from receiver.errors import (
 )
 from receiver.ids import new_id
 from receiver.intake import intake
-from receiver.logs import ACTIVITY
+from receiver.logs import log_activity
 from receiver.responses import error_response, text
 from receiver.runtime import IngestRoute, Runtime
 
@@ -204,19 +203,18 @@ async def _admit_and_store(
         result = await intake(runtime.journal, route.source, delivery, runtime.dispatcher)
     except PayloadRejected as exc:
         raise BadPayload(exc.message, status=exc.status) from exc
-    if ACTIVITY.isEnabledFor(logging.INFO):
-        ACTIVITY.info(
-            "%s delivery %s (route %s, %d bytes)",
-            "already accepted" if result.duplicate else "accepted",
-            result.delivery_id,
-            route.config.name,
-            len(body),
-            extra={
-                "request_id": request_id,
-                "delivery_id": result.delivery_id,
-                "route": route.config.name,
-            },
-        )
+    log_activity(
+        "%s delivery %s (route %s, %d bytes)",
+        "already accepted" if result.duplicate else "accepted",
+        result.delivery_id,
+        route.config.name,
+        len(body),
+        ids={
+            "request_id": request_id,
+            "delivery_id": result.delivery_id,
+            "route": route.config.name,
+        },
+    )
     if result.duplicate:
         return f"hookdock: already accepted as {result.delivery_id}\n".encode()
     return f"hookdock: accepted as {result.delivery_id}\n".encode()

@@ -8,13 +8,21 @@ durable, and a new delivery wakes the dispatcher.
 
 from __future__ import annotations
 
-from typing import Protocol
+from functools import cache
+from typing import Protocol, cast
 
 from handlers.event import RawDelivery
 from handlers.source import HasSubject, Source
 from receiver.journal import AppendResult, SqlJournal
 
 __all__ = ["Wakeable", "intake"]
+
+
+@cache
+def _names_subjects(kind: type) -> bool:
+    # Per class, once: isinstance() against a runtime-checkable Protocol walks its members on
+    # every call, and whether a source class has ``subject`` does not change.
+    return issubclass(kind, HasSubject)
 
 
 class Wakeable(Protocol):
@@ -34,8 +42,8 @@ async def intake(
     ``subject`` is what the delivery is about; by default the source's (``HasSubject``).
     """
     dedupe_key = source.admit(delivery)
-    if subject is None and isinstance(source, HasSubject):
-        subject = source.subject(dedupe_key)
+    if subject is None and _names_subjects(type(source)):
+        subject = cast("HasSubject", source).subject(dedupe_key)
     # No timer per request: the journal's watchdog fails waiting writes if a commit hangs.
     result = await journal.append(delivery, dedupe_key, subject)
     if not result.duplicate and dispatcher is not None:

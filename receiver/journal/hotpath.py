@@ -14,6 +14,7 @@ from handlers.files import FileInfo
 from receiver.journal.base import AppendResult, Claim, Outcome, SendClaim
 from receiver.journal.bulk import record_attempts, record_send_attempts
 from receiver.journal.dialect import Tx
+from receiver.journal.recent_events import RecentEvents
 from receiver.journal.route_bulk import EVENT_INSERT, EVENT_VALUES, RouteItem
 from receiver.journal.rules import routing_transition, send_transition
 from receiver.journal.schema import event_columns
@@ -51,8 +52,11 @@ def parse_files(text: str | None) -> dict[str, FileInfo]:
     return {role: FileInfo.model_validate(info) for role, info in orjson.loads(text).items()}
 
 
-def _send_claim(row: Any, now: float) -> SendClaim:
-    event = None if row[4] is None else Event.model_validate_json(bytes(row[4]))
+def _send_claim(row: Any, now: float, recent: RecentEvents) -> SendClaim:
+    event = None
+    if row[4] is not None:
+        body = bytes(row[4])
+        event = recent.take(row[3], body) or Event.model_validate_json(body)
     return SendClaim(
         send_id=row[0],
         delivery_id=row[1],
@@ -66,7 +70,7 @@ def _send_claim(row: Any, now: float) -> SendClaim:
     )
 
 
-def _select_claimed(tx: Tx, rows: list[Any], now: float) -> list[SendClaim]:
+def _select_claimed(tx: Tx, rows: list[Any], now: float, recent: RecentEvents) -> list[SendClaim]:
     """The claims for sends just leased (``rows`` of id), with their stored events."""
     ids = [r[0] for r in rows]
     out: list[SendClaim] = []
@@ -74,7 +78,7 @@ def _select_claimed(tx: Tx, rows: list[Any], now: float) -> list[SendClaim]:
     for start in range(0, len(ids), step):
         chunk = ids[start : start + step]
         out += [
-            _send_claim(r, now)
+            _send_claim(r, now, recent)
             for r in tx.execute(
                 f"SELECT {_SEND_COLUMNS} FROM sends s JOIN deliveries d ON d.id = s.delivery_id"
                 " LEFT JOIN events e ON e.id = s.event_id"
@@ -87,6 +91,8 @@ def _select_claimed(tx: Tx, rows: list[Any], now: float) -> list[SendClaim]:
 
 class HotPath:
     """Mixed into ``SqlJournal``; ``_write`` runs a function in the next group commit."""
+
+    _recent_events: RecentEvents
 
     async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
         raise NotImplementedError
@@ -163,6 +169,11 @@ class HotPath:
         item = RouteItem(claim, owner, events, pairs, frozenset(lease_now), lease_seconds)
         # Every routing of a batch is written together (``route_bulk``).
         claims: list[SendClaim] = await self._bulk("route", item)
+        # Sends not leased now are claimed soon: their events are kept, not parsed again then.
+        leased = {(claim.event_id, claim.sink) for claim in claims}
+        for event_id in dict.fromkeys(e for e, sink in pairs if (e, sink) not in leased):
+            _, event, body = events[event_id]
+            self._recent_events.remember(event, body)
         return claims
 
     # ------------------------------------------------------------------ sends
@@ -188,7 +199,7 @@ class HotPath:
                 ).fetchall()
             if not leased:
                 return []
-            return _select_claimed(tx, leased, now)
+            return _select_claimed(tx, leased, now, self._recent_events)
 
         if not wanted:
             return []

@@ -24,6 +24,7 @@ from receiver.journal.hotpath import HotPath
 from receiver.journal.jobs import ReplayJobs
 from receiver.journal.liveness import Liveness, LivenessAdmin
 from receiver.journal.pollers import PollerStates, PollerStatesAdmin
+from receiver.journal.recent_events import RecentEvents
 from receiver.journal.replay import Replay
 from receiver.journal.route_bulk import route_many
 from receiver.journal.watches import Watches
@@ -60,6 +61,7 @@ class SqlJournal(
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.dialect = dialect
+        self._recent_events = RecentEvents()
         self._committer = GroupCommitter(
             connect,
             dialect,

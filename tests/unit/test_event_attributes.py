@@ -55,6 +55,14 @@ def test_templates_render_attributes_and_none_for_a_missing_one() -> None:
     )
 
 
+def test_each_template_field_alone_is_the_one_of_the_whole_set() -> None:
+    fields = CONTACT.template_fields()
+    assert fields["received_date"] == CONTACT.received_at.strftime("%Y-%m-%d")
+    for name, value in fields.items():
+        assert CONTACT.template_field(name) == value, name
+    assert CONTACT.template_field("attributes.nope") == "none"
+
+
 def test_templates_still_refuse_unknown_plain_fields() -> None:
     with pytest.raises(ValueError, match="unknown field"):
         check_template("{tenant}/{event_id}")

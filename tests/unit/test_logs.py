@@ -6,7 +6,8 @@ import json
 import logging
 import sys
 
-from receiver.logs import JsonFormatter
+from handlers.redact import RedactingFilter
+from receiver.logs import ACTIVITY, JsonFormatter, TextFormatter, log_activity
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -35,3 +36,39 @@ def test_an_exception_keeps_its_traceback_inside_the_line() -> None:
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_an_activity_line_carries_its_ids_and_passes_redaction() -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    ACTIVITY.addHandler(handler)
+    level = ACTIVITY.level
+    try:
+        ACTIVITY.setLevel(logging.INFO)
+        log_activity("sent %s with token=%s", "e1", "abc123", ids={"event_id": "e1", "sink": "s"})
+        ACTIVITY.setLevel(logging.WARNING)  # [log] activity = false
+        log_activity("sent %s", "e2", ids={"event_id": "e2"})
+    finally:
+        ACTIVITY.removeHandler(handler)
+        ACTIVITY.setLevel(level)
+    [line] = lines
+    out = json.loads(line)
+    assert out["message"] == "sent e1 with token=REDACTED"
+    assert (out["level"], out["logger"]) == ("info", "hookdock.activity")
+    assert (out["event_id"], out["sink"]) == ("e1", "s")
+
+
+def test_the_text_time_is_the_standard_formatters() -> None:
+    plain, text = logging.Formatter("%(asctime)s %(message)s"), TextFormatter()
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = _record()
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert text.formatTime(record) == plain.formatTime(record)
+    assert text.format(record).endswith(" ERROR hookdock.x: sent e1")

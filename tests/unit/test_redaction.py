@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 
-from handlers.redact import SECRETS, RedactingFilter, basic_credentials, redact_text
+from handlers.redact import (
+    SECRETS,
+    RedactingFilter,
+    _may_hold_shape,
+    basic_credentials,
+    redact_text,
+    sas_expiry,
+)
 from receiver.config import parse_config
 from receiver.secrets import register_config_secrets, secrets_of
 
@@ -23,37 +33,56 @@ def fresh_registry() -> Iterator[None]:
     SECRETS.clear()
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Authorization: Basic dXNlcjpwYXNzd29yZA== then", "Authorization: Basic REDACTED then"),
-        ("authorization: bearer abc.def.ghi", "authorization: bearer REDACTED"),
-        ("Authorization: abcdef123456", "Authorization: REDACTED"),
-        (f"x-amz-security-token:{TOKEN}\nhost:h", "x-amz-security-token:REDACTED\nhost:h"),
-        (
-            f"{{'X-Amz-Security-Token': b'{TOKEN}', 'Authorization': b'AWS4-HMAC-SHA256"
-            " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host, Signature=0a1b2c'}",
-            "{'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'AWS4-HMAC-SHA256"
-            " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host,"
-            " Signature=REDACTED'}",
-        ),
-        ("Signature:\n0a1b2c3d4e", "Signature:\nREDACTED"),
-        ('{"password": "hunter22"}', '{"password": "REDACTED"}'),
-        ("https://user:pw@host/x", "https://REDACTED@host/x"),
-        ("host;x-amz-date;x-amz-security-token", "host;x-amz-date;x-amz-security-token"),
-        ("the token is fine", "the token is fine"),
-        ("authorization: Basic REDACTED x", "authorization: Basic REDACTED x"),
-        ("the token provided is wrong", "the token provided is wrong"),
-        ("Basic authentication failed", "Basic authentication failed"),
-        (
-            "proxy-authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l",
-            "proxy-authorization: Basic REDACTED",
-        ),
-        ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30 along", "sent Bearer REDACTED along"),
-    ],
-)
+SHAPES = [
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA== then", "Authorization: Basic REDACTED then"),
+    ("authorization: bearer abc.def.ghi", "authorization: bearer REDACTED"),
+    ("Authorization: abcdef123456", "Authorization: REDACTED"),
+    (f"x-amz-security-token:{TOKEN}\nhost:h", "x-amz-security-token:REDACTED\nhost:h"),
+    (
+        f"{{'X-Amz-Security-Token': b'{TOKEN}', 'Authorization': b'AWS4-HMAC-SHA256"
+        " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host, Signature=0a1b2c'}",
+        "{'X-Amz-Security-Token': b'REDACTED', 'Authorization': b'AWS4-HMAC-SHA256"
+        " Credential=AKID/20260101/eu/s3/aws4_request, SignedHeaders=host,"
+        " Signature=REDACTED'}",
+    ),
+    ("Signature:\n0a1b2c3d4e", "Signature:\nREDACTED"),
+    ('{"password": "hunter22"}', '{"password": "REDACTED"}'),
+    ("https://user:pw@host/x", "https://REDACTED@host/x"),
+    ("host;x-amz-date;x-amz-security-token", "host;x-amz-date;x-amz-security-token"),
+    ("the token is fine", "the token is fine"),
+    ("authorization: Basic REDACTED x", "authorization: Basic REDACTED x"),
+    ("the token provided is wrong", "the token provided is wrong"),
+    ("Basic authentication failed", "Basic authentication failed"),
+    (
+        "proxy-authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l",
+        "proxy-authorization: Basic REDACTED",
+    ),
+    ("sent Bearer eyJhbGciOiJIUzI1NiJ9.e30 along", "sent Bearer REDACTED along"),
+    (
+        "GET https://a.blob/x?sv=1&SIG=abc%2F HTTP/1.1",
+        "GET https://a.blob/x?sv=1&SIG=REDACTED HTTP/1.1",
+    ),
+    ("API-KEY=k3y", "API-KEY=REDACTED"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SHAPES)
 def test_credential_shapes_are_redacted(text: str, expected: str) -> None:
     assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [s for s in SHAPES if s[0] != s[1]])
+def test_the_quick_check_lets_no_shape_through(text: str, expected: str) -> None:
+    # The shortcut for lines without a credential word must see every line the full pass
+    # changes, in any letter case.
+    for variant in (text, text.upper(), text.lower()):
+        assert _may_hold_shape(variant), variant
+
+
+def test_a_line_without_credentials_passes_unchanged() -> None:
+    line = "delivered event 01J9-0 (route sd-text) to sink archive"
+    assert not _may_hold_shape(line)
+    assert redact_text(line) == line
 
 
 def test_known_values_are_redacted_in_every_form() -> None:
@@ -142,3 +171,27 @@ def test_every_secret_a_config_holds_or_implies_is_found(tmp_path: Path) -> None
     assert redact_text("sent Basic-less " + basic_credentials("hook", "p@ss-word")) == (
         "sent Basic-less REDACTED"
     )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sv=2022-11-02&se=2026-09-10T08%3A15%3A00Z&sr=b&sig=abc%2B",
+        "se=&se=2026-01-01T00:00:00Z",
+        "s%65=2026-02-03T04%3A05%3A06%2B01%3A00&se=2027-01-01",
+        "sp=r&se",
+        "se=2026-01-01+00:00:00",
+        "a=1&&b=2",
+        "se=not-a-date",
+        "",
+    ],
+)
+def test_the_sas_expiry_is_the_first_se_parse_qsl_finds(query: str) -> None:
+    url = f"https://a.blob.core.windows.net/c/f.pdf?{query}"
+    first = next((v for k, v in parse_qsl(query) if k == "se"), None)
+    expected = None
+    if first is not None:
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(first.replace("Z", "+00:00"))
+            expected = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    assert sas_expiry(url) == expected
