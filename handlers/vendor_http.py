@@ -95,7 +95,7 @@ class VendorHttp:
         *,
         headers: Mapping[str, str],
         params: Sequence[tuple[str, str]] = (),
-        data: bytes | aiohttp.FormData | None = None,
+        data: bytes | aiohttp.FormData | Mapping[str, str] | None = None,
     ) -> Answer:
         """One request; an ``Answer`` whatever its status (``raise_for`` judges it)."""
         url = self.api.base_url + path

@@ -26,20 +26,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from handlers.netguard import (
-    AddressRefused,
-    AllowedNetwork,
-    HostPattern,
-    NetPolicy,
-    check_url,
-    guarded_connector,
-)
-from handlers.poller import PollRejected, RateLimited, VendorUnavailable
-from handlers.retry_after import parse_retry_after
+from handlers.netguard import AllowedNetwork, HostPattern
+from handlers.poller import VendorUnavailable
+from handlers.vendor_http import Answer, VendorApi, VendorHttp, raise_for
 
 __all__ = ["ApiSettings", "SmartDocumentorClient", "iso"]
 
@@ -77,35 +69,28 @@ class SmartDocumentorClient:
         self, settings: ApiSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.settings = settings
-        self.calls = 0
-        """Requests made, token requests included."""
         self._clock = clock
-        self._policy = NetPolicy(
-            allow_networks=settings.allow_networks, allow_hosts=settings.allow_hosts
+        api = VendorApi(
+            base_url=settings.base_url,
+            allow_networks=settings.allow_networks,
+            allow_hosts=settings.allow_hosts,
+            timeout_seconds=settings.timeout_seconds,
         )
+        self.http = VendorHttp("SmartDocumentor", api)
         self._token: str | None = None
         self._token_until = 0.0
         self._token_lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"SmartDocumentorClient(base_url={self.settings.base_url!r})"
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
-            self._session = aiohttp.ClientSession(
-                connector=guarded_connector(self._policy, limit=8),
-                timeout=timeout,
-                raise_for_status=False,
-                trust_env=False,  # a proxy would defeat the guard
-            )
-        return self._session
+    @property
+    def calls(self) -> int:
+        """Requests made, token requests included."""
+        return self.http.calls
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.aclose()
 
     # ------------------------------------------------------------------ transport
 
@@ -118,39 +103,21 @@ class SmartDocumentorClient:
         json: Any = None,
         data: dict[str, str] | None = None,
         token: str | None = None,
-    ) -> tuple[int, bytes, str | None]:
-        url = self.settings.base_url + path
-        try:
-            check_url(url, self._policy)
-        except AddressRefused as exc:
-            raise PollRejected(f"SmartDocumentor API: {exc}") from exc
+    ) -> Answer:
         headers = {"accept": "application/json", "user-agent": "hookdock"}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
         body = None if json is None else orjson.dumps(json)
         if body is not None:
             headers["content-type"] = "application/json"
-        self.calls += 1
-        try:
-            async with self._client().request(
-                method, url, params=list(params), data=body or data, headers=headers
-            ) as response:
-                return response.status, await response.read(), response.headers.get("retry-after")
-        except AddressRefused as exc:
-            raise PollRejected(f"SmartDocumentor API: {exc}") from exc
-        except TimeoutError as exc:
-            raise VendorUnavailable(f"SmartDocumentor {method} {path}: timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise VendorUnavailable(
-                f"SmartDocumentor {method} {path}: {type(exc).__name__}"
-            ) from exc
+        return await self.http.send(method, path, headers=headers, params=params, data=body or data)
 
     async def _token_value(self, *, renew: bool) -> str:
         async with self._token_lock:
             if not renew and self._token is not None and self._clock() < self._token_until:
                 return self._token
             s = self.settings
-            status, body, retry_after = await self._send(
+            answer = await self._send(
                 "POST",
                 "/connect/token",
                 data={
@@ -160,16 +127,29 @@ class SmartDocumentorClient:
                     "client_secret": s.client_secret.get_secret_value(),
                 },
             )
-            _raise_for(status, retry_after, "POST /connect/token")
-            answer = _json(body, "POST /connect/token")
-            token = answer.get("access_token") if isinstance(answer, dict) else None
+            raise_for(answer, "SmartDocumentor POST /connect/token")
+            got = answer.json("SmartDocumentor POST /connect/token")
+            token = got.get("access_token") if isinstance(got, dict) else None
             if not isinstance(token, str) or not token:
                 raise VendorUnavailable("SmartDocumentor POST /connect/token: no access_token")
-            expires = answer.get("expires_in", 3600)
+            expires = got.get("expires_in", 3600)
             lifetime = float(expires) if isinstance(expires, int | float) else 3600.0
             self._token = token
             self._token_until = self._clock() + max(0.0, lifetime - s.token_margin_seconds)
             return token
+
+    async def _call(
+        self, method: str, endpoint: str, params: Sequence[tuple[str, str]], json: Any
+    ) -> Answer:
+        path = _API + endpoint
+        token = await self._token_value(renew=False)
+        answer = await self._send(method, path, params=params, json=json, token=token)
+        if answer.status == 401:
+            # Expired early or revoked: one new token, one more try.
+            token = await self._token_value(renew=True)
+            answer = await self._send(method, path, params=params, json=json, token=token)
+        raise_for(answer, f"SmartDocumentor {method} {path}")
+        return answer
 
     async def call(
         self,
@@ -180,20 +160,7 @@ class SmartDocumentorClient:
         json: Any = None,
     ) -> bytes:
         """The body of a successful call to ``/api/v1.0/external/<endpoint>``."""
-        path = _API + endpoint
-        what = f"{method} {path}"
-        token = await self._token_value(renew=False)
-        status, body, retry_after = await self._send(
-            method, path, params=params, json=json, token=token
-        )
-        if status == 401:
-            # Expired early or revoked: one new token, one more try.
-            token = await self._token_value(renew=True)
-            status, body, retry_after = await self._send(
-                method, path, params=params, json=json, token=token
-            )
-        _raise_for(status, retry_after, what)
-        return body
+        return (await self._call(method, endpoint, params, json)).body
 
     async def call_json(
         self,
@@ -203,8 +170,8 @@ class SmartDocumentorClient:
         params: Sequence[tuple[str, str]] = (),
         json: Any = None,
     ) -> Any:
-        body = await self.call(method, endpoint, params=params, json=json)
-        return _json(body, f"{method} {_API}{endpoint}")
+        answer = await self._call(method, endpoint, params, json)
+        return answer.json(f"SmartDocumentor {method} {_API}{endpoint}")
 
     # ------------------------------------------------------------------ tasks
 
@@ -328,24 +295,6 @@ def _status_filters(
     params += [("integrationStatus", str(s)) for s in integration_status]
     params += [("workspaceId", str(w)) for w in workspace_ids]
     return params
-
-
-def _raise_for(status: int, retry_after: str | None, what: str) -> None:
-    if 200 <= status < 300:
-        return
-    message = f"SmartDocumentor {what}: HTTP {status}"
-    if status == 429:
-        raise RateLimited(message, parse_retry_after(retry_after))
-    if status >= 500 or status == 408:
-        raise VendorUnavailable(message)
-    raise PollRejected(message)
-
-
-def _json(body: bytes, what: str) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise VendorUnavailable(f"SmartDocumentor {what}: the answer is not JSON") from exc
 
 
 def _object(answer: Any, what: str) -> dict[str, Any]:
