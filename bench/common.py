@@ -357,6 +357,14 @@ def hookdock_server(
     )
 
 
+def worker_process(setup: HookdockSetup, log_dir: Path) -> Server:
+    """``python -m receiver worker --config ...``: start it with ``start_process``."""
+    argv = [sys.executable, "-m", "receiver", "worker", "--config", str(setup.config)]
+    if os.environ.get("BENCH_NICE"):
+        argv = ["nice", "-n", os.environ["BENCH_NICE"], *argv]
+    return Server("worker", argv, port=0, ready_path="", log_dir=log_dir, cwd=setup.config.parent)
+
+
 def bare_server(port: int, log_dir: Path) -> Server:
     argv = [sys.executable, str(BENCH_DIR / "bare_app.py"), "--port", str(port)]
     return Server("bare", argv, port=port, ready_path="/healthz", log_dir=log_dir)

@@ -128,6 +128,12 @@ def _rate(d: Dispatch) -> str:
     return "-" if d.rate is None else f"{d.rate:.0f}"
 
 
+def _cpu(d: Dispatch) -> str:
+    return (
+        "-" if not d.cpu_seconds or not d.delivered else f"{d.cpu_seconds * 1e6 / d.delivered:.0f}"
+    )
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return "-" if not a or not b else f"{a / b:.2f}"
 
@@ -150,8 +156,14 @@ def run_engine(engine: str, args: argparse.Namespace, work: Path) -> list[list[s
             if pg is not None:
                 drop_pg_schema(pg)
         ratio = _ratio(drain.rate, ingest)
-        rows.append([engine, "null sink drain", _rate(drain), "ingest", f"{ingest:.0f}", ratio])
-        print(f"  {engine}: null sink {_rate(drain)}/s, ingest {ingest:.0f}/s", flush=True)
+        rows.append(
+            [engine, "null sink drain", _rate(drain), _cpu(drain), "ingest", f"{ingest:.0f}", ratio]
+        )
+        print(
+            f"  {engine}: null sink {_rate(drain)}/s ({_cpu(drain)} µs CPU each),"
+            f" ingest {ingest:.0f}/s",
+            flush=True,
+        )
     if args.only in (None, "folder"):
         for fsync in (True, False):
             setup, pg = setup_for("folder", sink_options=f"fsync = {str(fsync).lower()}\n")
@@ -165,8 +177,22 @@ def run_engine(engine: str, args: argparse.Namespace, work: Path) -> list[list[s
             shutil.rmtree(loop_root, ignore_errors=True)
             what = f"folder sink, fsync {'on' if fsync else 'off'}"
             ratio = _ratio(drain.rate, ceiling)
-            rows.append([engine, what, _rate(drain), "atomic-write loop", f"{ceiling:.0f}", ratio])
-            print(f"  {engine}: {what} {_rate(drain)}/s, loop {ceiling:.0f}/s", flush=True)
+            rows.append(
+                [
+                    engine,
+                    what,
+                    _rate(drain),
+                    _cpu(drain),
+                    "atomic-write loop",
+                    f"{ceiling:.0f}",
+                    ratio,
+                ]
+            )
+            print(
+                f"  {engine}: {what} {_rate(drain)}/s ({_cpu(drain)} µs CPU each),"
+                f" loop {ceiling:.0f}/s",
+                flush=True,
+            )
     return rows
 
 
@@ -196,7 +222,15 @@ def main() -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\ndrain of {args.deliveries} deliveries (events/s), each beside its ceiling:\n")
-    headers = ["journal", "measure", "events/s", "ceiling", "ceiling/s", "ratio"]
+    headers = [
+        "journal",
+        "measure",
+        "events/s",
+        "worker CPU µs/event",
+        "ceiling",
+        "ceiling/s",
+        "ratio",
+    ]
     print(table(headers, rows))
     return 0
 

@@ -43,6 +43,7 @@ import asyncio
 import hashlib
 import os
 import random
+import resource
 import secrets
 import shutil
 import sqlite3
@@ -346,6 +347,9 @@ class Dispatch:
     """First routing claim to last delivered send, on the journal's clock."""
     wall: float
     """From starting the worker to seeing the last send delivered (its start-up included)."""
+    cpu_seconds: float | None = None
+    """The worker's CPU time (user + system, start-up and shutdown included): unlike the rate,
+    hardly moved by whatever else the machine is doing."""
 
     @property
     def rate(self) -> float | None:
@@ -397,6 +401,8 @@ def measure_dispatch(
     probe = Probe(setup)
     server = worker(setup, work)
     delivered = 0
+    # The worker is the only child reaped in between: the difference is its CPU time.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         server.start_process()
         began = time.monotonic()
@@ -413,6 +419,8 @@ def measure_dispatch(
         wall = time.monotonic() - began
     finally:
         server.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     try:
         first, last, sends = probe.one(
             "SELECT (SELECT min(started_at) FROM attempts WHERE delivery_id BETWEEN ? AND ?),"
@@ -425,7 +433,7 @@ def measure_dispatch(
     if delivered < n:
         print(f"    drained {delivered}/{n} in {wall:.0f} s; worker log:\n{server.log_tail()}")
     seconds = last - first if first is not None and last is not None else None
-    return Dispatch(n, append_seconds, delivered, sends, seconds, wall)
+    return Dispatch(n, append_seconds, delivered, sends, seconds, wall, cpu)
 
 
 # ---------------------------------------------------------------- one journal

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import secrets
 import select
@@ -58,6 +60,7 @@ from common import (
     pg_dsn,
     pg_problem,
     table,
+    worker_process,
     write_config,
 )
 
@@ -277,6 +280,21 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="a [dispatcher] setting, as TOML (busy_requests=0); repeatable",
     )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the folder sink, as TOML (fsync=false, concurrency=128); repeatable",
+    )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="the dispatcher in a `hookdock worker` process beside `serve` (dispatcher off there)",
+    )
+    parser.add_argument(
+        "--summary", type=Path, help="also write the figures as one JSON object to this file"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
@@ -303,7 +321,14 @@ def main() -> int:
     try:
         offsets = clock_offset_ns(work / "clock-probe")
         options = "".join(f"{option}\n" for option in args.dispatcher)
-        setup = write_config(work / "hookdock", pg=pg, dispatcher_options=options)
+        sink_options = "".join(f"{option}\n" for option in args.sink)
+        setup = write_config(
+            work / "hookdock",
+            pg=pg,
+            dispatcher=not args.worker,
+            dispatcher_options=options,
+            sink_options=sink_options,
+        )
         port = free_port()
         # The sink creates missing folders itself; creating the two shared ones first lets the
         # watcher see every task folder appear.
@@ -313,7 +338,12 @@ def main() -> int:
         if sys.platform == "linux":
             watcher = ExportWatcher(workspace_dir)
             watcher.start()
-        with hookdock_server(setup, port, work) as server:
+        worker = worker_process(setup, work) if args.worker else None
+        if worker is not None:
+            worker.start_process()
+        with hookdock_server(setup, port, work) as server, contextlib.ExitStack() as stack:
+            if worker is not None:
+                stack.callback(worker.stop)
             url = f"http://{HOST}:{server.port}{setup.hook_path}"
             if warmup:
                 asyncio.run(send_at_rate(url, template, warmup, args.rate, args.connections))
@@ -381,6 +411,20 @@ def main() -> int:
         print(f"inotify: {len(exported) - len(seen)} files appeared before their watch (no time)")
     if len(exported) < len(ok):
         print(f"MISSING: {len(ok) - len(exported)} accepted deliveries had no file by the deadline")
+    if args.summary is not None:
+        ordered = sorted(fixed)
+        summary = {
+            "rate": args.rate,
+            "requests": len(items),
+            "ok": len(ok),
+            "exported": len(exported),
+            "post_p99_ms": percentile(sorted(rtt), 99) if rtt else None,
+            "file_p50_ms": percentile(ordered, 50) if ordered else None,
+            "file_p99_ms": percentile(ordered, 99) if ordered else None,
+            "file_max_ms": ordered[-1] if ordered else None,
+            "waited_s": waited,
+        }
+        args.summary.write_text(json.dumps(summary), encoding="utf-8")
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from receiver.admin_api import PREFIX, admin_app
 from receiver.bulk_replays import BulkReplays
 from receiver.console import console_app
 from receiver.errors import JournalError, JournalUnavailable
+from receiver.heap import freeze_startup_heap
 from receiver.ingest import IngestApp
 from receiver.responses import api_error_response, error_response, text
 from receiver.runtime import Runtime
@@ -74,9 +74,7 @@ def create_app(runtime: Runtime, *, freeze_heap: bool = False) -> ASGIApp:
             cannot_start.append(exc)
             raise
         if freeze_heap:
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(50_000, 20, 100)
+            freeze_startup_heap()
         try:
             yield
         finally:

@@ -24,6 +24,7 @@ from types import FrameType
 import uvicorn
 
 from receiver.app import create_admin_app, create_app
+from receiver.heap import LOOP
 from receiver.protocol import ConnectionLimits, protocol_class
 from receiver.runtime import Runtime
 
@@ -126,7 +127,7 @@ def serve(runtime: Runtime, *, host: str, port: int) -> None:
         create_app(runtime, freeze_heap=True),
         host=host,
         port=port,
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        loop=LOOP,
         http=_http_protocol(runtime),
         h11_max_incomplete_event_size=server_config.max_header_bytes,
         timeout_keep_alive=server_config.keep_alive_seconds,

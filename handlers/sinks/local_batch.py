@@ -27,17 +27,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from handlers.sinks.local_fs import ParentDir
+from handlers.sinks.local_fs import LinkRefused, ParentDir
 
 __all__ = ["CREATE", "BatchWriter"]
 
 # O_EXCL|O_CREAT never follows a link at the name; O_NOFOLLOW says so for the reader.
 CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-FSYNC_THREADS = 16
-"""fsyncs in flight at once (see ``_fsync_all``)."""
+FSYNC_THREADS = 64
+"""fsyncs in flight at once (see ``_fsync_all``): threads that wait on the disk cost little."""
+WRITERS = 4
+"""Batches in flight at once: while one waits for its fsyncs, the next creates its files."""
 MAX_BATCH = 256
 """Files written together at most: bounds the file descriptors a batch holds open."""
+
+Folder = tuple[str, ...]
+"""A folder by its names under the root."""
 
 
 @dataclass(slots=True)
@@ -56,60 +62,116 @@ class _File:
 @dataclass(slots=True)
 class _Batch:
     files: list[_File]
-    folders: dict[Path, ParentDir] = field(default_factory=dict)
+    folders: dict[Folder, ParentDir] = field(default_factory=dict)
+    """Every folder the batch opened, each level once."""
     made: list[int] = field(default_factory=list)
     """Descriptors of folders that got a new folder in them: their entry must be synced too."""
+    synced: asyncio.Future[BaseException | None] | None = None
+    """Done when the batch's writes and fsyncs are over: with why its folders are not known
+    to be durable, or None."""
+    beside: list[asyncio.Future[BaseException | None]] = field(default_factory=list)
+    """The ``synced`` of every batch that ran at the same time."""
 
 
 class BatchWriter:
-    """Collects ``write`` calls on the event loop and writes them in groups on one thread."""
+    """Collects ``write`` calls on the event loop and writes them in groups on a few threads.
+
+    Up to ``WRITERS`` batches run at once.  A batch may write into a folder that another batch
+    running beside it has just created, whose entry only that other batch syncs: so a batch is
+    answered only once every batch that ran beside it has synced its folders too (and fails
+    with it, should that fail).
+    """
 
     def __init__(self, root: Path, *, fsync: bool) -> None:
         self.root = root
         self.fsync = fsync
         self._queue: list[_File] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._writers: ThreadPoolExecutor | None = None
         self._running: asyncio.Task[None] | None = None
+        self._more = asyncio.Event()
+        self._in_flight: list[_Batch] = []
 
     def close(self) -> None:
-        """Shut the fsync threads down; a later batch starts new ones."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        """Shut the threads down; a later batch starts new ones."""
+        for pool in (self._writers, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._writers = self._pool = None
 
     async def write(self, target: Path, data: bytes) -> None:
         """Write ``data`` to ``target`` (under the root) atomically; durable on return if
         ``fsync``.  An ``OSError`` (or ``LinkRefused``) is this file's own."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_File(target, data, future))
+        self._more.set()
         if self._running is None or self._running.done():
             self._running = asyncio.create_task(self._drain())
         await future
 
     async def _drain(self) -> None:
-        while self._queue:
-            # Yield once so that every deliver started in this turn of the loop joins.
-            await asyncio.sleep(0)
-            files, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            try:
-                await asyncio.to_thread(self._write_batch, files)
-            except BaseException as exc:  # cancelled, or a bug: nobody may wait forever
-                for f in files:
-                    if not f.future.done():
-                        f.future.set_exception(exc)
-                raise
+        writing: set[asyncio.Task[None]] = set()
+        while self._queue or writing:
+            if self._queue and len(writing) < WRITERS:
+                # Yield once so that every deliver started in this turn of the loop joins.
+                await asyncio.sleep(0)
+                files, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                writing.add(asyncio.create_task(self._run(files)))
+                continue
+            waits: set[asyncio.Future[Any]] = set(writing)
+            more: asyncio.Task[bool] | None = None
+            if len(writing) < WRITERS:
+                self._more.clear()
+                more = asyncio.create_task(self._more.wait())
+                waits.add(more)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if more is not None:
+                more.cancel()
+            for task in done & writing:
+                writing.discard(task)
+                if not task.cancelled():
+                    task.exception()  # already given to its files' futures
+
+    async def _run(self, files: list[_File]) -> None:
+        loop = asyncio.get_running_loop()
+        batch = _Batch(files, synced=loop.create_future())
+        assert batch.synced is not None
+        for other in self._in_flight:
+            assert other.synced is not None
+            other.beside.append(batch.synced)
+            batch.beside.append(other.synced)
+        self._in_flight.append(batch)
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="hookdock-writer")
+        try:
+            failed = await loop.run_in_executor(self._writers, self._write_batch, batch)
+        except BaseException as exc:  # cancelled, or a bug: nobody may wait forever
+            batch.synced.set_result(exc)
             for f in files:
-                if f.future.done():
-                    continue
-                if f.error is None:
-                    f.future.set_result(None)
-                else:
-                    f.future.set_exception(f.error)
+                if not f.future.done():
+                    f.future.set_exception(exc)
+            raise
+        finally:
+            self._in_flight.remove(batch)
+        batch.synced.set_result(failed)
+        failure: BaseException | None = failed
+        for synced in batch.beside:
+            failure = failure or await synced
+        for f in files:
+            if f.future.done():
+                continue
+            if f.error is None and failure is not None:
+                f.error = failure
+            if f.error is None:
+                f.future.set_result(None)
+            else:
+                f.future.set_exception(f.error)
 
-    # ------------------------------------------------------------------ on the writer thread
+    # ------------------------------------------------------------------ on a writer thread
 
-    def _write_batch(self, files: list[_File]) -> None:
-        batch = _Batch(files)
+    def _write_batch(self, batch: _Batch) -> OSError | None:
+        """Write the batch; why its folders are not known to be durable, or None."""
+        files = batch.files
         try:
             for f in files:
                 self._step(f, partial(self._open, batch, f))
@@ -121,8 +183,7 @@ class BatchWriter:
             for f in files:
                 self._close(f)
                 self._step(f, partial(self._rename, f))
-            if self.fsync:
-                self._sync_folders(batch)
+            return self._sync_folders(batch) if self.fsync else None
         finally:
             for f in files:
                 self._close(f)
@@ -141,14 +202,11 @@ class BatchWriter:
             f.error = exc
 
     def _open(self, batch: _Batch, f: _File) -> None:
-        relative = PurePosixPath(f.target.relative_to(self.root))
-        folder = batch.folders.get(f.target.parent)
-        if folder is None:
-            folder = ParentDir(self.root, relative, made=batch.made)
-            batch.folders[f.target.parent] = folder
+        folder = self._folder(batch, PurePosixPath(f.target.relative_to(self.root)).parts[:-1])
         f.folder = folder
         name = f.target.name
-        if folder.exists(name):
+        # A folder made just now holds nothing yet: no need to ask.
+        if not folder.created and self._exists(folder, f.target):
             # Already delivered (the name holds the event id), perhaps by an attempt whose
             # folder fsync failed: the folder is synced again all the same.
             f.named = True
@@ -168,6 +226,27 @@ class BatchWriter:
         view = memoryview(f.data)
         while view:
             view = view[os.write(f.fd, view) :]
+
+    def _folder(self, batch: _Batch, names: Folder) -> ParentDir:
+        """The folder ``names`` under the root, open (made if missing); each level is opened
+        once per batch, from the level above it."""
+        folder = batch.folders.get(names)
+        if folder is not None:
+            return folder
+        above = self._folder(batch, names[:-1]) if names else None
+        # ParentDir opens the folder that holds a file: name one in it.
+        folder = ParentDir(self.root, PurePosixPath(*names, "-"), made=batch.made, above=above)
+        if above is not None and above.created:
+            folder.created = True
+        batch.folders[names] = folder
+        return folder
+
+    @staticmethod
+    def _exists(folder: ParentDir, target: Path) -> bool:
+        try:
+            return folder.exists(target.name)
+        except LinkRefused:
+            raise LinkRefused(target) from None
 
     def _fsync_all(self, fds: list[int]) -> dict[int, OSError | None]:
         """fsync every descriptor at once: the file system commits concurrent fsyncs together
@@ -193,7 +272,7 @@ class BatchWriter:
             fd, f.fd = f.fd, -1
             os.close(fd)
 
-    def _sync_folders(self, batch: _Batch) -> None:
+    def _sync_folders(self, batch: _Batch) -> OSError | None:
         """Each folder that got (or already had) a name of the batch, and each that got a new
         folder, fsync'd once; should one fail, no file of the batch counts as durable."""
         named = {id(f.folder): f.folder.fd for f in batch.files if f.named and f.folder}
@@ -201,11 +280,7 @@ class BatchWriter:
         for fd in [*named.values(), *batch.made]:
             st = os.fstat(fd)
             unique.setdefault((st.st_dev, st.st_ino), fd)
-        failed = next((e for e in self._fsync_all(list(unique.values())).values() if e), None)
-        if failed is not None:
-            for f in batch.files:
-                if f.error is None:
-                    f.error = failed
+        return next((e for e in self._fsync_all(list(unique.values())).values() if e), None)
 
 
 def _fsync(fd: int) -> OSError | None:

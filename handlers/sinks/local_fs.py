@@ -13,6 +13,7 @@ an over-long name is one too (``ENAMETOOLONG`` never clears up on its own).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -64,24 +65,29 @@ class ParentDir:
         *,
         create: bool = True,
         made: list[int] | None = None,
+        above: ParentDir | None = None,
     ) -> None:
         """``made``: gets a descriptor (the caller closes it) of each folder in which a folder
-        was created, so that the caller can fsync the new entries."""
+        was created, so that the caller can fsync the new entries.  ``above``: an open folder
+        on the way (the folder of ``relative``'s parent's parent, say), to go on from instead
+        of from the root: a writer opening many folders side by side opens each level once."""
         self.root = root
         self.relative = relative
         self._made = made
-        self.fd = self._open(create)
+        self.created = False
+        """Whether this opening created the folder itself (or found it just made by another
+        writer): its entry in the folder above is not known to be durable."""
+        self.fd = self._open(create, above)
 
-    def _open(self, create: bool) -> int:
+    def _open(self, create: bool, above: ParentDir | None) -> int:
+        start = 0
+        if above is not None:
+            start = len(above.relative.parts) - 1
+            fd = os.dup(above.fd)
+        else:
+            fd = self._open_root(create)
         try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if not create:
-                raise
-            self.root.mkdir(parents=True, exist_ok=True)  # the operator's path: links allowed
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for depth, name in enumerate(self.relative.parts[:-1], start=1):
+            for depth, name in enumerate(self.relative.parts[start:-1], start=start + 1):
                 child = self._child(fd, name, depth, create)
                 os.close(fd)
                 fd = child
@@ -89,6 +95,15 @@ class ParentDir:
             os.close(fd)
             raise
         return fd
+
+    def _open_root(self, create: bool) -> int:
+        try:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise
+            self.root.mkdir(parents=True, exist_ok=True)  # the operator's path: links allowed
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def _child(self, fd: int, name: str, depth: int, create: bool) -> int:
         try:
@@ -100,13 +115,12 @@ class ParentDir:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR) and self._is_link(fd, name):
                 raise LinkRefused(self.path(depth)) from exc
             raise
-        try:
+        # Another writer may have made it meanwhile: its entry may not be durable yet either.
+        with contextlib.suppress(FileExistsError):
             os.mkdir(name, 0o755, dir_fd=fd)
-        except FileExistsError:
-            pass  # another writer made it meanwhile
-        else:
-            if self._made is not None:
-                self._made.append(os.dup(fd))
+        if self._made is not None:
+            self._made.append(os.dup(fd))
+        self.created = True
         try:
             return os.open(name, _DIR, dir_fd=fd)
         except OSError as exc:
