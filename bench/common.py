@@ -357,11 +357,12 @@ def hookdock_server(
     )
 
 
-def worker_process(setup: HookdockSetup, log_dir: Path) -> Server:
-    """``python -m receiver worker --config ...``: start it with ``start_process``."""
+def worker_process(setup: HookdockSetup, log_dir: Path, *, nice: int = 0) -> Server:
+    """``python -m receiver worker --config ...`` (under ``nice -n`` when ``nice`` is set):
+    start it with ``start_process``."""
     argv = [sys.executable, "-m", "receiver", "worker", "--config", str(setup.config)]
-    if os.environ.get("BENCH_NICE"):
-        argv = ["nice", "-n", os.environ["BENCH_NICE"], *argv]
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]
     return Server("worker", argv, port=0, ready_path="", log_dir=log_dir, cwd=setup.config.parent)
 
 

@@ -290,7 +290,8 @@ def main() -> int:
     parser.add_argument(
         "--worker",
         action="store_true",
-        help="the dispatcher in a `hookdock worker` process beside `serve` (dispatcher off there)",
+        help="the dispatcher in a `hookdock worker` process beside `serve` (dispatcher off"
+        " there), under `nice -n 10` so that ingest keeps the first call on the CPU",
     )
     parser.add_argument(
         "--summary", type=Path, help="also write the figures as one JSON object to this file"
@@ -338,7 +339,7 @@ def main() -> int:
         if sys.platform == "linux":
             watcher = ExportWatcher(workspace_dir)
             watcher.start()
-        worker = worker_process(setup, work) if args.worker else None
+        worker = worker_process(setup, work, nice=10) if args.worker else None
         if worker is not None:
             worker.start_process()
         with hookdock_server(setup, port, work) as server, contextlib.ExitStack() as stack:
