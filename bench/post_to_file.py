@@ -34,6 +34,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import resource
 import secrets
 import select
 import shutil
@@ -339,6 +340,8 @@ def main() -> int:
         if sys.platform == "linux":
             watcher = ExportWatcher(workspace_dir)
             watcher.start()
+        # hookdock (and its worker) are the only children reaped in between: their CPU time.
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         worker = worker_process(setup, work, nice=10) if args.worker else None
         if worker is not None:
             worker.start_process()
@@ -353,6 +356,7 @@ def main() -> int:
             sent_done = time.monotonic()
             find_exports(setup.exports, template.workspace_id, items, sent_done + args.deadline)
             waited = time.monotonic() - sent_done
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         # The server has stopped: read the states through the journal itself.
         states = {k: n for k, n in journal_counts(setup).items() if n}
         if watcher is not None:
@@ -392,6 +396,13 @@ def main() -> int:
         f" (range {min(offsets) / 1e6:+.2f} to {max(offsets) / 1e6:+.2f} ms over"
         f" {len(offsets)} probes)"
     )
+    user = cpu_after.ru_utime - cpu_before.ru_utime
+    system = cpu_after.ru_stime - cpu_before.ru_stime
+    total = len(items) + len(warmup)
+    print(
+        f"hookdock CPU (start to stop, warm-up included): {user:.1f} s user + {system:.1f} s"
+        f" system = {(user + system) * 1e6 / total:.0f} µs per request"
+    )
     print()
     rtt = [i.rtt * 1e3 for i in ok if i.rtt is not None]
     raw = [(i.file_ns - i.send_ns) / 1e6 for i in exported if i.file_ns is not None]
@@ -424,6 +435,7 @@ def main() -> int:
             "file_p99_ms": percentile(ordered, 99) if ordered else None,
             "file_max_ms": ordered[-1] if ordered else None,
             "waited_s": waited,
+            "cpu_us_per_request": (user + system) * 1e6 / total,
         }
         args.summary.write_text(json.dumps(summary), encoding="utf-8")
     return 0
