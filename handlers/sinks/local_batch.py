@@ -2,9 +2,11 @@
 
 The dispatcher delivers many events to the folder sink at once (one per slot).  Writing each
 on its own costs a file fsync, a folder fsync and a thread hop each; here the events waiting
-when the writer thread comes round are written together:
+when a writer thread comes round are written together, and while one batch waits for the disk
+the next is written (``WRITERS`` batches at most):
 
-1. each folder is opened once (level by level, without following links: ``local_fs``);
+1. each folder is opened once (level by level from the one above it, without following links:
+   ``local_fs``); a file in a folder made just now is not looked for;
 2. every file goes to its temp name, and is fsync'd (its data on disk before its name);
 3. every temp file is renamed to its final name;
 4. every folder that got a name, and every folder that got a new folder, is fsync'd once.
@@ -89,7 +91,9 @@ class BatchWriter:
         self._pool: ThreadPoolExecutor | None = None
         self._writers: ThreadPoolExecutor | None = None
         self._running: asyncio.Task[None] | None = None
-        self._more = asyncio.Event()
+        self._more: asyncio.Future[None] | None = None
+        """Set when a write queues while the drain waits: a free writer takes it at once.
+        A plain future, made by the drain on its own loop: the sink outlives event loops."""
         self._in_flight: list[_Batch] = []
 
     def close(self) -> None:
@@ -104,7 +108,8 @@ class BatchWriter:
         ``fsync``.  An ``OSError`` (or ``LinkRefused``) is this file's own."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_File(target, data, future))
-        self._more.set()
+        if self._more is not None and not self._more.done():
+            self._more.set_result(None)
         if self._running is None or self._running.done():
             self._running = asyncio.create_task(self._drain())
         await future
@@ -119,14 +124,11 @@ class BatchWriter:
                 writing.add(asyncio.create_task(self._run(files)))
                 continue
             waits: set[asyncio.Future[Any]] = set(writing)
-            more: asyncio.Task[bool] | None = None
             if len(writing) < WRITERS:
-                self._more.clear()
-                more = asyncio.create_task(self._more.wait())
-                waits.add(more)
+                self._more = asyncio.get_running_loop().create_future()
+                waits.add(self._more)
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if more is not None:
-                more.cancel()
+            self._more = None
             for task in done & writing:
                 writing.discard(task)
                 if not task.cancelled():
@@ -155,8 +157,9 @@ class BatchWriter:
             self._in_flight.remove(batch)
         batch.synced.set_result(failed)
         failure: BaseException | None = failed
-        for synced in batch.beside:
-            failure = failure or await synced
+        if self.fsync:
+            for synced in batch.beside:
+                failure = failure or await synced
         for f in files:
             if f.future.done():
                 continue
