@@ -87,6 +87,9 @@ class BatchWriter:
     def __init__(self, root: Path, *, fsync: bool) -> None:
         self.root = root
         self.fsync = fsync
+        # Without fsyncs there is no waiting on the disk to overlap: more writers would only
+        # split the batches smaller and take turns on the GIL.
+        self._max_writers = WRITERS if fsync else 1
         self._queue: list[_File] = []
         self._pool: ThreadPoolExecutor | None = None
         self._writers: ThreadPoolExecutor | None = None
@@ -117,14 +120,14 @@ class BatchWriter:
     async def _drain(self) -> None:
         writing: set[asyncio.Task[None]] = set()
         while self._queue or writing:
-            if self._queue and len(writing) < WRITERS:
+            if self._queue and len(writing) < self._max_writers:
                 # Yield once so that every deliver started in this turn of the loop joins.
                 await asyncio.sleep(0)
                 files, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 writing.add(asyncio.create_task(self._run(files)))
                 continue
             waits: set[asyncio.Future[Any]] = set(writing)
-            if len(writing) < WRITERS:
+            if len(writing) < self._max_writers:
                 self._more = asyncio.get_running_loop().create_future()
                 waits.add(self._more)
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -144,7 +147,9 @@ class BatchWriter:
             batch.beside.append(other.synced)
         self._in_flight.append(batch)
         if self._writers is None:
-            self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="hookdock-writer")
+            self._writers = ThreadPoolExecutor(
+                self._max_writers, thread_name_prefix="hookdock-writer"
+            )
         try:
             failed = await loop.run_in_executor(self._writers, self._write_batch, batch)
         except BaseException as exc:  # cancelled, or a bug: nobody may wait forever
