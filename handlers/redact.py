@@ -26,9 +26,11 @@ import base64
 import logging
 import re
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit, urlunsplit
+
+from handlers.vendor_time import vendor_time
 
 __all__ = [
     "REDACTED",
@@ -70,13 +72,7 @@ def sas_expiry(url: str) -> datetime | None:
         value = _query_value(urlsplit(url).query, "se")
     except ValueError:
         return None
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return vendor_time(value)
 
 
 def _query_value(query: str, name: str) -> str | None:

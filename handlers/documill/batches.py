@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from handlers.documill.client import BatchGone, DynamoClient, DynamoSettings
 from handlers.event import FileRef
 from handlers.poller import PollContext, PolledEvent, PollResult, Watched
+from handlers.vendor_time import vendor_time
 
 __all__ = ["BatchesPoller", "BatchesSettings", "batch_subject", "file_role"]
 
@@ -68,16 +69,6 @@ def file_role(index: int) -> str:
 
 def _failed(errors: object) -> bool:
     return bool(errors) and isinstance(errors, list | str | dict)
-
-
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class BatchesPoller:
@@ -138,7 +129,7 @@ class BatchesPoller:
         except BatchGone:
             found.append(self._expired(poller, batch_id, done, None, "Dynamo no longer knows it"))
             return "batch.expired"
-        posted = _time(batch.get("postDateTime")) or watch.added_at
+        posted = vendor_time(batch.get("postDateTime")) or watch.added_at
         tasks = [t for t in batch.get("tasks") or [] if isinstance(t, dict) and "id" in t]
         seen = {*done["ok"], *done["failed"]}
         for task in tasks:
@@ -209,7 +200,7 @@ class BatchesPoller:
         done: Mapping[str, Any],
         posted: datetime,
     ) -> PolledEvent:
-        finished = _time(batch.get("completedDateTime"))
+        finished = vendor_time(batch.get("completedDateTime"))
         return PolledEvent(
             kind="batch.completed",
             vendor=VENDOR,

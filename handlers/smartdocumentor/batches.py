@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from handlers.poller import PollContext, PolledEvent, PollResult
 from handlers.smartdocumentor.client import ApiSettings, SmartDocumentorClient
 from handlers.sources.smartdocumentor import task_subject
+from handlers.vendor_time import vendor_time
 
 __all__ = ["BatchesPoller", "BatchesSettings"]
 
@@ -70,7 +71,7 @@ class BatchesPoller:
                     continue
                 if s.batch_ids and batch_id not in s.batch_ids:
                     continue
-                created = _parse(batch.get("createdOn"))
+                created = vendor_time(batch.get("createdOn"))
                 if created is not None and created < start:
                     continue
                 watched[batch_id] = batch
@@ -118,7 +119,7 @@ class BatchesPoller:
     def _completed(
         self, poller: str, batch: Mapping[str, Any], task_ids: list[str], now: float
     ) -> PolledEvent:
-        created = _parse(batch.get("createdOn"))
+        created = vendor_time(batch.get("createdOn"))
         taken = None if created is None else round(now - created.timestamp(), 3)
         batch_id = str(batch["batchId"])
         return PolledEvent(
@@ -138,13 +139,3 @@ class BatchesPoller:
                 "seconds_taken": taken,
             },
         )
-
-
-def _parse(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
