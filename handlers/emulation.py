@@ -13,8 +13,37 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
-__all__ = ["serve_in_thread"]
+__all__ = ["ApiFaults", "serve_in_thread", "take_fault"]
+
+
+class ApiFaults(BaseModel):
+    """What every emulator's API can be told to get wrong; each vendor's adds its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fail_5xx: int = 0
+    """The next n API calls answer 503."""
+    rate_limit: int = 0
+    """The next n API calls answer 429 with ``Retry-After: retry_after``."""
+    retry_after: int = 1
+    slow_seconds: float = 0.0
+    """Every API call waits this long before it is answered."""
+
+
+def take_fault(faults: ApiFaults) -> web.Response | None:
+    """The answer the next API call gets instead of its own (429 first, then 503), counted
+    off ``faults``; None when none is due.  Call it under the emulator's lock."""
+    if faults.rate_limit > 0:
+        faults.rate_limit -= 1
+        return web.Response(
+            status=429, text="slow down", headers={"Retry-After": str(faults.retry_after)}
+        )
+    if faults.fail_5xx > 0:
+        faults.fail_5xx -= 1
+        return web.Response(status=503, text="unavailable")
+    return None
 
 
 @contextlib.contextmanager

@@ -30,23 +30,17 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.emulation import ApiFaults, take_fault
 
 __all__ = ["DocumillEmulator", "EmulatorSettings", "Faults", "result_bytes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Faults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    fail_5xx: int = 0
-    """The next n API calls answer 503."""
-    rate_limit: int = 0
-    """The next n API calls answer 429 with ``Retry-After: retry_after``."""
-    retry_after: int = 1
-    slow_seconds: float = 0.0
-    fail_records: set[str] = set()
+class Faults(ApiFaults):
+    fail_records: set[str] = Field(default_factory=set)
     """Tasks for these records (``params.id``) fail with an error."""
     fail_every: int = 0
     """Every n-th task of a batch fails (0: none)."""
@@ -141,14 +135,7 @@ class DocumillEmulator:
         answer: web.Response | None = None
         with self._lock:
             faults = self.faults
-            if faults.rate_limit > 0:
-                faults.rate_limit -= 1
-                answer = web.Response(
-                    status=429, text="slow down", headers={"Retry-After": str(faults.retry_after)}
-                )
-            elif faults.fail_5xx > 0:
-                faults.fail_5xx -= 1
-                answer = web.Response(status=503, text="unavailable")
+            answer = take_fault(faults)
         s = self.settings
         tenant = request.headers.get("x-dynamo-tenant-id", "")
         key = request.headers.get("x-dynamo-api-key", "")

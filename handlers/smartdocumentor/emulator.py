@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from handlers.emulation import serve_in_thread
+from handlers.emulation import serve_in_thread, take_fault
 from handlers.smartdocumentor.emulator_state import (
     INTEGRATION,
     STATUS,
@@ -114,16 +114,8 @@ class Emulator(VendorState):
         with self._lock:
             self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
             faults = self.faults
-            answer: web.Response | None = None
-            if faults.rate_limit > 0:
-                faults.rate_limit -= 1
-                answer = web.Response(
-                    status=429, text="slow down", headers={"Retry-After": str(faults.retry_after)}
-                )
-            elif faults.fail_5xx > 0:
-                faults.fail_5xx -= 1
-                answer = web.Response(status=503, text="unavailable")
-            elif path != "/connect/token" and not self._token_ok(request):
+            answer = take_fault(faults)
+            if answer is None and path != "/connect/token" and not self._token_ok(request):
                 answer = web.Response(status=401, text="unauthorized")
         if faults.slow_seconds:
             await asyncio.sleep(faults.slow_seconds)

@@ -24,7 +24,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.emulation import ApiFaults
 
 __all__ = [
     "INTEGRATION",
@@ -43,10 +45,8 @@ INTEGRATION = {"Never": 1, "Successful": 2, "Failed": 3}
 KINDS = ("text_document", "transcript", "transcript_file", "anonymization_file")
 
 
-class Faults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    drop_webhooks: set[int] = set()
+class Faults(ApiFaults):
+    drop_webhooks: set[int] = Field(default_factory=set)
     """Task ids whose webhook is never sent (SmartDocumentor still reports them exported)."""
     drop_every: int = 0
     """Drop every n-th webhook as well (0: none)."""
@@ -54,12 +54,6 @@ class Faults(BaseModel):
     """Post nothing; the task goes back to ToReview, as when the endpoint answers non-2xx."""
     token_calls: int = 0
     """A token answers 401 after this many API calls (0: only after ``token_seconds``)."""
-    fail_5xx: int = 0
-    """The next n API calls answer 503."""
-    rate_limit: int = 0
-    """The next n API calls answer 429 with ``Retry-After: retry_after``."""
-    retry_after: int = 1
-    slow_seconds: float = 0.0
     empty_last_page: bool = False
     """The last page says ``hasNextPage`` and the one after it is empty."""
     grow_between_pages: bool = False

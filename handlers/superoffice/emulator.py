@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from handlers.emulation import ApiFaults, take_fault
 from handlers.superoffice.batch_tasks import STATES
 
 __all__ = ["EmulatorSettings", "Faults", "SuperOfficeEmulator"]
@@ -37,13 +38,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _XMLNS = "http://www.superoffice.net/ws/crm/NetServer/Services88"
 
 
-class Faults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    fail_5xx: int = 0
-    rate_limit: int = 0
-    retry_after: int = 1
-    slow_seconds: float = 0.0
+class Faults(ApiFaults):
+    """SuperOffice's emulator has no faults but those every emulator has."""
 
 
 class EmulatorSettings(BaseModel):
@@ -118,14 +114,7 @@ class SuperOfficeEmulator:
             kind = f"{request.method} {request.path.rsplit('/', 1)[0]}"
             self.calls[kind] = self.calls.get(kind, 0) + 1
             faults = self.faults
-            if faults.rate_limit > 0:
-                faults.rate_limit -= 1
-                answer = web.Response(
-                    status=429, text="slow down", headers={"Retry-After": str(faults.retry_after)}
-                )
-            elif faults.fail_5xx > 0:
-                faults.fail_5xx -= 1
-                answer = web.Response(status=503, text="unavailable")
+            answer = take_fault(faults)
         if answer is None and not self._authorized(request):
             answer = web.Response(status=401, text="Unauthorized")
         if faults.slow_seconds:
