@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
-import shutil
 import statistics
 import tempfile
 import time
@@ -23,9 +21,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from operator_list import fill
+from operator_list import close_journal, fill, open_journal
 
-from receiver.journal import SqlJournal
 from receiver.journal.dialect import Tx
 from receiver.operator import Operator, query_from
 
@@ -43,16 +40,7 @@ async def timed(runs: int, call: Callable[[], Awaitable[Any]]) -> tuple[float, f
 
 async def run(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="hookdock-bench-overview-"))
-    schema = f"hookdock_bench_{secrets.token_hex(4)}"
-    journal: SqlJournal
-    if args.engine == "sqlite":
-        from receiver.journal.sqlite import SqliteJournal
-
-        journal = SqliteJournal(folder / "hookdock.db").open()
-    else:
-        from receiver.journal.postgres import PostgresJournal
-
-        journal = PostgresJournal(args.dsn, schema=schema).open()
+    journal, pg = open_journal(args.engine, args.dsn, folder)
     try:
         began = time.perf_counter()
         await fill(journal, args.events)
@@ -90,13 +78,7 @@ async def run(args: argparse.Namespace) -> None:
             p50, p99 = await timed(args.runs, call)
             print(f"{name:44} {p50:8.1f} {p99:8.1f}")
     finally:
-        await journal.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        if args.engine == "postgres":
-            import psycopg
-
-            with psycopg.connect(args.dsn, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await close_journal(journal, folder, pg)
 
 
 def main() -> None:

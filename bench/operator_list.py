@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import shutil
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from common import PgTarget, drop_pg_schema, new_pg_target
 
 from receiver.journal import SqlJournal
 from receiver.journal.dialect import Tx
@@ -139,18 +139,29 @@ def _drop_text_index(tx: Tx) -> None:
     tx.execute(f"DROP TABLE IF EXISTS {TEXT_TABLE}")
 
 
-async def run(args: argparse.Namespace) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="hookdock-bench-list-"))
-    schema = f"hookdock_bench_{secrets.token_hex(4)}"
-    journal: SqlJournal
-    if args.engine == "sqlite":
+def open_journal(engine: str, dsn: str, folder: Path) -> tuple[SqlJournal, PgTarget | None]:
+    """A fresh journal: a SQLite file in ``folder``, or a schema of its own in PostgreSQL."""
+    if engine == "sqlite":
         from receiver.journal.sqlite import SqliteJournal
 
-        journal = SqliteJournal(folder / "hookdock.db").open()
-    else:
-        from receiver.journal.postgres import PostgresJournal
+        return SqliteJournal(folder / "hookdock.db").open(), None
+    from receiver.journal.postgres import PostgresJournal
 
-        journal = PostgresJournal(args.dsn, schema=schema).open()
+    pg = new_pg_target(dsn, "list")
+    return PostgresJournal(pg.dsn, schema=pg.schema).open(), pg
+
+
+async def close_journal(journal: SqlJournal, folder: Path, pg: PgTarget | None) -> None:
+    """Close it and remove what ``open_journal`` made."""
+    await journal.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    if pg is not None:
+        drop_pg_schema(pg)
+
+
+async def run(args: argparse.Namespace) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="hookdock-bench-list-"))
+    journal, pg = open_journal(args.engine, args.dsn, folder)
     try:
         began = time.perf_counter()
         await fill(journal, args.events)
@@ -209,13 +220,7 @@ async def run(args: argparse.Namespace) -> None:
             p50, p99, rows = await timed(args.runs, partial(ops.events, query))
             print(f"{name + ', no trigram index':44} {p50:8.1f} {p99:8.1f} {rows:5d}")
     finally:
-        await journal.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        if args.engine == "postgres":
-            import psycopg
-
-            with psycopg.connect(args.dsn, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await close_journal(journal, folder, pg)
 
 
 def main() -> None:
