@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from receiver.admin_openapi import openapi_document
 from receiver.admin_tokens import actor_name, token_number
+from receiver.bounded_body import read_bounded
 from receiver.bulk_replays import BulkReplays
 from receiver.errors import BadRequest, NotFound, Unauthorized
 from receiver.operator import Operator, listing_params, query_from
@@ -83,12 +84,7 @@ def _dump(result: Any) -> bytes:
 
 
 async def _body(request: Request, model: type[M]) -> M:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is over {MAX_BODY_BYTES} bytes")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is over {MAX_BODY_BYTES} bytes")
+    raw = await read_bounded(request, MAX_BODY_BYTES, "body")
     try:
         data = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:

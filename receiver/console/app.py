@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from receiver.bounded_body import read_bounded
 from receiver.bulk_replays import BulkReplays
 from receiver.console import actions, pages
 from receiver.console.context import Console, Form, Handler, base_path, render
@@ -49,12 +50,7 @@ async def _form(request: Request) -> Form:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         raise BadRequest("a console action is a form: application/x-www-form-urlencoded")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise BadRequest(f"the form is over {MAX_FORM_BYTES} bytes")
-    raw = await request.body()
-    if len(raw) > MAX_FORM_BYTES:
-        raise BadRequest(f"the form is over {MAX_FORM_BYTES} bytes")
+    raw = await read_bounded(request, MAX_FORM_BYTES, "form")
     try:
         pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
     except (UnicodeDecodeError, ValueError):
