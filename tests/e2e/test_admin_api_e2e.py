@@ -469,6 +469,9 @@ def test_bulk_replays_live_in_the_journal_across_replicas(
         assert cancelled is not False
         assert 1 <= cancelled["replayed"] < events
 
+        # The filter is read as the job walks: an event the first job made pending again is
+        # not "delivered" until it is sent, so the second job starts once all are again.
+        wait_until(delivered, 60)
         # Started on a, a is killed: b goes on with it from its cursor.
         second = _api(a.url, "POST", "/replays", json=wanted).json()
         wait_until(lambda: _job(b.url, second["jobId"])["replayed"] >= 1)
