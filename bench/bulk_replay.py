@@ -33,7 +33,6 @@ import random
 import secrets
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -51,6 +50,7 @@ from common import (
     free_port,
     hookdock_server,
     table,
+    work_folder,
     write_config,
 )
 from ingest import LUA, Result, measure
@@ -134,7 +134,7 @@ def main() -> int:
         print("bench/bulk_replay.py needs wrk on PATH (apt-get install -y wrk)", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-replay-"))
+    work = work_folder("hookdock-bench-replay-")
     try:
         return run(args, work)
     finally:

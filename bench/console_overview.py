@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
+from common import work_folder
 from operator_list import close_journal, fill, open_journal
 
 from receiver.journal.dialect import Tx
@@ -39,7 +38,7 @@ async def timed(runs: int, call: Callable[[], Awaitable[Any]]) -> tuple[float, f
 
 
 async def run(args: argparse.Namespace) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="hookdock-bench-overview-"))
+    folder = work_folder("hookdock-bench-overview-")
     journal, pg = open_journal(args.engine, args.dsn, folder)
     try:
         began = time.perf_counter()

@@ -41,7 +41,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from common import HOST, Server, free_port, table
+from common import HOST, Server, free_port, table, work_folder
 
 from tests.conftest import to_toml
 from tests.file_server import make_sas_url
@@ -610,7 +609,7 @@ def main() -> int:
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(name, None)
 
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-files-"))
+    work = work_folder("hookdock-bench-files-")
     rows: list[Row] = []
     try:
         files = work / "files"

@@ -35,7 +35,6 @@ import os
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from typing import Any
 
 import aiohttp
 import httpx
-from common import BENCH_DIR, HOST, Server, bench_events, free_port, percentile, table
+from common import BENCH_DIR, HOST, Server, bench_events, free_port, percentile, table, work_folder
 
 from handlers.event import Event
 from handlers.signing import standard_webhook_v1
@@ -320,7 +319,7 @@ def main() -> int:
         serve(args.port)
         return 0
 
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-http-"))
+    work = work_folder("hookdock-bench-http-")
     port = free_port()
     argv = [sys.executable, str(BENCH_DIR / "http_sink.py"), "--serve", "--port", str(port)]
     try:

@@ -34,7 +34,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ from common import (
     pg_dsn,
     pg_problem,
     table,
+    work_folder,
     write_config,
 )
 
@@ -324,7 +324,7 @@ def main() -> int:
         )
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-ingest-"))
+    work = work_folder("hookdock-bench-ingest-")
     template: BodyTemplate = body_template(args.body_bytes)
     body = (work / "body-prefix.json", work / "body-suffix.json")
     body[0].write_bytes(template.prefix)

@@ -49,7 +49,6 @@ import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -73,6 +72,7 @@ from common import (
     pg_dsn,
     pg_problem,
     table,
+    work_folder,
     write_config,
 )
 from ingest import LUA, Result, measure
@@ -645,7 +645,7 @@ def main() -> int:
         print(f"PostgreSQL is not reachable ({problem})", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-scale-"))
+    work = work_folder("hookdock-bench-scale-")
     template = body_template()
     events = EventTemplate(template)
     body = (work / "body-prefix.json", work / "body-suffix.json")

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import PgTarget, drop_pg_schema, new_pg_target
+from common import PgTarget, drop_pg_schema, new_pg_target, work_folder
 
 from receiver.journal import SqlJournal
 from receiver.journal.dialect import Tx
@@ -160,7 +159,7 @@ async def close_journal(journal: SqlJournal, folder: Path, pg: PgTarget | None) 
 
 
 async def run(args: argparse.Namespace) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="hookdock-bench-list-"))
+    folder = work_folder("hookdock-bench-list-")
     journal, pg = open_journal(args.engine, args.dsn, folder)
     try:
         began = time.perf_counter()

@@ -41,7 +41,6 @@ import shutil
 import statistics
 import struct
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from common import (
     BodyTemplate,
     PgTarget,
     body_template,
+    create_cost_us,
     drop_pg_schema,
     free_port,
     hookdock_server,
@@ -61,6 +61,7 @@ from common import (
     pg_dsn,
     pg_problem,
     table,
+    work_folder,
     worker_process,
     write_config,
 )
@@ -315,7 +316,7 @@ def main() -> int:
             print(f"PostgreSQL is not reachable: {problem}", file=sys.stderr)
             return 2
         pg = new_pg_target(dsn, "post_to_file")
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-file-"))
+    work = work_folder("hookdock-bench-file-")
     template = body_template(args.body_bytes)
     tag = secrets.randbits(32)
     warmup = [Sent(f"{tag:08x}-0000-4000-8000-{i:012x}", 0.0) for i in range(args.warmup)]
@@ -336,6 +337,7 @@ def main() -> int:
         # watcher see every task folder appear.
         workspace_dir = setup.exports / "smartdocumentor" / template.workspace_id
         workspace_dir.mkdir(parents=True)
+        create_cost = create_cost_us(setup.exports / "create-probe")
         watcher: ExportWatcher | None = None
         if sys.platform == "linux":
             watcher = ExportWatcher(workspace_dir)
@@ -403,6 +405,10 @@ def main() -> int:
         f"hookdock CPU (start to stop, warm-up included): {user:.1f} s user + {system:.1f} s"
         f" system = {(user + system) * 1e6 / total:.0f} µs per request"
     )
+    print(
+        f"this disk: a folder and a file made in the exports folder cost {create_cost:.0f} µs"
+        " CPU each (plain loop, before the run)"
+    )
     print()
     rtt = [i.rtt * 1e3 for i in ok if i.rtt is not None]
     raw = [(i.file_ns - i.send_ns) / 1e6 for i in exported if i.file_ns is not None]
@@ -436,6 +442,7 @@ def main() -> int:
             "file_max_ms": ordered[-1] if ordered else None,
             "waited_s": waited,
             "cpu_us_per_request": (user + system) * 1e6 / total,
+            "create_us": create_cost,
         }
         args.summary.write_text(json.dumps(summary), encoding="utf-8")
     return 0

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from common import (
     pg_dsn,
     pg_problem,
     table,
+    work_folder,
     write_config,
 )
 from ingest import LUA, run_wrk
@@ -211,7 +211,7 @@ def main() -> int:
         print(f"PostgreSQL is not reachable ({problem})", file=sys.stderr)
         return 2
 
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-replicas-"))
+    work = work_folder("hookdock-bench-replicas-")
     template: BodyTemplate = body_template(args.body_bytes)
     body = (work / "body-prefix.json", work / "body-suffix.json")
     body[0].write_bytes(template.prefix)

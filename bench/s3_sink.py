@@ -31,17 +31,15 @@ import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from common import HOST, Server, bench_events, free_port, percentile, table
+from common import HOST, Server, bench_events, free_port, percentile, table, work_folder
 
 from handlers.event import Event
 from handlers.sinks.s3 import S3Sink, S3SinkConfig, metadata
@@ -258,7 +256,7 @@ def main() -> int:
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(name, None)
 
-    work = Path(tempfile.mkdtemp(prefix="hookdock-bench-s3-"))
+    work = work_folder("hookdock-bench-s3-")
     port = free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
     sample = bench_events(1, args.body_bytes, "size")[0]

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
-from pathlib import Path
 
-from common import free_port, hookdock_server, table, write_config
+from common import free_port, hookdock_server, table, work_folder, write_config
 
 from tests.slow_clients import Figures, SlowClients, measure, percentile
 
@@ -45,7 +43,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="POSTs in flight (4)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="hookdock-slow-"))
+    folder = work_folder("hookdock-slow-")
     try:
         setup = write_config(folder)
         port = free_port()

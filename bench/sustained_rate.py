@@ -5,6 +5,9 @@ journal and folder, ``--seconds`` of sending at that rate), on SQLite and on Pos
 prints for each rate the POST round trip's p99 and the POST-to-file p50/p99/max (the
 clock-corrected mtime row), then per engine the highest rate whose p99 stayed under the limit.
 A rate at which the exports fall behind shows it plainly: the p99 grows with the run's length.
+Each row also shows hookdock's CPU per request and what a folder and a file cost the disk in
+that run (``common.create_cost_us``): on a journal-less ext4 that cost moves 10 to 30 times with
+what earlier runs deleted, and the rates it allows move with it.
 
     python bench/sustained_rate.py                              # 200..1000/s, 30 s each
     python bench/sustained_rate.py --rates 400,500,600 --seconds 60 --engines sqlite
@@ -77,7 +80,7 @@ def main() -> int:
         for rate in rates:
             figures = run_one(engine, rate, args.seconds, args.extra)
             if figures is None:
-                rows.append([engine, f"{rate:g}", "-", "-", "-", "-", "-", "failed"])
+                rows.append([engine, f"{rate:g}", "-", "-", "-", "-", "-", "-", "-", "failed"])
                 continue
             p99 = figures["file_p99_ms"]
             complete = figures["exported"] == figures["requests"]
@@ -92,6 +95,8 @@ def main() -> int:
                 _ms(figures["file_p50_ms"]),
                 _ms(p99),
                 _ms(figures["file_max_ms"]),
+                f"{figures['cpu_us_per_request']:.0f}",
+                f"{figures['create_us']:.0f}",
                 "yes" if under else "no",
             ]
             rows.append(row)
@@ -102,7 +107,8 @@ def main() -> int:
         f" (p99 limit {args.limit_ms:g} ms):"
     )
     headers = ["journal", "rate/s", "exported", "POST p99 ms", "file p50 ms", "file p99 ms"]
-    print(table([*headers, "file max ms", f"p99 < {args.limit_ms:g} ms"], rows))
+    headers += ["file max ms", "hookdock CPU µs/request", "disk: folder+file µs CPU"]
+    print(table([*headers, f"p99 < {args.limit_ms:g} ms"], rows))
     for engine, highest in best.items():
         shown = "none of the rates" if highest is None else f"{highest:g}/s"
         print(f"{engine}: highest sustained rate with p99 under {args.limit_ms:g} ms: {shown}")
