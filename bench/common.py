@@ -95,17 +95,19 @@ _TOPDIR = 0x00020000
 
 
 def work_folder(prefix: str) -> Path:
-    """A new temporary folder for one run, flagged so that ext4 gives each folder made directly
-    in it a block group of its own, as for a top-level folder (``chattr +T``).
+    """A new temporary folder for one run, flagged so that ext4 places each folder made directly
+    in it as it would a top-level folder (``chattr +T``): spread over the block groups instead
+    of beside the temporary folder, where every earlier run made and deleted its files.
 
     Why: an ext4 without a journal (the CI machine's is one) passes over every inode of a group
     deleted in the last minutes whenever it allocates one there, reading each one's inode table
     block (``recently_deleted`` in ``fs/ext4/ialloc.c``).  Each run deletes its tens of thousands
-    of files, so the next run's creates in the same groups cost 10 to 30 times more kernel CPU:
-    a folder and a file made in a plain loop measured 21 to 53 µs in a fresh group and 560 to
-    1,500 µs in ``/tmp`` after a few runs, which drowned every figure of the folder sink (and
-    its "ceiling") in what earlier runs had left.  Where the flag cannot be set (another
-    filesystem) nothing changes.
+    of files, so the next run's creates in those groups cost 10 to 30 times more kernel CPU: a
+    folder and a file made in a plain loop measured 25 to 53 µs in a fresh group and 560 to
+    1,500 µs in ``/tmp`` after a few runs.  The flag only makes a fresh group likely, not sure
+    (after many runs most groups have had deletions): ``create_cost_us`` measures what the run
+    got, and the scripts print it beside the figures it weighs on.  Where the flag cannot be set
+    (another filesystem) nothing changes.
     """
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     with contextlib.suppress(OSError):
