@@ -7,6 +7,8 @@ dispatcher, not a disk or a network.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
 from handlers.event import Event
@@ -18,6 +20,10 @@ class NullSinkConfig(BaseModel):
 
 class NullSink:
     config_model = NullSinkConfig
+    default_concurrency: ClassVar[int] = 64
+    """The folder sink's slots: a sink that waits on nothing is never what a drain waits for,
+    and with the dispatcher's 16 a drain on PostgreSQL measured the slots (2,015 events/s
+    against 3,005 with 64, the same run's minutes), not the journal and the dispatcher."""
 
     def __init__(self, config: NullSinkConfig) -> None:
         self.config = config
