@@ -136,11 +136,15 @@ class DispatcherConfig(_Model):
     and the routings in flight are written together, one group commit for them all."""
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
-    busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 8
+    busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 32
     """Ingest first: with this many requests at work (body received, being journaled),
     exports pause for up to ``busy_pause_seconds``, then run as long whatever ingest does
     (``receiver/ingest_first.py``): a burst is journaled and answered at full speed and
-    exported right after, and a sustained rate does not starve exports.  0: never pause."""
+    exported right after, and a sustained rate does not starve exports.  0: never pause.
+    Not fewer than about 32: requests waiting on the group commit's fsync count too, and at
+    a steady 1,000/s a few milliseconds of it keep eight at work most of the time, so 8
+    paused exports that the process had the room for (POST-to-file p99 up to 0.9 s instead
+    of 30 to 86 ms, bench/README.md)."""
     busy_pause_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     file_transfers: Annotated[int, Field(ge=1, le=256)] = 4
     """Files downloaded at once, across every sink: each transfer takes a few MiB (a part or
