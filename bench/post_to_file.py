@@ -41,6 +41,7 @@ import shutil
 import statistics
 import struct
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -298,6 +299,13 @@ def main() -> int:
     parser.add_argument(
         "--summary", type=Path, help="also write the figures as one JSON object to this file"
     )
+    parser.add_argument(
+        "--exports-in",
+        type=Path,
+        help="put the folder sink's root in a new folder inside this one (a tmpfs such as"
+        " /dev/shm), the journal staying in the run's folder: the exports without this disk's"
+        " cost of making inodes",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
@@ -321,6 +329,7 @@ def main() -> int:
     tag = secrets.randbits(32)
     warmup = [Sent(f"{tag:08x}-0000-4000-8000-{i:012x}", 0.0) for i in range(args.warmup)]
     items = [Sent(f"{tag:08x}-0001-4000-8000-{i:012x}", 0.0) for i in range(args.requests)]
+    exports_elsewhere: Path | None = None
     try:
         offsets = clock_offset_ns(work / "clock-probe")
         options = "".join(f"{option}\n" for option in args.dispatcher)
@@ -332,6 +341,12 @@ def main() -> int:
             dispatcher_options=options,
             sink_options=sink_options,
         )
+        if args.exports_in is not None:
+            # The config names "exports" beside it: a link takes the sink elsewhere.
+            exports_elsewhere = Path(
+                tempfile.mkdtemp(prefix="hookdock-exports-", dir=args.exports_in)
+            )
+            setup.exports.symlink_to(exports_elsewhere, target_is_directory=True)
         port = free_port()
         # The sink creates missing folders itself; creating the two shared ones first lets the
         # watcher see every task folder appear.
@@ -368,9 +383,11 @@ def main() -> int:
                 item.seen_ns = watcher.seen.get(item.task_id)
     finally:
         if args.keep:
-            print(f"kept {work}")
+            print(f"kept {work}" + (f" and {exports_elsewhere}" if exports_elsewhere else ""))
         else:
             shutil.rmtree(work, ignore_errors=True)
+            if exports_elsewhere is not None:
+                shutil.rmtree(exports_elsewhere, ignore_errors=True)
             if pg is not None:
                 drop_pg_schema(pg)
 
