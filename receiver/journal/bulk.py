@@ -13,6 +13,7 @@ from typing import Any
 
 from receiver.journal.base import AppendResult, Claim, SendClaim
 from receiver.journal.dialect import Tx
+from receiver.journal.schema import HELD_BY
 
 __all__ = ["append_many", "record_attempts", "record_send_attempts", "sent_many"]
 
@@ -118,7 +119,7 @@ def sent_many(tx: Tx, items: list[tuple[SendClaim, str]]) -> list[None]:
             tx.execute(
                 "UPDATE sends SET state = 'delivered', delivered_at = ?, lease_owner = NULL,"
                 " lease_until = NULL, last_error = NULL, code = NULL, updated_at = ?"
-                f" WHERE lease_owner = ? AND id IN ({tx.marks(len(chunk))})",
+                f" WHERE {HELD_BY} AND id IN ({tx.marks(len(chunk))})",
                 [now, now, owner, *chunk],
             )
     record_send_attempts(tx, [(c, o, "delivered", None) for c, o in items], now)

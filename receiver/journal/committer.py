@@ -90,13 +90,21 @@ class GroupCommitter:
         single_statement: frozenset[str] = frozenset(),
         name: str = "journal",
         reconnect_seconds: float = 1.0,
+        clock_of: GroupCommitter | None = None,
     ) -> None:
         """``single_statement`` names bulk kinds whose handler writes with exactly one statement
-        (reads aside), so that a batch of only those can skip BEGIN and COMMIT."""
+        (reads aside), so that a batch of only those can skip BEGIN and COMMIT.  ``clock_of``:
+        another committer of the same journal whose reading of the database's clock this one
+        shares, so that what one writes as due now the other finds due (two offsets, each read
+        over its own round trip, differ by a fraction of a millisecond either way)."""
         self._connect = connect
         self.dialect = dialect
         self._clock = clock
-        self._db_clock = None if dialect.now_sql is None else DatabaseClock(dialect.now_sql)
+        self._db_clock: DatabaseClock | None = None
+        if clock_of is not None:
+            self._db_clock = clock_of._db_clock
+        elif dialect.now_sql is not None:
+            self._db_clock = DatabaseClock(dialect.now_sql)
         self._bulk = bulk or {}
         self._single_statement = single_statement
         self._reconnect_seconds = reconnect_seconds
@@ -178,6 +186,8 @@ class GroupCommitter:
         if self._closed:
             return
         self._closed = True
+        if self._thread.ident is None:
+            return  # never started: another committer of the journal failed to open first
         self._queue.put(None)
         self._thread.join(timeout=30)
 

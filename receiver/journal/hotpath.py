@@ -17,7 +17,7 @@ from receiver.journal.dialect import Tx
 from receiver.journal.recent_events import RecentEvents
 from receiver.journal.route_bulk import EVENT_INSERT, EVENT_VALUES, RouteItem
 from receiver.journal.rules import routing_transition, send_transition
-from receiver.journal.schema import event_columns
+from receiver.journal.schema import HELD_BY, event_columns
 
 __all__ = ["RAW_COLUMNS", "HotPath", "files_json", "parse_files", "raw_delivery"]
 
@@ -90,11 +90,16 @@ def _select_claimed(tx: Tx, rows: list[Any], now: float, recent: RecentEvents) -
 
 
 class HotPath:
-    """Mixed into ``SqlJournal``; ``_write`` runs a function in the next group commit."""
+    """Mixed into ``SqlJournal``; ``_write`` runs a function in the next group commit,
+    ``_write_dispatch`` in the next of the dispatch lane (the same one on SQLite), where
+    everything the dispatcher writes goes."""
 
     _recent_events: RecentEvents
 
     async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
+        raise NotImplementedError
+
+    async def _write_dispatch(self, fn: Any, *, single_statement: bool = False) -> Any:
         raise NotImplementedError
 
     async def _bulk(self, kind: str, item: Any) -> Any:
@@ -132,7 +137,7 @@ class HotPath:
             ).fetchall()
             return [Claim(raw_delivery(r), r[7], now) for r in rows]
 
-        claims: list[Claim] = await self._write(work, single_statement=True)
+        claims: list[Claim] = await self._write_dispatch(work, single_statement=True)
         claims.sort(key=lambda c: c.delivery.delivery_id)
         return claims
 
@@ -146,12 +151,12 @@ class HotPath:
             tx.execute(
                 "UPDATE deliveries SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
                 " lease_until = NULL, last_error = ?, updated_at = ?"
-                " WHERE id = ? AND lease_owner = ?",
+                f" WHERE id = ? AND {HELD_BY}",
                 (state, next_at, outcome.error, now, delivery_id, owner),
             )
             record_attempts(tx, [(claim, owner, outcome.kind, outcome.error)], now)
 
-        await self._write(work)
+        await self._write_dispatch(work)
 
     async def route(
         self,
@@ -203,7 +208,7 @@ class HotPath:
 
         if not wanted:
             return []
-        claims: list[SendClaim] = await self._write(work)
+        claims: list[SendClaim] = await self._write_dispatch(work)
         claims.sort(key=lambda c: c.send_id)
         return claims
 
@@ -225,12 +230,12 @@ class HotPath:
             tx.execute(
                 "UPDATE sends SET state = ?, next_attempt_at = ?, lease_owner = NULL,"
                 " lease_until = NULL, last_error = ?, code = ?, updated_at = ?"
-                " WHERE id = ? AND lease_owner = ?",
+                f" WHERE id = ? AND {HELD_BY}",
                 (state.value, next_at, outcome.error, outcome.code, now, claim.send_id, owner),
             )
             record_send_attempts(tx, [(claim, owner, outcome.kind, outcome.error)], now)
 
-        await self._write(work)
+        await self._write_dispatch(work)
 
     async def store_event(self, claim: SendClaim, event: Event, position: int) -> None:
         """Store the event of a send routed before events were stored (normalized again once)."""
@@ -248,12 +253,12 @@ class HotPath:
                 ),
             )
 
-        await self._write(work, single_statement=True)
+        await self._write_dispatch(work, single_statement=True)
 
     async def record_file(self, claim: SendClaim, owner: str, role: str, info: FileInfo) -> bool:
         def work(tx: Tx) -> bool:
             row = tx.execute(
-                "SELECT files FROM sends WHERE id = ? AND lease_owner = ?", (claim.send_id, owner)
+                f"SELECT files FROM sends WHERE id = ? AND {HELD_BY}", (claim.send_id, owner)
             ).fetchone()
             if row is None:
                 return False  # our lease ran out and the send is someone else's now
@@ -263,12 +268,12 @@ class HotPath:
             files[role] = info
             # updated_at stays: it is when the attempt began (release_stale logs it so).
             tx.execute(
-                "UPDATE sends SET files = ? WHERE id = ? AND lease_owner = ?",
+                f"UPDATE sends SET files = ? WHERE id = ? AND {HELD_BY}",
                 (files_json(files), claim.send_id, owner),
             )
             return True
 
-        recorded: bool = await self._write(work)
+        recorded: bool = await self._write_dispatch(work)
         return recorded
 
     async def renew_sends(self, owner: str, send_ids: Sequence[int], lease_seconds: float) -> int:
@@ -282,13 +287,13 @@ class HotPath:
             return sum(
                 tx.execute(
                     "UPDATE sends SET lease_until = ?"
-                    f" WHERE lease_owner = ? AND id IN ({tx.marks(len(chunk))})",
+                    f" WHERE {HELD_BY} AND id IN ({tx.marks(len(chunk))})",
                     [until, owner, *chunk],
                 ).rowcount
                 for chunk in (ids[i : i + step] for i in range(0, len(ids), step))
             )
 
-        count: int = await self._write(work)
+        count: int = await self._write_dispatch(work)
         return count
 
     # ------------------------------------------------------------------ leases
@@ -305,11 +310,11 @@ class HotPath:
         def work(tx: Tx) -> None:
             tx.executemany(
                 f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL,"
-                " attempts = attempts - 1 WHERE id = ? AND lease_owner = ?",
+                f" attempts = attempts - 1 WHERE id = ? AND {HELD_BY}",
                 [(i, owner) for i in ids],
             )
 
-        await self._write(work)
+        await self._write_dispatch(work)
 
     async def ping(self) -> None:
         def work(tx: Tx) -> None:

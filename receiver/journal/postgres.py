@@ -1,7 +1,8 @@
 """The journal on PostgreSQL: for several replicas, or a team that keeps its state there.
 
-The same SQL and rules as SQLite, through psycopg 3: writes go through the group-commit thread
-on one connection (a batch of appends is one multi-row INSERT and one COMMIT), claims lock
+The same SQL and rules as SQLite, through psycopg 3: writes go through two group-commit
+threads, each on its own connection, one for the dispatcher's writes and one for the rest
+(a batch of appends is one multi-row INSERT and one COMMIT), claims lock
 their rows with ``FOR UPDATE SKIP LOCKED`` so replicas never wait on each other, and leases
 and due times are compared on the database's clock.  Operators' reads run on a small pool of
 their own.  A dropped connection fails the batch in flight (ingest answers 503) and is opened
@@ -163,7 +164,9 @@ class PostgresJournal(SqlJournal):
                 **_KEEPALIVES,
             },
         )
-        super().__init__(self._connect, POSTGRES)
+        # Two writers of this process's own (ingest's and the dispatcher's), as two replicas'
+        # would be: the journal's statements already take concurrent transactions.
+        super().__init__(self._connect, POSTGRES, dispatch_lane=True)
 
     def _cannot_open(self, exc: BaseException) -> str:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -22,7 +22,7 @@ from receiver.journal.base import Claim, SendClaim
 from receiver.journal.bulk import record_attempts
 from receiver.journal.committer import JobFailed, connection_broken
 from receiver.journal.dialect import Tx
-from receiver.journal.schema import EVENT_FIELDS, event_columns
+from receiver.journal.schema import EVENT_FIELDS, HELD_BY, event_columns
 
 __all__ = ["EVENT_INSERT", "EVENT_VALUES", "RouteItem", "route_many"]
 
@@ -99,7 +99,7 @@ def _route(tx: Tx, items: list[RouteItem]) -> list[list[SendClaim]]:
                 for r in tx.execute(
                     "UPDATE deliveries SET state = 'routed', dropped = ?, lease_owner = NULL,"
                     " lease_until = NULL, last_error = NULL, updated_at = ?"
-                    f" WHERE lease_owner = ? AND id IN ({tx.marks(len(chunk))}) RETURNING id",
+                    f" WHERE {HELD_BY} AND id IN ({tx.marks(len(chunk))}) RETURNING id",
                     [dropped, now, owner, *chunk],
                 ).fetchall()
             )

@@ -49,6 +49,7 @@ from receiver.journal.text_index import make_text_index
 __all__ = [
     "EVENTLESS",
     "EVENT_FIELDS",
+    "HELD_BY",
     "SCHEMA_VERSION",
     "TABLES",
     "SchemaStatus",
@@ -58,6 +59,15 @@ __all__ = [
 ]
 
 log = logging.getLogger("hookdock.journal")
+
+
+HELD_BY = "COALESCE(lease_owner, '') = ?"
+"""``WHERE`` a row is leased to the owner given (never an empty string), for rows also picked
+by id.  Not ``lease_owner = ?``: the ``*_leased`` indexes keep an entry for every lease an
+owner took until a vacuum clears the old row versions, and PostgreSQL combined that index with
+the primary key, reading them all: 30,000 index entries per routing batch after 30,000
+deliveries (3.9 ms a statement instead of 0.8, growing with every delivery).  The expression
+is not the indexed column, so the rows are found by id alone."""
 
 SCHEMA_VERSION = 10
 

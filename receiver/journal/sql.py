@@ -1,7 +1,10 @@
 """``SqlJournal``: the journal's hot path and operator side over one database and its dialect.
 
 The engine-specific part is small: how to connect (``connect``), which ``Dialect``, and where
-reads run.  Writes of every kind go through one ``GroupCommitter`` thread.
+reads run.  Writes go through a ``GroupCommitter`` thread; on an engine that takes writers
+side by side (PostgreSQL) the dispatcher's writes (claims, routings, outcomes) have a second
+one, a *dispatch lane* on a connection of its own, so that exports and ingest's appends do not
+wait on each other's round trips and commits.  SQLite takes one writer at a time: one thread.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class SqlJournal(
         dialect: Dialect,
         *,
         clock: Callable[[], float] = time.time,
+        dispatch_lane: bool = False,
     ) -> None:
         self.dialect = dialect
         self._recent_events = RecentEvents()
@@ -71,14 +75,40 @@ class SqlJournal(
             single_statement=frozenset({"append"}),
             clock=clock,
         )
+        self._dispatch = self._committer
+        if dispatch_lane:
+            self._dispatch = GroupCommitter(
+                connect,
+                dialect,
+                bulk={"sent": sent_many, "route": route_many},
+                clock=clock,
+                name="journal-dispatch",
+                clock_of=self._committer,
+            )
+
+    @property
+    def _committers(self) -> list[GroupCommitter]:
+        return (
+            [self._committer]
+            if self._dispatch is self._committer
+            else [
+                self._committer,
+                self._dispatch,
+            ]
+        )
 
     def open(self) -> SqlJournal:
         """Connect (and create or migrate the schema); ``JournalError`` says what to check."""
+        started: list[GroupCommitter] = []
         try:
-            self._committer.start()
-        except JournalError:
-            raise
+            for committer in self._committers:  # the first connects (and migrates) first
+                committer.start()
+                started.append(committer)
         except Exception as exc:
+            for committer in started:
+                committer.close()
+            if isinstance(exc, JournalError):
+                raise
             raise JournalError(self._cannot_open(exc)) from exc
         return self
 
@@ -88,17 +118,25 @@ class SqlJournal(
     @property
     def stats(self) -> tuple[int, int]:
         """(commits, jobs committed): their ratio is the mean group-commit batch size."""
-        return self._committer.commits, self._committer.committed_jobs
+        committers = self._committers
+        return sum(c.commits for c in committers), sum(c.committed_jobs for c in committers)
 
     def observe_commits(self, observer: Callable[[int, float], None]) -> None:
         """Have ``observer(batch size, seconds)`` called after each commit (on its thread)."""
-        self._committer.on_commit = observer
+        for committer in self._committers:
+            committer.on_commit = observer
 
     async def _write(self, fn: Callable[[Tx], Any], *, single_statement: bool = False) -> Any:
         return await self._committer.submit(fn, single_statement=single_statement)
 
+    async def _write_dispatch(
+        self, fn: Callable[[Tx], Any], *, single_statement: bool = False
+    ) -> Any:
+        return await self._dispatch.submit(fn, single_statement=single_statement)
+
     async def _bulk(self, kind: str, item: Any) -> Any:
-        return await self._committer.submit_bulk(kind, item)
+        committer = self._committer if kind == "append" else self._dispatch
+        return await committer.submit_bulk(kind, item)
 
     async def _read(self, fn: Callable[[Tx], Any]) -> Any:
         # SQLite: on the commit thread, which owns the only connection.
@@ -108,9 +146,10 @@ class SqlJournal(
         """Until cancelled: fail waiting writes once a commit has hung for ``limit_seconds``."""
         while True:
             await asyncio.sleep(every)
-            failed = self._committer.fail_if_stalled(limit_seconds)
+            failed = sum(c.fail_if_stalled(limit_seconds) for c in self._committers)
             if failed:
                 log.error("journal stalled: failed %d waiting writes (answered 503)", failed)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._committer.close)
+        for committer in reversed(self._committers):
+            await asyncio.to_thread(committer.close)
