@@ -249,14 +249,17 @@ class Dispatcher:
                 await self._slot_free.wait()
                 continue
             self._wake.clear()
-            if time.monotonic() >= self._next_sweep:
+            sweep = time.monotonic() >= self._next_sweep
+            if sweep:
                 # Retries come due with time, and another process may requeue or resume: every
                 # poll interval each sink is worth a look, however busy the wake-ups keep us.
                 self._maybe_due.update(self.sinks)
                 self._next_sweep = time.monotonic() + self.config.poll_seconds
             room = self.config.route_concurrency - self._routing_count
             # Both claims in one group commit.
-            more, claims = await asyncio.gather(self._claim_sends(free), self._claim(room))
+            more, claims = await asyncio.gather(
+                self._claim_sends(free), self._claim(room, recent_only=not sweep)
+            )
             if claims:
                 self._track(self._routing, claims, self._route_all(claims))
             if more or (claims and len(claims) == room):
@@ -264,11 +267,13 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
 
-    async def _claim(self, room: int) -> list[Claim]:
+    async def _claim(self, room: int, *, recent_only: bool) -> list[Claim]:
         if room <= 0:
             return []
         try:
-            return await self.journal.claim(self.owner, room, self.config.lease_seconds)
+            return await self.journal.claim(
+                self.owner, room, self.config.lease_seconds, recent_only=recent_only
+            )
         except Exception as exc:
             # Expected while another process holds the journal: one line, not a trace.
             log.warning("cannot claim deliveries, trying again: %s", exc)

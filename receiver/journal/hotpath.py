@@ -89,12 +89,20 @@ def _select_claimed(tx: Tx, rows: list[Any], now: float, recent: RecentEvents) -
     return out
 
 
+RECENT_MARGIN_SECONDS = 1.0
+"""How far before the last full claim a recent one still looks: what another lane or process
+made due reads the database's clock through an offset of its own."""
+
+
 class HotPath:
     """Mixed into ``SqlJournal``; ``_write`` runs a function in the next group commit,
     ``_write_dispatch`` in the next of the dispatch lane (the same one on SQLite), where
     everything the dispatcher writes goes."""
 
     _recent_events: RecentEvents
+    _claim_from: float | None = None
+    """Set by a claim that saw every due delivery: when it ran, on the database's clock, less
+    ``RECENT_MARGIN_SECONDS``.  A ``recent_only`` claim looks only at deliveries due since."""
 
     async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
         raise NotImplementedError
@@ -124,17 +132,33 @@ class HotPath:
         result: AppendResult = await self._bulk("append", row)
         return result
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+    async def claim(
+        self, owner: str, limit: int, lease_seconds: float, *, recent_only: bool = False
+    ) -> list[Claim]:
         def work(tx: Tx) -> list[Claim]:
             now = tx.now
+            since = self._claim_from if recent_only else None
+            recent = "" if since is None else " AND next_attempt_at >= ?"
             rows = tx.execute(
                 "UPDATE deliveries SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                 " updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending'"
-                " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" AND next_attempt_at <= ?{recent} AND (lease_until IS NULL OR lease_until < ?)"
                 f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked})"
                 " RETURNING id, route, source, received_at, content_type, headers, body, attempts",
-                (owner, now + lease_seconds, now, now, now, limit),
+                (
+                    owner,
+                    now + lease_seconds,
+                    now,
+                    now,
+                    *([] if since is None else [since]),
+                    now,
+                    limit,
+                ),
             ).fetchall()
+            if since is None:
+                # Everything due was in reach: from now on, what becomes due is newer than this
+                # (a claim that filled up leaves older ones, so the next one looks at all again).
+                self._claim_from = now - RECENT_MARGIN_SECONDS if len(rows) < limit else None
             return [Claim(raw_delivery(r), r[7], now) for r in rows]
 
         claims: list[Claim] = await self._write_dispatch(work, single_statement=True)

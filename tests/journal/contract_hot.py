@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -114,6 +115,33 @@ class HotPathContract:
         # b's routing counts.
         [send] = await journal.route(again, "b", [(event(d), "s")], {"s"}, 60)
         assert send.sink == "s"
+
+    async def test_a_recent_claim_looks_only_since_the_last_full_one(
+        self, journal: SqlJournal
+    ) -> None:
+        old, new = raw(b"old"), raw(b"new")
+        await journal.append(old, "k-old")
+        [first] = await journal.claim("w", 10, 60)  # saw every due delivery: the mark is set
+        # Due again, but since long before the mark, as a lease that ran out would leave it.
+        await journal.finish(first, "w", Outcome.retry("again", at=time.time() - 3600))
+        await journal.append(new, "k-new")
+        recent = await journal.claim("w", 10, 60, recent_only=True)
+        assert [c.delivery.delivery_id for c in recent] == [new.delivery_id]
+        [swept] = await journal.claim("w", 10, 60)
+        assert swept.delivery.delivery_id == old.delivery_id
+
+    async def test_a_full_claim_that_filled_up_leaves_recent_claims_looking_at_all(
+        self, journal: SqlJournal
+    ) -> None:
+        ds = [raw(str(i).encode()) for i in range(3)]
+        for i, d in enumerate(ds):
+            await journal.append(d, f"k{i}")
+        claims = await journal.claim("w", 3, 60)
+        for c in claims:  # all three due since long ago
+            await journal.finish(c, "w", Outcome.retry("again", at=time.time() - 3600))
+        assert len(await journal.claim("w", 1, 60)) == 1  # filled up: older ones may wait
+        rest = await journal.claim("w", 10, 60, recent_only=True)
+        assert len(rest) == 2
 
     async def test_a_routing_retry_waits_until_due(self, journal: SqlJournal) -> None:
         d = raw()
