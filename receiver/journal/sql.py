@@ -85,23 +85,14 @@ class SqlJournal(
                 name="journal-dispatch",
                 clock_of=self._committer,
             )
-
-    @property
-    def _committers(self) -> list[GroupCommitter]:
-        return (
-            [self._committer]
-            if self._dispatch is self._committer
-            else [
-                self._committer,
-                self._dispatch,
-            ]
-        )
+        self._committers = list(dict.fromkeys((self._committer, self._dispatch)))
+        """Each committer once: the first connects (and migrates) first."""
 
     def open(self) -> SqlJournal:
         """Connect (and create or migrate the schema); ``JournalError`` says what to check."""
         started: list[GroupCommitter] = []
         try:
-            for committer in self._committers:  # the first connects (and migrates) first
+            for committer in self._committers:
                 committer.start()
                 started.append(committer)
         except Exception as exc:
