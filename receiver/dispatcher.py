@@ -139,6 +139,9 @@ class Dispatcher:
         self._maybe_due: set[str] = set(sinks)
         """Sinks that may have due sends nobody holds: only these are worth a claim query."""
         self._next_sweep = 0.0
+        self._claim_all = True
+        """A sweep is due for deliveries (set each poll interval, cleared once a claim that looks
+        at every due delivery has run): between sweeps claims look only at recent ones."""
         self._ingest_first = IngestFirst(config.busy_pause_seconds)
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -249,17 +252,15 @@ class Dispatcher:
                 await self._slot_free.wait()
                 continue
             self._wake.clear()
-            sweep = time.monotonic() >= self._next_sweep
-            if sweep:
+            if time.monotonic() >= self._next_sweep:
                 # Retries come due with time, and another process may requeue or resume: every
                 # poll interval each sink is worth a look, however busy the wake-ups keep us.
                 self._maybe_due.update(self.sinks)
                 self._next_sweep = time.monotonic() + self.config.poll_seconds
+                self._claim_all = True
             room = self.config.route_concurrency - self._routing_count
             # Both claims in one group commit.
-            more, claims = await asyncio.gather(
-                self._claim_sends(free), self._claim(room, recent_only=not sweep)
-            )
+            more, claims = await asyncio.gather(self._claim_sends(free), self._claim(room))
             if claims:
                 self._track(self._routing, claims, self._route_all(claims))
             if more or (claims and len(claims) == room):
@@ -267,17 +268,21 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
 
-    async def _claim(self, room: int, *, recent_only: bool) -> list[Claim]:
+    async def _claim(self, room: int) -> list[Claim]:
         if room <= 0:
-            return []
+            return []  # a sweep that is due waits for the next claim with room
+        sweep = self._claim_all
         try:
-            return await self.journal.claim(
-                self.owner, room, self.config.lease_seconds, recent_only=recent_only
+            claims = await self.journal.claim(
+                self.owner, room, self.config.lease_seconds, recent_only=not sweep
             )
         except Exception as exc:
             # Expected while another process holds the journal: one line, not a trace.
             log.warning("cannot claim deliveries, trying again: %s", exc)
             return []
+        if sweep:
+            self._claim_all = False
+        return claims
 
     async def _claim_sends(self, free: dict[str, int]) -> bool:
         """Claim due sends into the free slots; True if some sink filled up (more may wait)."""
