@@ -139,6 +139,8 @@ class Dispatcher:
         self._maybe_due: set[str] = set(sinks)
         """Sinks that may have due sends nobody holds: only these are worth a claim query."""
         self._next_sweep = 0.0
+        self._sweep_sinks: set[str] = set(sinks)
+        """Sinks due a claim that looks at all their due sends: ``_claim_all``, per sink."""
         self._claim_all = True
         """A sweep is due for deliveries (set each poll interval, cleared once a claim that looks
         at every due delivery has run): between sweeps claims look only at recent ones."""
@@ -256,6 +258,7 @@ class Dispatcher:
                 # Retries come due with time, and another process may requeue or resume: every
                 # poll interval each sink is worth a look, however busy the wake-ups keep us.
                 self._maybe_due.update(self.sinks)
+                self._sweep_sinks.update(self.sinks)
                 self._next_sweep = time.monotonic() + self.config.poll_seconds
                 self._claim_all = True
             room = self.config.route_concurrency - self._routing_count
@@ -290,10 +293,16 @@ class Dispatcher:
         if not wanted:
             return False
         try:
-            claims = await self.journal.claim_sends(self.owner, wanted, self.config.lease_seconds)
+            claims = await self.journal.claim_sends(
+                self.owner,
+                wanted,
+                self.config.lease_seconds,
+                recent_only=set(wanted) - self._sweep_sinks,
+            )
         except Exception as exc:
             log.warning("cannot claim sends, trying again: %s", exc)
             return False
+        self._sweep_sinks -= set(wanted)
         taken = Counter(c.sink for c in claims)
         for claim in claims:
             self._take_slot(claim)

@@ -264,9 +264,18 @@ class Journal(Protocol):
         ...
 
     async def claim_sends(
-        self, owner: str, limits: Mapping[str, int], lease_seconds: float
+        self,
+        owner: str,
+        limits: Mapping[str, int],
+        lease_seconds: float,
+        *,
+        recent_only: Collection[str] = (),
     ) -> list[SendClaim]:
-        """Lease due pending sends, at most ``limits[sink]`` per sink, none of a stopped sink."""
+        """Lease due pending sends, at most ``limits[sink]`` per sink, none of a stopped sink.
+
+        ``recent_only``: sinks whose claim looks only at sends due since shortly before that
+        sink's last claim that was not, if that one saw every due send: ``claim``'s rule, per
+        sink (the index of pending sends keeps old versions on PostgreSQL as well)."""
         ...
 
     async def finish_send(self, claim: SendClaim, owner: str, outcome: Outcome) -> None:

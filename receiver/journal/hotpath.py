@@ -103,6 +103,8 @@ class HotPath:
     _claim_from: float | None = None
     """Set by a claim that saw every due delivery: when it ran, on the database's clock, less
     ``RECENT_MARGIN_SECONDS``.  A ``recent_only`` claim looks only at deliveries due since."""
+    _send_claim_from: dict[str, float]
+    """The same for each sink's sends (``claim_sends``)."""
 
     async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
         raise NotImplementedError
@@ -208,24 +210,52 @@ class HotPath:
     # ------------------------------------------------------------------ sends
 
     async def claim_sends(
-        self, owner: str, limits: Mapping[str, int], lease_seconds: float
+        self,
+        owner: str,
+        limits: Mapping[str, int],
+        lease_seconds: float,
+        *,
+        recent_only: Collection[str] = (),
     ) -> list[SendClaim]:
         wanted = [(sink, n) for sink, n in limits.items() if n > 0]
 
         def work(tx: Tx) -> list[SendClaim]:
             now = tx.now
             leased: list[Any] = []
+            stopped = {r[0] for r in tx.execute("SELECT sink FROM stopped_sinks")}
             for sink, limit in wanted:
-                leased += tx.execute(
+                if sink in stopped:
+                    self._send_claim_from.pop(sink, None)  # once resumed, it looks at all
+                    continue
+                since = self._send_claim_from.get(sink) if sink in recent_only else None
+                recent = "" if since is None else " AND next_attempt_at >= ?"
+                rows = tx.execute(
                     "UPDATE sends SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                     " updated_at = ? WHERE id IN (SELECT id FROM sends WHERE sink = ?"
-                    " AND state = 'pending' AND next_attempt_at <= ?"
+                    f" AND state = 'pending' AND next_attempt_at <= ?{recent}"
                     " AND (lease_until IS NULL OR lease_until < ?)"
                     " AND NOT EXISTS (SELECT 1 FROM stopped_sinks WHERE stopped_sinks.sink = ?)"
                     f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked})"
                     " RETURNING id",
-                    (owner, now + lease_seconds, now, sink, now, now, sink, limit),
+                    (
+                        owner,
+                        now + lease_seconds,
+                        now,
+                        sink,
+                        now,
+                        *([] if since is None else [since]),
+                        now,
+                        sink,
+                        limit,
+                    ),
                 ).fetchall()
+                leased += rows
+                if since is None:
+                    # As for deliveries (``claim``), per sink.
+                    if len(rows) < limit:
+                        self._send_claim_from[sink] = now - RECENT_MARGIN_SECONDS
+                    else:
+                        self._send_claim_from.pop(sink, None)
             if not leased:
                 return []
             return _select_claimed(tx, leased, now, self._recent_events)

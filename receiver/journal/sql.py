@@ -66,6 +66,7 @@ class SqlJournal(
     ) -> None:
         self.dialect = dialect
         self._recent_events = RecentEvents()
+        self._send_claim_from = {}
         self._committer = GroupCommitter(
             connect,
             dialect,

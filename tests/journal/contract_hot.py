@@ -143,6 +143,39 @@ class HotPathContract:
         rest = await journal.claim("w", 10, 60, recent_only=True)
         assert len(rest) == 2
 
+    async def test_a_recent_send_claim_looks_only_since_the_sinks_last_full_one(
+        self, journal: SqlJournal
+    ) -> None:
+        old, _ = await routed(journal, ["s", "t"])
+        [first] = await journal.claim_sends("w", {"s": 10}, 60)  # saw all of s: marked
+        await journal.finish_send(first, "w", Outcome.retry("again", at=time.time() - 3600))
+        new, _ = await routed(journal, ["s", "t"])
+        recent = await journal.claim_sends("w", {"s": 10, "t": 10}, 60, recent_only={"s", "t"})
+        # s looks only since its mark; t has none yet, so it looks at all.
+        assert sorted((c.sink, c.delivery_id) for c in recent) == sorted(
+            [("s", new.delivery_id), ("t", old.delivery_id), ("t", new.delivery_id)]
+        )
+        [swept] = await journal.claim_sends("w", {"s": 10}, 60)
+        assert (swept.sink, swept.delivery_id) == ("s", old.delivery_id)
+
+    async def test_a_send_claim_that_filled_up_or_met_a_stopped_sink_leaves_no_mark(
+        self, journal: SqlJournal
+    ) -> None:
+        for _ in range(3):
+            await routed(journal, ["s"])
+        for c in await journal.claim_sends("w", {"s": 10}, 60):  # all three due long ago
+            await journal.finish_send(c, "w", Outcome.retry("again", at=time.time() - 3600))
+        assert len(await journal.claim_sends("w", {"s": 1}, 60)) == 1  # filled up
+        assert len(await journal.claim_sends("w", {"s": 10}, 60, recent_only={"s"})) == 2
+        d, _ = await routed(journal, ["h"])
+        [h] = await journal.claim_sends("w", {"h": 10}, 60)  # saw all of h: marked
+        await journal.finish_send(h, "w", Outcome.retry("again", at=time.time() - 3600))
+        await journal.stop_sink("h", "maintenance")
+        assert await journal.claim_sends("w", {"h": 10}, 60) == []  # saw nothing: no mark
+        assert await journal.resume_sink("h") is True
+        [again] = await journal.claim_sends("w", {"h": 10}, 60, recent_only={"h"})
+        assert again.delivery_id == d.delivery_id
+
     async def test_a_routing_retry_waits_until_due(self, journal: SqlJournal) -> None:
         d = raw()
         await journal.append(d, "k")

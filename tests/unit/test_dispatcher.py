@@ -239,6 +239,42 @@ async def test_retries_go_out_while_new_deliveries_keep_waking_the_dispatcher() 
     await dispatcher.stop(1)
 
 
+async def test_a_send_left_by_a_lapsed_lease_goes_out_while_new_deliveries_keep_coming() -> None:
+    clock = Clock()
+    sink = RecordingSink()
+    dispatcher, journal = make([("s", sink)], clock)
+    first = delivery("first")
+    await journal.append(first, first.delivery_id)
+    # Another worker routed it and died holding the send: due since long ago once it lapses.
+    [claim] = await journal.claim("gone", 1, 60)
+    [event] = TextDocumentSource().normalize(first)
+    assert len(await journal.route(claim, "gone", [(event, "s")], {"s"}, 300)) == 1
+    clock.now += 100
+    await dispatcher.start()
+    second = delivery("second")
+    await journal.append(second, second.delivery_id)
+    dispatcher.wake()
+    await until(lambda: second.event_id(0) in sink.events)  # recent claims are marked by now
+    clock.now += 201  # the dead worker's lease lapses
+
+    async def stream() -> None:
+        # Recent claims alone would never see it: the sweeps every poll interval must.
+        for i in range(5000):
+            d = delivery(f"t{i}")
+            await journal.append(d, d.delivery_id)
+            dispatcher.wake()
+            await asyncio.sleep(0.001)
+
+    streaming = asyncio.create_task(stream())
+    try:
+        await until(lambda: first.event_id(0) in sink.events, within=3)
+    finally:
+        streaming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await streaming
+    await dispatcher.stop(1)
+
+
 async def test_a_slow_sink_does_not_take_a_healthy_sinks_slots() -> None:
     slow, good = GatedSink(), RecordingSink()
     dispatcher, journal = make([("slow", slow), ("good", good)], concurrency=2)
