@@ -315,6 +315,37 @@ async def test_a_failing_job_undoes_only_itself_in_a_batch_without_savepoints(
         await journal._write(clear)
 
 
+async def test_the_queue_tables_are_vacuumed_by_dead_rows_not_by_a_share_of_the_table(
+    journals: Callable[[], PostgresJournal], pg_dsn: str, pg_schema: str
+) -> None:
+    journal = journals()
+    await journal.append(raw(), "k")  # opened, so migrated
+
+    def options(conn: psycopg.Connection[Any], table: str) -> list[str]:
+        row = conn.execute(
+            "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (pg_schema, table),
+        ).fetchone()
+        assert row is not None
+        return sorted(row[0] or [])
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        wanted = ["autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=10000"]
+        assert options(conn, "deliveries") == options(conn, "sends") == wanted
+        assert options(conn, "attempts") == []
+        # An operator's own setting is theirs: a journal opened again leaves it.
+        conn.execute(
+            f'ALTER TABLE "{pg_schema}".sends RESET (autovacuum_vacuum_threshold,'
+            " autovacuum_vacuum_scale_factor)"
+        )
+        conn.execute(f'ALTER TABLE "{pg_schema}".sends SET (autovacuum_vacuum_threshold = 5)')
+    again = journals()
+    await again.append(raw(b"2"), "k2")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert options(conn, "sends") == ["autovacuum_vacuum_threshold=5"]
+
+
 async def test_free_text_search_goes_through_a_trigram_index(
     journals: Callable[[], PostgresJournal], pg_dsn: str, pg_schema: str
 ) -> None:
