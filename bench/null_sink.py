@@ -20,10 +20,11 @@ class NullSinkConfig(BaseModel):
 
 class NullSink:
     config_model = NullSinkConfig
-    default_concurrency: ClassVar[int] = 64
+    default_concurrency: ClassVar[int] = 256
     """The folder sink's slots: a sink that waits on nothing is never what a drain waits for,
     and with the dispatcher's 16 a drain on PostgreSQL measured the slots (2,015 events/s
-    against 3,005 with 64, the same run's minutes), not the journal and the dispatcher."""
+    against 3,005 with 64, the same run's minutes), not the journal and the dispatcher; with
+    64 against 256, 4,493 against 5,368."""
 
     def __init__(self, config: NullSinkConfig) -> None:
         self.config = config

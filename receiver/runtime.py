@@ -27,6 +27,7 @@ from receiver.fetch import Fetcher
 from receiver.journal import SqliteConfig, SqlJournal, make_journal
 from receiver.metrics import Metrics
 from receiver.named_jobs import NamedJob, NamedJobs
+from receiver.open_files import raise_open_files_limit
 from receiver.operator import Operator
 from receiver.ops_webhooks import OpsWebhooks
 from receiver.plugins import Plugins, close_sinks, load_plugins
@@ -210,6 +211,7 @@ class Runtime:
         return targets
 
     async def start(self) -> None:
+        raise_open_files_limit()
         self.journal.observe_commits(self.metrics.committed)
         if self.config.alerts.urls:
             self.alerts = OpsWebhooks(self.config.alerts, self.metrics)

@@ -66,7 +66,7 @@ class _Batch:
     files: list[_File]
     folders: dict[Folder, ParentDir] = field(default_factory=dict)
     """Every folder the batch opened, each level once."""
-    made: list[int] = field(default_factory=list)
+    made: dict[Folder, int] = field(default_factory=dict)
     """Descriptors of folders that got a new folder in them: their entry must be synced too."""
     synced: asyncio.Future[BaseException | None] | None = None
     """Done when the batch's writes and fsyncs are over: with why its folders are not known
@@ -197,7 +197,7 @@ class BatchWriter:
                 self._close(f)
             for folder in batch.folders.values():
                 folder.close()
-            for fd in batch.made:
+            for fd in batch.made.values():
                 os.close(fd)
 
     @staticmethod
@@ -285,7 +285,7 @@ class BatchWriter:
         folder, fsync'd once; should one fail, no file of the batch counts as durable."""
         named = {id(f.folder): f.folder.fd for f in batch.files if f.named and f.folder}
         unique: dict[tuple[int, int], int] = {}
-        for fd in [*named.values(), *batch.made]:
+        for fd in [*named.values(), *batch.made.values()]:
             st = os.fstat(fd)
             unique.setdefault((st.st_dev, st.st_ino), fd)
         return next((e for e in self._fsync_all(list(unique.values())).values() if e), None)

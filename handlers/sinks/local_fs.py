@@ -64,11 +64,13 @@ class ParentDir:
         relative: PurePosixPath,
         *,
         create: bool = True,
-        made: list[int] | None = None,
+        made: dict[tuple[str, ...], int] | None = None,
         above: ParentDir | None = None,
     ) -> None:
         """``made``: gets a descriptor (the caller closes it) of each folder in which a folder
-        was created, so that the caller can fsync the new entries.  ``above``: an open folder
+        was created, by its names under the root, once each (a batch making a folder per task
+        in one folder holds one descriptor of it, not one per task), so that the caller can
+        fsync the new entries.  ``above``: an open folder
         on the way (the folder of ``relative``'s parent's parent, say), to go on from instead
         of from the root: a writer opening many folders side by side opens each level once."""
         self.root = root
@@ -119,7 +121,9 @@ class ParentDir:
         with contextlib.suppress(FileExistsError):
             os.mkdir(name, 0o755, dir_fd=fd)
         if self._made is not None:
-            self._made.append(os.dup(fd))
+            holder = self.relative.parts[: depth - 1]
+            if holder not in self._made:
+                self._made[holder] = os.dup(fd)
         self.created = True
         try:
             return os.open(name, _DIR, dir_fd=fd)

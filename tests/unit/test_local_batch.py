@@ -117,13 +117,15 @@ def test_a_folder_knows_whether_this_opening_made_it(tmp_path: Path) -> None:
     (tmp_path / "old").mkdir()
     with ParentDir(tmp_path, PurePosixPath("old/f")) as old:
         assert not old.created
-    made: list[int] = []
+    made: dict[tuple[str, ...], int] = {}
     with ParentDir(tmp_path, PurePosixPath("new/deeper/f"), made=made) as new:
         assert new.created
         assert (tmp_path / "new" / "deeper").is_dir()
-    # The root got "new", "new" got "deeper": both entries to sync.
-    assert len(made) == 2
-    for fd in made:
+    with ParentDir(tmp_path, PurePosixPath("new/other/f"), made=made):
+        pass
+    # The root got "new", "new" got "deeper" and "other": each folder to sync once.
+    assert sorted(made) == [(), ("new",)]
+    for fd in made.values():
         os.close(fd)
 
 
