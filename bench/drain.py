@@ -176,7 +176,8 @@ def run_engine(engine: str, args: argparse.Namespace, work: Path) -> list[list[s
             loop_root = work / f"loop-{secrets.token_hex(3)}"
             create_cost = create_cost_us(loop_root / "create-probe")
             ceiling = plain_loop(loop_root, args.deliveries, fsync)
-            shutil.rmtree(loop_root, ignore_errors=True)
+            # Left until the end, with the rest of ``work``: on a journal-less ext4 deleting
+            # its files now would make the next drain's creations dearer (``work_folder``).
             what = f"folder sink, fsync {'on' if fsync else 'off'}"
             ratio = _ratio(drain.rate, ceiling)
             rows.append(

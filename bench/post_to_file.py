@@ -307,6 +307,14 @@ def main() -> int:
         " cost of making inodes",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--defer-cleanup",
+        type=Path,
+        metavar="LIST",
+        help="add the folders to delete to LIST instead of deleting them (a ladder of runs"
+        " deletes them at its end: on a journal-less ext4 a deletion makes the next half"
+        " minute's file creations dearer, see common.work_folder)",
+    )
     args = parser.parse_args()
 
     if not HAVE_AIOHTTP:
@@ -385,9 +393,13 @@ def main() -> int:
         if args.keep:
             print(f"kept {work}" + (f" and {exports_elsewhere}" if exports_elsewhere else ""))
         else:
-            shutil.rmtree(work, ignore_errors=True)
-            if exports_elsewhere is not None:
-                shutil.rmtree(exports_elsewhere, ignore_errors=True)
+            folders = [work, *([exports_elsewhere] if exports_elsewhere is not None else [])]
+            if args.defer_cleanup is not None:
+                with args.defer_cleanup.open("a", encoding="utf-8") as listing:
+                    listing.writelines(f"{folder}\n" for folder in folders)
+            else:
+                for folder in folders:
+                    shutil.rmtree(folder, ignore_errors=True)
             if pg is not None:
                 drop_pg_schema(pg)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 
 def run_one(
-    engine: str, rate: float, seconds: float, extra: list[str]
+    engine: str, rate: float, seconds: float, extra: list[str], trash: Path
 ) -> dict[str, float | None] | None:
     with tempfile.TemporaryDirectory(prefix="hookdock-bench-rate-") as folder:
         summary = Path(folder) / "summary.json"
@@ -45,6 +46,9 @@ def run_one(
             str(max(60.0, seconds * 2)),
             "--summary",
             str(summary),
+            # Deleted once the ladder is done: a run's deletions would tax the next rung.
+            "--defer-cleanup",
+            str(trash),
             *(["--postgres"] if engine == "postgres" else []),
             *extra,
         ]
@@ -75,10 +79,29 @@ def main() -> int:
     rates = [float(r) for r in args.rates.split(",")]
     rows: list[list[str]] = []
     best: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory(prefix="hookdock-bench-ladder-") as ladder:
+        trash = Path(ladder) / "to-delete"
+        try:
+            ladder_rows(args, rates, rows, best, trash)
+        finally:
+            if trash.exists():
+                for line in trash.read_text(encoding="utf-8").splitlines():
+                    shutil.rmtree(line, ignore_errors=True)
+    report(args, rows, best)
+    return 0
+
+
+def ladder_rows(
+    args: argparse.Namespace,
+    rates: list[float],
+    rows: list[list[str]],
+    best: dict[str, float | None],
+    trash: Path,
+) -> None:
     for engine in args.engines.split(","):
         best[engine] = None
         for rate in rates:
-            figures = run_one(engine, rate, args.seconds, args.extra)
+            figures = run_one(engine, rate, args.seconds, args.extra, trash)
             if figures is None:
                 rows.append([engine, f"{rate:g}", "-", "-", "-", "-", "-", "-", "-", "failed"])
                 continue
@@ -101,6 +124,9 @@ def main() -> int:
             ]
             rows.append(row)
             print("  " + " ".join(row), flush=True)
+
+
+def report(args: argparse.Namespace, rows: list[list[str]], best: dict[str, float | None]) -> None:
     print()
     print(
         f"POST to file at a sustained rate, {args.seconds:g} s of sending per rate"
@@ -112,7 +138,6 @@ def main() -> int:
     for engine, highest in best.items():
         shown = "none of the rates" if highest is None else f"{highest:g}/s"
         print(f"{engine}: highest sustained rate with p99 under {args.limit_ms:g} ms: {shown}")
-    return 0
 
 
 if __name__ == "__main__":
