@@ -204,25 +204,13 @@ async def test_fan_out_with_one_failing_sink() -> None:
     assert (await journal.counts())[DeliveryState.DONE] == 5
 
 
-async def test_retries_go_out_while_new_deliveries_keep_waking_the_dispatcher() -> None:
-    clock = Clock()
-    sink = RecordingSink()
-    sink.fail_next = 1
-    dispatcher, journal = make([("s", sink)], clock)
-    first = delivery("first")
-    await journal.append(first, first.delivery_id)
-    await dispatcher.start()
-    await until(lambda: sink.calls == 1)
-
-    async def released() -> bool:
-        return all(s.lease_owner is None for s in await sends_to(journal, "s"))
-
-    await until(released)
-    clock.now += 11  # the retry is due
+async def delivered_while_deliveries_stream_in(
+    dispatcher: Dispatcher, journal: MemoryJournal, sink: RecordingSink, first: RawDelivery
+) -> None:
+    """Wait for ``first``'s event to reach ``sink`` while new deliveries wake the dispatcher
+    far more often than it polls, for as long as it takes; then stop the dispatcher."""
 
     async def stream() -> None:
-        # New deliveries wake the dispatcher far more often than it polls, for as long as it
-        # takes: it never waits out a whole poll interval.
         for i in range(5000):
             d = delivery(f"t{i}")
             await journal.append(d, d.delivery_id)
@@ -237,6 +225,24 @@ async def test_retries_go_out_while_new_deliveries_keep_waking_the_dispatcher() 
         with contextlib.suppress(asyncio.CancelledError):
             await streaming
     await dispatcher.stop(1)
+
+
+async def test_retries_go_out_while_new_deliveries_keep_waking_the_dispatcher() -> None:
+    clock = Clock()
+    sink = RecordingSink()
+    sink.fail_next = 1
+    dispatcher, journal = make([("s", sink)], clock)
+    first = delivery("first")
+    await journal.append(first, first.delivery_id)
+    await dispatcher.start()
+    await until(lambda: sink.calls == 1)
+
+    async def released() -> bool:
+        return all(s.lease_owner is None for s in await sends_to(journal, "s"))
+
+    await until(released)
+    clock.now += 11  # the retry is due: it never waits out a whole poll interval
+    await delivered_while_deliveries_stream_in(dispatcher, journal, sink, first)
 
 
 async def test_a_send_left_by_a_lapsed_lease_goes_out_while_new_deliveries_keep_coming() -> None:
@@ -256,23 +262,8 @@ async def test_a_send_left_by_a_lapsed_lease_goes_out_while_new_deliveries_keep_
     dispatcher.wake()
     await until(lambda: second.event_id(0) in sink.events)  # recent claims are marked by now
     clock.now += 201  # the dead worker's lease lapses
-
-    async def stream() -> None:
-        # Recent claims alone would never see it: the sweeps every poll interval must.
-        for i in range(5000):
-            d = delivery(f"t{i}")
-            await journal.append(d, d.delivery_id)
-            dispatcher.wake()
-            await asyncio.sleep(0.001)
-
-    streaming = asyncio.create_task(stream())
-    try:
-        await until(lambda: first.event_id(0) in sink.events, within=3)
-    finally:
-        streaming.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await streaming
-    await dispatcher.stop(1)
+    # Recent claims alone would never see it: the sweeps every poll interval must.
+    await delivered_while_deliveries_stream_in(dispatcher, journal, sink, first)
 
 
 async def test_a_slow_sink_does_not_take_a_healthy_sinks_slots() -> None:
