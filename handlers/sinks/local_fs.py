@@ -70,9 +70,9 @@ class ParentDir:
         """``made``: gets a descriptor (the caller closes it) of each folder in which a folder
         was created, by its names under the root, once each (a batch making a folder per task
         in one folder holds one descriptor of it, not one per task), so that the caller can
-        fsync the new entries.  ``above``: an open folder
-        on the way (the folder of ``relative``'s parent's parent, say), to go on from instead
-        of from the root: a writer opening many folders side by side opens each level once."""
+        fsync the new entries.  ``above``: an open folder on the way (the folder of
+        ``relative``'s parent's parent, say), to go on from instead of from the root: a writer
+        opening many folders side by side opens each level once."""
         self.root = root
         self.relative = relative
         self._made = made

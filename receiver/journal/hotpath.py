@@ -94,6 +94,14 @@ RECENT_MARGIN_SECONDS = 1.0
 made due reads the database's clock through an offset of its own."""
 
 
+def recent_mark(found: int, limit: int, now: float) -> float | None:
+    """What a claim that looked at every due row leaves for the recent claims after it: if it
+    found fewer than its limit, everything due was in reach, and from ``now`` on what becomes
+    due is newer than this (less the margin); one that filled up leaves older ones due, so the
+    next claim looks at all again (None)."""
+    return now - RECENT_MARGIN_SECONDS if found < limit else None
+
+
 class HotPath:
     """Mixed into ``SqlJournal``; ``_write`` runs a function in the next group commit,
     ``_write_dispatch`` in the next of the dispatch lane (the same one on SQLite), where
@@ -158,9 +166,7 @@ class HotPath:
                 ),
             ).fetchall()
             if since is None:
-                # Everything due was in reach: from now on, what becomes due is newer than this
-                # (a claim that filled up leaves older ones, so the next one looks at all again).
-                self._claim_from = now - RECENT_MARGIN_SECONDS if len(rows) < limit else None
+                self._claim_from = recent_mark(len(rows), limit, now)
             return [Claim(raw_delivery(r), r[7], now) for r in rows]
 
         claims: list[Claim] = await self._write_dispatch(work, single_statement=True)
@@ -251,11 +257,10 @@ class HotPath:
                 ).fetchall()
                 leased += rows
                 if since is None:
-                    # As for deliveries (``claim``), per sink.
-                    if len(rows) < limit:
-                        self._send_claim_from[sink] = now - RECENT_MARGIN_SECONDS
-                    else:
+                    if (mark := recent_mark(len(rows), limit, now)) is None:
                         self._send_claim_from.pop(sink, None)
+                    else:
+                        self._send_claim_from[sink] = mark
             if not leased:
                 return []
             return _select_claimed(tx, leased, now, self._recent_events)

@@ -128,7 +128,8 @@ for each old version until a vacuum: each sweep of due work reads them all (``cl
 
 def _queue_vacuum(conn: psycopg.Connection[Any]) -> None:
     """Give ``deliveries`` and ``sends`` ``QUEUE_VACUUM``, unless an autovacuum setting of
-    the operator's own is there already."""
+    the operator's own is there already.  A role that may not alter them (it does not own
+    them) runs all the same, and one line says what to ask the tables' owner for."""
     rows = conn.execute(
         "SELECT relname, reloptions FROM pg_class"
         " WHERE relnamespace = current_schema()::regnamespace"
@@ -138,9 +139,18 @@ def _queue_vacuum(conn: psycopg.Connection[Any]) -> None:
     for table, reloptions in rows:
         if any(o.startswith("autovacuum_vacuum_") for o in reloptions or ()):
             continue
-        with conn.transaction():
-            conn.execute(_MIGRATION_LOCK)
-            conn.execute(f"ALTER TABLE {table} SET ({options})")
+        statement = f"ALTER TABLE {table} SET ({options})"
+        try:
+            with conn.transaction():
+                conn.execute(_MIGRATION_LOCK)
+                conn.execute(statement)
+        except psycopg.Error as exc:
+            log.warning(
+                "journal: %s is vacuumed on PostgreSQL's defaults (%s); ask its owner to run %s",
+                table,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                statement,
+            )
 
 
 def describe_dsn(dsn: str) -> str:

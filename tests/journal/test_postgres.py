@@ -4,13 +4,16 @@ database at once, the database's clock, connection errors, and ``hookdock journa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from handlers.event import RawDelivery
 from receiver.cli import main
@@ -344,6 +347,41 @@ async def test_the_queue_tables_are_vacuumed_by_dead_rows_not_by_a_share_of_the_
     await again.append(raw(b"2"), "k2")
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert options(conn, "sends") == ["autovacuum_vacuum_threshold=5"]
+
+
+async def test_a_role_that_may_not_alter_the_tables_runs_and_says_what_to_ask_for(
+    pg_dsn: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await PostgresJournal(pg_dsn, schema=pg_schema).open().close()  # made by their owner
+    role = f"hookdock_dml_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(
+            f'ALTER TABLE "{pg_schema}".deliveries'
+            " RESET (autovacuum_vacuum_threshold, autovacuum_vacuum_scale_factor)"
+        )
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}"')
+        admin.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA "{pg_schema}" TO "{role}"')
+        admin.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA "{pg_schema}" TO "{role}"')
+    try:
+        journal = PostgresJournal(make_conninfo(pg_dsn, user=role), schema=pg_schema)
+        with caplog.at_level(logging.WARNING, logger="hookdock.journal"):
+            journal.open()
+        try:
+            d = raw()
+            assert (await journal.append(d, "k")).delivery_id == d.delivery_id
+        finally:
+            await journal.close()
+        [line] = [r.getMessage() for r in caplog.records if "vacuumed" in r.getMessage()]
+        assert line.startswith("journal: deliveries is vacuumed on PostgreSQL's defaults (")
+        assert line.endswith(
+            "ask its owner to run ALTER TABLE deliveries SET"
+            " (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)"
+        )
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 async def test_free_text_search_goes_through_a_trigram_index(
