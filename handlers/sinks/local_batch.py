@@ -282,12 +282,13 @@ class BatchWriter:
 
     def _sync_folders(self, batch: _Batch) -> OSError | None:
         """Each folder that got (or already had) a name of the batch, and each that got a new
-        folder, fsync'd once; should one fail, no file of the batch counts as durable."""
-        named = {id(f.folder): f.folder.fd for f in batch.files if f.named and f.folder}
-        unique: dict[tuple[int, int], int] = {}
-        for fd in [*named.values(), *batch.made.values()]:
-            st = os.fstat(fd)
-            unique.setdefault((st.st_dev, st.st_ino), fd)
+        folder, fsync'd once; should one fail, no file of the batch counts as durable.  Told
+        apart by their names under the root (no link is followed on the way, so two names are
+        two folders; a file system that ignores case at worst syncs one twice)."""
+        unique = dict(batch.made)
+        for f in batch.files:
+            if f.named and f.folder is not None:
+                unique.setdefault(f.folder.relative.parts[:-1], f.folder.fd)
         return next((e for e in self._fsync_all(list(unique.values())).values() if e), None)
 
 

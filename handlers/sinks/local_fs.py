@@ -84,19 +84,24 @@ class ParentDir:
     def _open(self, create: bool, above: ParentDir | None) -> int:
         start = 0
         if above is not None:
+            # Gone on from without a copy of its descriptor: ``above`` stays open, and every
+            # system call here hands the interpreter's lock over and back (a writer thread makes
+            # hundreds of folders a second beside the event loop).
             start = len(above.relative.parts) - 1
-            fd = os.dup(above.fd)
+            fd, owned = above.fd, False
         else:
-            fd = self._open_root(create)
+            fd, owned = self._open_root(create), True
         try:
             for depth, name in enumerate(self.relative.parts[start:-1], start=start + 1):
                 child = self._child(fd, name, depth, create)
-                os.close(fd)
-                fd = child
+                if owned:
+                    os.close(fd)
+                fd, owned = child, True
         except BaseException:
-            os.close(fd)
+            if owned:
+                os.close(fd)
             raise
-        return fd
+        return fd if owned else os.dup(fd)
 
     def _open_root(self, create: bool) -> int:
         try:
