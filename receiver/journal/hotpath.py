@@ -15,7 +15,7 @@ from receiver.journal.base import AppendResult, Claim, Outcome, SendClaim
 from receiver.journal.bulk import record_attempts, record_send_attempts
 from receiver.journal.dialect import Tx
 from receiver.journal.recent_events import RecentEvents
-from receiver.journal.route_bulk import EVENT_INSERT, EVENT_VALUES, RouteItem
+from receiver.journal.route_bulk import EVENT_INSERT, EVENT_VALUES, RouteItem, stopped_now
 from receiver.journal.rules import routing_transition, send_transition
 from receiver.journal.schema import HELD_BY, event_columns
 
@@ -102,6 +102,11 @@ def recent_mark(found: int, limit: int, now: float) -> float | None:
     return now - RECENT_MARGIN_SECONDS if found < limit else None
 
 
+def since_clause(since: float | None) -> tuple[str, tuple[float, ...]]:
+    """The condition (and its parameter) a recent claim adds: due since ``since``, if any."""
+    return ("", ()) if since is None else (" AND next_attempt_at >= ?", (since,))
+
+
 class HotPath:
     """Mixed into ``SqlJournal``; ``_write`` runs a function in the next group commit,
     ``_write_dispatch`` in the next of the dispatch lane (the same one on SQLite), where
@@ -111,7 +116,7 @@ class HotPath:
     _claim_from: float | None = None
     """Set by a claim that saw every due delivery: when it ran, on the database's clock, less
     ``RECENT_MARGIN_SECONDS``.  A ``recent_only`` claim looks only at deliveries due since."""
-    _send_claim_from: dict[str, float]
+    _send_claim_from: dict[str, float | None]
     """The same for each sink's sends (``claim_sends``)."""
 
     async def _write(self, fn: Any, *, single_statement: bool = False) -> Any:
@@ -148,22 +153,14 @@ class HotPath:
         def work(tx: Tx) -> list[Claim]:
             now = tx.now
             since = self._claim_from if recent_only else None
-            recent = "" if since is None else " AND next_attempt_at >= ?"
+            recent, since_args = since_clause(since)
             rows = tx.execute(
                 "UPDATE deliveries SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                 " updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending'"
                 f" AND next_attempt_at <= ?{recent} AND (lease_until IS NULL OR lease_until < ?)"
                 f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked})"
                 " RETURNING id, route, source, received_at, content_type, headers, body, attempts",
-                (
-                    owner,
-                    now + lease_seconds,
-                    now,
-                    now,
-                    *([] if since is None else [since]),
-                    now,
-                    limit,
-                ),
+                (owner, now + lease_seconds, now, now, *since_args, now, limit),
             ).fetchall()
             if since is None:
                 self._claim_from = recent_mark(len(rows), limit, now)
@@ -228,39 +225,27 @@ class HotPath:
         def work(tx: Tx) -> list[SendClaim]:
             now = tx.now
             leased: list[Any] = []
-            stopped = {r[0] for r in tx.execute("SELECT sink FROM stopped_sinks")}
+            # None of a stopped sink; its claim, which would see nothing whatever is due,
+            # leaves no mark, so that once resumed it looks at all.
+            stopped = stopped_now(tx)
             for sink, limit in wanted:
                 if sink in stopped:
-                    self._send_claim_from.pop(sink, None)  # once resumed, it looks at all
+                    self._send_claim_from[sink] = None
                     continue
                 since = self._send_claim_from.get(sink) if sink in recent_only else None
-                recent = "" if since is None else " AND next_attempt_at >= ?"
+                recent, since_args = since_clause(since)
                 rows = tx.execute(
                     "UPDATE sends SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
                     " updated_at = ? WHERE id IN (SELECT id FROM sends WHERE sink = ?"
                     f" AND state = 'pending' AND next_attempt_at <= ?{recent}"
                     " AND (lease_until IS NULL OR lease_until < ?)"
-                    " AND NOT EXISTS (SELECT 1 FROM stopped_sinks WHERE stopped_sinks.sink = ?)"
                     f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked})"
                     " RETURNING id",
-                    (
-                        owner,
-                        now + lease_seconds,
-                        now,
-                        sink,
-                        now,
-                        *([] if since is None else [since]),
-                        now,
-                        sink,
-                        limit,
-                    ),
+                    (owner, now + lease_seconds, now, sink, now, *since_args, now, limit),
                 ).fetchall()
                 leased += rows
                 if since is None:
-                    if (mark := recent_mark(len(rows), limit, now)) is None:
-                        self._send_claim_from.pop(sink, None)
-                    else:
-                        self._send_claim_from[sink] = mark
+                    self._send_claim_from[sink] = recent_mark(len(rows), limit, now)
             if not leased:
                 return []
             return _select_claimed(tx, leased, now, self._recent_events)

@@ -24,7 +24,7 @@ from receiver.journal.committer import JobFailed, connection_broken
 from receiver.journal.dialect import Tx
 from receiver.journal.schema import EVENT_FIELDS, HELD_BY, event_columns
 
-__all__ = ["EVENT_INSERT", "EVENT_VALUES", "RouteItem", "route_many"]
+__all__ = ["EVENT_INSERT", "EVENT_VALUES", "RouteItem", "route_many", "stopped_now"]
 
 EVENT_INSERT = ", ".join(("id", "delivery_id", "position", "body", *EVENT_FIELDS))
 EVENT_VALUES = "(" + ", ".join("?" * (4 + len(EVENT_FIELDS))) + ")"
@@ -85,6 +85,11 @@ def _chunks(rows: Sequence[Any], per_row: int, tx: Tx) -> Iterator[Sequence[Any]
         yield rows[start : start + step]
 
 
+def stopped_now(tx: Tx) -> set[str]:
+    """The sinks stopped now: nothing of theirs is leased, whether routed or claimed."""
+    return {r[0] for r in tx.execute("SELECT sink FROM stopped_sinks")}
+
+
 def _route(tx: Tx, items: list[RouteItem]) -> list[list[SendClaim]]:
     now = tx.now
     routed: set[str] = set()
@@ -120,7 +125,7 @@ def _route(tx: Tx, items: list[RouteItem]) -> list[list[SendClaim]]:
         )
     leased: dict[tuple[str, str, str], int] = {}
     if any(item.pairs for item in mine):
-        stopped = {r[0] for r in tx.execute("SELECT sink FROM stopped_sinks")}
+        stopped = stopped_now(tx)
         sends: list[tuple[Any, ...]] = []
         for item in mine:
             for event_id, sink in item.pairs:
