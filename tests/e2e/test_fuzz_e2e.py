@@ -152,11 +152,13 @@ def _body(rng: random.Random, number: int, notes: list[str]) -> bytes:
 
 def _path(rng: random.Random, notes: list[str]) -> str:
     token = CREDS.url_token
+    # The token is random: a fixed last character would be the right one once in 64 runs.
+    wrong = token[:-1] + ("Y" if token.endswith("X") else "X")
     path = rng.choices(
         [
             f"/hooks/{ROUTE_NONE}",
             f"/hooks/{SD_ROUTES['text_document']}/{token}",
-            f"/hooks/{SD_ROUTES['text_document']}/{token[:-1]}X",
+            f"/hooks/{SD_ROUTES['text_document']}/{wrong}",
             f"/hooks/{SD_ROUTES['transcript_file']}/{token}",
             f"/hooks/{SD_ROUTES['text_document']}?token={token}",
             "/hooks/nope",
@@ -168,7 +170,7 @@ def _path(rng: random.Random, notes: list[str]) -> str:
         ],
         weights=[45, 20, 3, 5, 3, 2, 2, 1, 1, 1, 2],
     )[0]
-    notes.append(path.replace(token, "TOKEN"))
+    notes.append(path.replace(token, "TOKEN").replace(wrong, "WRONG-TOKEN"))
     return path
 
 
