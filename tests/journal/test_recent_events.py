@@ -64,3 +64,24 @@ def test_the_oldest_events_make_room() -> None:
     assert recent.take(events[0].event_id, orjson.dumps(events[0].event_id)) is None
     assert recent.take(events[2].event_id, b"other bytes") is None
     assert recent.take(events[1].event_id, orjson.dumps(events[1].event_id)) is events[1]
+
+
+def test_large_events_make_room_by_their_bytes() -> None:
+    recent = RecentEvents(capacity=100, max_bytes=250)
+    d = raw(b"x")
+    events = [event(d, i) for i in range(4)]
+    bodies = [bytes([65 + i]) * 100 for i in range(4)]
+    for e, body in zip(events[:3], bodies[:3], strict=True):
+        recent.remember(e, body)
+    # Three of 100 bytes pass 250: the oldest went.
+    assert len(recent) == 2
+    assert recent.take(events[0].event_id, bodies[0]) is None
+    assert recent.take(events[1].event_id, bodies[1]) is events[1]
+    # One larger than the whole budget is not kept, and pushes nothing out.
+    recent.remember(events[3], b"y" * 251)
+    assert recent.take(events[3].event_id, b"y" * 251) is None
+    assert recent.take(events[2].event_id, bodies[2]) is events[2]
+    # What was taken gave its bytes back: two more fit again.
+    recent.remember(events[0], bodies[0])
+    recent.remember(events[1], bodies[1])
+    assert len(recent) == 2
