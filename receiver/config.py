@@ -131,9 +131,13 @@ class DispatcherConfig(_Model):
     """Run the dispatcher inside ``hookdock serve``; turn off when ``hookdock worker`` runs it."""
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
     """Each sink's slots unless the sink (or its plugin) says otherwise."""
-    route_concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
+    route_concurrency: Annotated[int, Field(ge=1, le=4096)] = 256
     """Deliveries routed at once.  Routing is hookdock's own work (no destination to spare),
     and the routings in flight are written together, one group commit for them all."""
+    route_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * MiB)] = 64 * MiB
+    """Body bytes routed at once: a claim takes up to ``route_concurrency`` deliveries whose
+    bodies add up to no more than this (always one, whatever its size), so that deliveries
+    of small bodies are routed many at a time and large ones fewer, in bounded memory."""
     lease_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
     poll_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
     busy_requests: Annotated[int, Field(ge=0, le=100_000)] = 32

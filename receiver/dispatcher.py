@@ -169,6 +169,10 @@ class Dispatcher:
     def _routing_count(self) -> int:
         return sum(len(claims) for claims in self._routing.values())
 
+    @property
+    def _routing_bytes(self) -> int:
+        return sum(len(c.delivery.body) for claims in self._routing.values() for c in claims)
+
     def wake(self) -> None:
         """Look for work now rather than at the next poll (called after each new delivery)."""
         self._wake.set()
@@ -262,8 +266,11 @@ class Dispatcher:
                 self._next_sweep = time.monotonic() + self.config.poll_seconds
                 self._claim_all = True
             room = self.config.route_concurrency - self._routing_count
+            room_bytes = self.config.route_bytes - self._routing_bytes
             # Both claims in one group commit.
-            more, claims = await asyncio.gather(self._claim_sends(free), self._claim(room))
+            more, claims = await asyncio.gather(
+                self._claim_sends(free), self._claim(room, room_bytes)
+            )
             if claims:
                 self._track(self._routing, claims, self._route_all(claims))
             if more or (claims and len(claims) == room):
@@ -271,13 +278,17 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
 
-    async def _claim(self, room: int) -> list[Claim]:
-        if room <= 0:
+    async def _claim(self, room: int, room_bytes: int) -> list[Claim]:
+        if room <= 0 or room_bytes <= 0:
             return []  # a sweep that is due waits for the next claim with room
         sweep = self._claim_all
         try:
             claims = await self.journal.claim(
-                self.owner, room, self.config.lease_seconds, recent_only=not sweep
+                self.owner,
+                room,
+                self.config.lease_seconds,
+                recent_only=not sweep,
+                max_bytes=room_bytes,
             )
         except Exception as exc:
             # Expected while another process holds the journal: one line, not a trace.

@@ -230,9 +230,19 @@ class Journal(Protocol):
         ...
 
     async def claim(
-        self, owner: str, limit: int, lease_seconds: float, *, recent_only: bool = False
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        recent_only: bool = False,
+        max_bytes: int | None = None,
     ) -> list[Claim]:
         """Lease up to ``limit`` unrouted deliveries that are due, oldest first.
+
+        ``max_bytes``: only as many of them as have bodies adding up to no more than this,
+        counted from the oldest, but always the oldest (a body larger than the budget is
+        routed alone, not never).
 
         ``recent_only``: only those due since shortly before the last claim that was not, if
         that one saw every due delivery.  On PostgreSQL the index of pending deliveries keeps

@@ -19,7 +19,14 @@ from receiver.journal.route_bulk import EVENT_INSERT, EVENT_VALUES, RouteItem, s
 from receiver.journal.rules import routing_transition, send_transition
 from receiver.journal.schema import HELD_BY, event_columns
 
-__all__ = ["RAW_COLUMNS", "HotPath", "files_json", "parse_files", "raw_delivery"]
+__all__ = [
+    "RAW_COLUMNS",
+    "HotPath",
+    "files_json",
+    "parse_files",
+    "raw_delivery",
+    "within_budget",
+]
 
 RAW_COLUMNS = "d.id, d.route, d.source, d.received_at, d.content_type, d.headers, d.body"
 """The columns ``raw_delivery`` reads, from ``deliveries`` aliased ``d``."""
@@ -102,6 +109,17 @@ def recent_mark(found: int, limit: int, now: float) -> float | None:
     return now - RECENT_MARGIN_SECONDS if found < limit else None
 
 
+def within_budget(sizes: Sequence[int], budget: int) -> int:
+    """How many of ``sizes`` (oldest first) a claim takes: as many as add up to no more than
+    ``budget``, and always the first, so that a body larger than the budget still goes."""
+    total = 0
+    for taken, size in enumerate(sizes):
+        total += size
+        if total > budget and taken:
+            return taken
+    return len(sizes)
+
+
 def since_clause(since: float | None) -> tuple[str, tuple[float, ...]]:
     """The condition (and its parameter) a recent claim adds: due since ``since``, if any."""
     return ("", ()) if since is None else (" AND next_attempt_at >= ?", (since,))
@@ -148,22 +166,40 @@ class HotPath:
         return result
 
     async def claim(
-        self, owner: str, limit: int, lease_seconds: float, *, recent_only: bool = False
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        recent_only: bool = False,
+        max_bytes: int | None = None,
     ) -> list[Claim]:
         def work(tx: Tx) -> list[Claim]:
             now = tx.now
             since = self._claim_from if recent_only else None
             recent, since_args = since_clause(since)
+            # The sizes first (length() reads no body), so that only the bodies within the
+            # budget are read; the rows stay locked (PostgreSQL) until the update below.
+            due = tx.execute(
+                "SELECT id, length(body) FROM deliveries WHERE state = 'pending'"
+                f" AND next_attempt_at <= ?{recent} AND (lease_until IS NULL OR lease_until < ?)"
+                f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked}",
+                (now, *since_args, now, limit),
+            ).fetchall()
+            taken = len(due) if max_bytes is None else within_budget([r[1] for r in due], max_bytes)
+            if since is None:
+                # What the budget leaves behind stays due since long ago, as what the limit
+                # does: only a claim that took every due delivery marks.
+                self._claim_from = recent_mark(len(due), limit, now) if taken == len(due) else None
+            due = due[:taken]
+            if not due:
+                return []
             rows = tx.execute(
                 "UPDATE deliveries SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
-                " updated_at = ? WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending'"
-                f" AND next_attempt_at <= ?{recent} AND (lease_until IS NULL OR lease_until < ?)"
-                f" ORDER BY next_attempt_at LIMIT ?{tx.dialect.skip_locked})"
+                f" updated_at = ? WHERE id IN ({tx.marks(len(due))})"
                 " RETURNING id, route, source, received_at, content_type, headers, body, attempts",
-                (owner, now + lease_seconds, now, now, *since_args, now, limit),
+                (owner, now + lease_seconds, now, *(row[0] for row in due)),
             ).fetchall()
-            if since is None:
-                self._claim_from = recent_mark(len(rows), limit, now)
             return [Claim(raw_delivery(r), r[7], now) for r in rows]
 
         claims: list[Claim] = await self._write_dispatch(work, single_statement=True)

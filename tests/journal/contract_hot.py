@@ -143,6 +143,32 @@ class HotPathContract:
         rest = await journal.claim("w", 10, 60, recent_only=True)
         assert len(rest) == 2
 
+    async def test_a_claim_takes_the_oldest_bodies_within_its_byte_budget(
+        self, journal: SqlJournal
+    ) -> None:
+        ds = [raw(b"x" * 100) for _ in range(4)]
+        for i, d in enumerate(ds):
+            await journal.append(d, f"k{i}")
+        two = await journal.claim("w", 10, 60, max_bytes=250)
+        assert [len(c.delivery.body) for c in two] == [100, 100]
+        # A body larger than what is left of the budget still goes, alone.
+        [one] = await journal.claim("w", 10, 60, max_bytes=1)
+        [last] = await journal.claim("w", 10, 60, max_bytes=100)
+        assert await journal.claim("w", 10, 60, max_bytes=1000) == []
+        claimed = [c.delivery.delivery_id for c in [*two, one, last]]
+        assert sorted(claimed) == sorted(d.delivery_id for d in ds)
+
+    async def test_a_claim_cut_by_its_budget_leaves_recent_claims_looking_at_all(
+        self, journal: SqlJournal
+    ) -> None:
+        for i in range(3):
+            await journal.append(raw(b"x" * 100), f"k{i}")
+        for c in await journal.claim("w", 10, 60):  # all three due since long ago
+            await journal.finish(c, "w", Outcome.retry("again", at=time.time() - 3600))
+        # Fewer than the limit, yet not every due delivery: the budget cut it short.
+        assert len(await journal.claim("w", 10, 60, max_bytes=150)) == 1
+        assert len(await journal.claim("w", 10, 60, recent_only=True)) == 2
+
     async def test_a_recent_send_claim_looks_only_since_the_sinks_last_full_one(
         self, journal: SqlJournal
     ) -> None:

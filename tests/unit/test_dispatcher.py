@@ -670,3 +670,51 @@ async def test_a_send_routed_before_events_were_stored_is_normalized_once_by_its
         return int(tx.execute("SELECT count(*) FROM events").fetchone()[0])
 
     assert await journal._write(stored) == 1, "and stored, so that it happens once"
+
+
+class BudgetWatch(MemoryJournal):
+    """Records each claim of deliveries: the byte budget it was given, the bodies it took."""
+
+    def __init__(self) -> None:
+        super().__init__(Clock())
+        self.claims: list[tuple[int | None, list[int]]] = []
+
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        recent_only: bool = False,
+        max_bytes: int | None = None,
+    ) -> list[Any]:
+        claims = await super().claim(
+            owner, limit, lease_seconds, recent_only=recent_only, max_bytes=max_bytes
+        )
+        self.claims.append((max_bytes, [len(c.delivery.body) for c in claims]))
+        return claims
+
+
+async def test_deliveries_are_routed_within_the_byte_budget() -> None:
+    journal, sink = BudgetWatch(), RecordingSink()
+    small = [delivery(f"t{i}") for i in range(10)]
+    large = delivery("big", f'{{"taskId": "big", "pad": "{"x" * 400}"}}'.encode())
+    for d in [*small, large]:
+        await journal.append(d, d.delivery_id)
+    budget = 2 * len(small[0].body) + 5
+    dispatcher = Dispatcher(
+        journal,
+        {"r": RouteTarget(TextDocumentSource(), Router([], ["rec"]))},
+        {"rec": SinkTarget(sink, policy(), 4)},
+        DispatcherConfig(poll_seconds=0.01, route_bytes=budget),
+    )
+    await dispatcher.start()
+    await until(lambda: len(sink.events) == 11)
+    await dispatcher.stop(1)
+    taken = [sizes for _, sizes in journal.claims if sizes]
+    # Small bodies two at a time, the large one alone (not never), none past the budget.
+    assert max(len(sizes) for sizes in taken) == 2
+    assert [len(large.body)] in taken
+    for given, sizes in journal.claims:
+        assert given is not None and given <= budget
+        assert len(sizes) <= 1 or sum(sizes) <= given
