@@ -679,19 +679,9 @@ class BudgetWatch(MemoryJournal):
         super().__init__(Clock())
         self.claims: list[tuple[int | None, list[int]]] = []
 
-    async def claim(
-        self,
-        owner: str,
-        limit: int,
-        lease_seconds: float,
-        *,
-        recent_only: bool = False,
-        max_bytes: int | None = None,
-    ) -> list[Any]:
-        claims = await super().claim(
-            owner, limit, lease_seconds, recent_only=recent_only, max_bytes=max_bytes
-        )
-        self.claims.append((max_bytes, [len(c.delivery.body) for c in claims]))
+    async def claim(self, *args: Any, **options: Any) -> list[Any]:
+        claims = await super().claim(*args, **options)
+        self.claims.append((options.get("max_bytes"), [len(c.delivery.body) for c in claims]))
         return claims
 
 
