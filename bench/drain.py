@@ -15,6 +15,10 @@ Two comparisons, on SQLite and on PostgreSQL:
 
     python bench/drain.py                       # 5000 deliveries, both engines, all rows
     python bench/drain.py -n 2000 --engines sqlite --only folder
+    python bench/drain.py --engines postgres --only null --workers 2
+
+``--workers N`` drains with N ``hookdock worker`` processes on the same journal (the ceilings
+stay those of one process).
 
 A benchmark, not a test: it asserts nothing about the figures.
 """
@@ -142,6 +146,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 def run_engine(engine: str, args: argparse.Namespace, work: Path) -> list[list[str]]:
     rows: list[list[str]] = []
     template = body_template()
+    by = f", {args.workers} workers" if args.workers > 1 else ""
 
     def setup_for(name: str, **kw: object) -> tuple[HookdockSetup, PgTarget | None]:
         pg = new_pg_target(pg_dsn(args.dsn), "drain") if engine == "postgres" else None
@@ -152,13 +157,23 @@ def run_engine(engine: str, args: argparse.Namespace, work: Path) -> list[list[s
         setup, pg = setup_for("null", sink_type=NULL_SINK)
         try:
             ingest = ingest_rate(setup, work, args.deliveries)
-            drain = measure_dispatch(setup, args.deliveries, template, work, args.timeout)
+            drain = measure_dispatch(
+                setup, args.deliveries, template, work, args.timeout, args.workers
+            )
         finally:
             if pg is not None:
                 drop_pg_schema(pg)
         ratio = _ratio(drain.rate, ingest)
         rows.append(
-            [engine, "null sink drain", _rate(drain), _cpu(drain), "ingest", f"{ingest:.0f}", ratio]
+            [
+                engine,
+                f"null sink drain{by}",
+                _rate(drain),
+                _cpu(drain),
+                "ingest",
+                f"{ingest:.0f}",
+                ratio,
+            ]
         )
         print(
             f"  {engine}: null sink {_rate(drain)}/s ({_cpu(drain)} µs CPU each),"
@@ -169,7 +184,9 @@ def run_engine(engine: str, args: argparse.Namespace, work: Path) -> list[list[s
         for fsync in (True, False):
             setup, pg = setup_for("folder", sink_options=f"fsync = {str(fsync).lower()}\n")
             try:
-                drain = measure_dispatch(setup, args.deliveries, template, work, args.timeout)
+                drain = measure_dispatch(
+                    setup, args.deliveries, template, work, args.timeout, args.workers
+                )
             finally:
                 if pg is not None:
                     drop_pg_schema(pg)
@@ -178,7 +195,7 @@ def run_engine(engine: str, args: argparse.Namespace, work: Path) -> list[list[s
             ceiling = plain_loop(loop_root, args.deliveries, fsync)
             # Left until the end, with the rest of ``work``: on a journal-less ext4 deleting
             # its files now would make the next drain's creations dearer (``work_folder``).
-            what = f"folder sink, fsync {'on' if fsync else 'off'}"
+            what = f"folder sink, fsync {'on' if fsync else 'off'}{by}"
             ratio = _ratio(drain.rate, ceiling)
             rows.append(
                 [
@@ -207,6 +224,7 @@ def main() -> int:
     parser.add_argument("--engines", default="sqlite,postgres", help="(default both)")
     parser.add_argument("--only", choices=("null", "folder"), help="one comparison only")
     parser.add_argument("--timeout", type=float, default=120.0, help="per drain (default 120 s)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: $HOOKDOCK_TEST_PG_DSN or local)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()

@@ -393,18 +393,29 @@ def worker(setup: HookdockSetup, log_dir: Path) -> Server:
 
 
 def measure_dispatch(
-    setup: HookdockSetup, n: int, template: BodyTemplate, work: Path, timeout: float
+    setup: HookdockSetup,
+    n: int,
+    template: BodyTemplate,
+    work: Path,
+    timeout: float,
+    workers: int = 1,
 ) -> Dispatch:
+    """``n`` deliveries appended, then drained by ``workers`` ``hookdock worker`` processes."""
     started = time.monotonic()
     lo, hi = asyncio.run(append_fresh(setup, n, template))
     append_seconds = time.monotonic() - started
     probe = Probe(setup)
-    server = worker(setup, work)
+    servers = []
+    for number in range(workers):
+        logs = work / f"worker-{number}" if number else work
+        logs.mkdir(parents=True, exist_ok=True)
+        servers.append(worker(setup, logs))
     delivered = 0
-    # The worker is the only child reaped in between: the difference is its CPU time.
+    # The workers are the only children reaped in between: the difference is their CPU time.
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        server.start_process()
+        for server in servers:
+            server.start_process()
         began = time.monotonic()
         deadline = began + timeout
         while time.monotonic() < deadline:
@@ -413,12 +424,13 @@ def measure_dispatch(
                 " AND state = 'delivered'",
                 (lo, hi),
             )[0]
-            if delivered >= n or not server.alive():
+            if delivered >= n or not all(server.alive() for server in servers):
                 break
             time.sleep(0.2)
         wall = time.monotonic() - began
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     try:
@@ -431,7 +443,7 @@ def measure_dispatch(
     finally:
         probe.close()
     if delivered < n:
-        print(f"    drained {delivered}/{n} in {wall:.0f} s; worker log:\n{server.log_tail()}")
+        print(f"    drained {delivered}/{n} in {wall:.0f} s; worker log:\n{servers[0].log_tail()}")
     seconds = last - first if first is not None and last is not None else None
     return Dispatch(n, append_seconds, delivered, sends, seconds, wall, cpu)
 
