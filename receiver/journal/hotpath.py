@@ -187,19 +187,20 @@ class HotPath:
                 (now, *since_args, now, limit),
             ).fetchall()
             taken = len(due) if max_bytes is None else within_budget([r[1] for r in due], max_bytes)
+            # What the budget leaves behind stays due since long ago, as what the limit does:
+            # only a claim that took every due delivery marks (once its update has run).
+            mark = recent_mark(len(due), limit, now) if taken == len(due) else None
+            rows = []
+            if taken:
+                rows = tx.execute(
+                    "UPDATE deliveries SET lease_owner = ?, lease_until = ?,"
+                    f" attempts = attempts + 1, updated_at = ? WHERE id IN ({tx.marks(taken)})"
+                    " RETURNING id, route, source, received_at, content_type, headers, body,"
+                    " attempts",
+                    (owner, now + lease_seconds, now, *(row[0] for row in due[:taken])),
+                ).fetchall()
             if since is None:
-                # What the budget leaves behind stays due since long ago, as what the limit
-                # does: only a claim that took every due delivery marks.
-                self._claim_from = recent_mark(len(due), limit, now) if taken == len(due) else None
-            due = due[:taken]
-            if not due:
-                return []
-            rows = tx.execute(
-                "UPDATE deliveries SET lease_owner = ?, lease_until = ?, attempts = attempts + 1,"
-                f" updated_at = ? WHERE id IN ({tx.marks(len(due))})"
-                " RETURNING id, route, source, received_at, content_type, headers, body, attempts",
-                (owner, now + lease_seconds, now, *(row[0] for row in due)),
-            ).fetchall()
+                self._claim_from = mark
             return [Claim(raw_delivery(r), r[7], now) for r in rows]
 
         claims: list[Claim] = await self._write_dispatch(work, single_statement=True)
