@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from receiver.journal.dialect import DatabaseClock, Dialect, Tx
-from receiver.journal.errors import JournalUnavailable
+from receiver.journal.errors import JournalUnavailable, one_line
 
 __all__ = ["Bulk", "GroupCommitter", "JobFailed", "Work", "connection_broken"]
 
@@ -250,7 +250,7 @@ class GroupCommitter:
             self._conn = self._connect()
         except Exception as exc:
             self._down_until = time.monotonic() + self._reconnect_seconds
-            self._down_reason = str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            self._down_reason = one_line(exc)
             log.warning("journal: cannot reconnect yet: %s", self._down_reason)
             raise JournalUnavailable(
                 f"the journal's database is unavailable: {self._down_reason}"
@@ -334,7 +334,7 @@ class GroupCommitter:
         return outcomes
 
     def _fail_batch(self, batch: list[_Job], exc: Exception) -> None:
-        reason = _one_line(exc)
+        reason = one_line(exc)
         log.error("journal commit failed: %s", reason)
         if self._conn is not None and connection_broken(self._conn):
             self._drop_connection()
@@ -377,7 +377,7 @@ class GroupCommitter:
 
     def _as_journal_error(self, exc: Exception) -> Exception:
         if self._is_unavailable(exc):
-            error = JournalUnavailable(f"the journal could not write: {_one_line(exc)}")
+            error = JournalUnavailable(f"the journal could not write: {one_line(exc)}")
             error.__cause__ = exc
             return error
         return exc
@@ -396,11 +396,6 @@ class GroupCommitter:
 
 class _JobFailed(Exception):
     """A job failed in a batch run without savepoints: run it again with them."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def connection_broken(conn: Any) -> bool:

@@ -14,7 +14,7 @@ Messages name what to check (``journal.path``, ``journal.dsn``) and never hold a
 
 from __future__ import annotations
 
-__all__ = ["JournalError", "JournalUnavailable", "SchemaMismatch"]
+__all__ = ["JournalError", "JournalUnavailable", "SchemaMismatch", "one_line"]
 
 
 class JournalError(Exception):
@@ -28,3 +28,10 @@ class JournalUnavailable(JournalError):
 
 class SchemaMismatch(JournalError):
     """The database holds a schema this hookdock cannot use as it is."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says, or its type's name when it says nothing: what a
+    log line or an error carries of a driver's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

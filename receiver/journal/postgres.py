@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from receiver.journal.dialect import Dialect, Tx
-from receiver.journal.errors import JournalError, JournalUnavailable
+from receiver.journal.errors import JournalError, JournalUnavailable, one_line
 from receiver.journal.schema import migrate
 from receiver.journal.sql import SqlJournal
 
@@ -148,7 +148,7 @@ def _queue_vacuum(conn: psycopg.Connection[Any]) -> None:
             log.warning(
                 "journal: %s is vacuumed on PostgreSQL's defaults (%s); ask its owner to run %s",
                 table,
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                one_line(exc),
                 statement,
             )
 
@@ -203,7 +203,7 @@ class PostgresJournal(SqlJournal):
         super().__init__(self._connect, POSTGRES, dispatch_lane=True)
 
     def _cannot_open(self, exc: BaseException) -> str:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         return (
             f"{self.description} cannot be opened: {reason}: check `journal.dsn`,"
             " and that the database is up and reachable"
