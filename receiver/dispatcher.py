@@ -151,6 +151,10 @@ class Dispatcher:
         self._transfers = asyncio.Semaphore(config.file_transfers)
         self._routing: dict[asyncio.Task[None], list[Claim]] = {}
         """Deliveries being routed, by the task routing them (one per claim)."""
+        self._routing_count = 0
+        self._routing_bytes = 0
+        """How many deliveries ``_routing`` holds, and their bodies' bytes: kept as claims come
+        and go rather than summed at each turn of the loop (which runs once a send or more)."""
         self._sending: dict[asyncio.Task[None], SendClaim] = {}
         self._load: Counter[str] = Counter()
         """Slots taken per sink: sends in flight plus those reserved while routing."""
@@ -164,14 +168,6 @@ class Dispatcher:
     @property
     def inflight(self) -> int:
         return self._routing_count + len(self._sending)
-
-    @property
-    def _routing_count(self) -> int:
-        return sum(len(claims) for claims in self._routing.values())
-
-    @property
-    def _routing_bytes(self) -> int:
-        return sum(len(c.delivery.body) for claims in self._routing.values() for c in claims)
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (called after each new delivery)."""
@@ -272,6 +268,7 @@ class Dispatcher:
                 self._claim_sends(free), self._claim(room, room_bytes)
             )
             if claims:
+                self._hold_routing(claims, 1)
                 self._track(self._routing, claims, self._route_all(claims))
             if more or (claims and len(claims) == room):
                 continue  # there may be more due right now
@@ -332,8 +329,14 @@ class Dispatcher:
         where[task] = claim
         task.add_done_callback(self._forget)
 
+    def _hold_routing(self, claims: list[Claim], sign: int) -> None:
+        self._routing_count += sign * len(claims)
+        self._routing_bytes += sign * sum(len(c.delivery.body) for c in claims)
+
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._routing.pop(task, None)
+        routed = self._routing.pop(task, None)
+        if routed is not None:
+            self._hold_routing(routed, -1)
         claim = self._sending.pop(task, None)
         if claim is not None:
             self._free_slot(claim)
